@@ -1,0 +1,28 @@
+# rx_add_test(NAME name SOURCES a.cpp ... [LIBS ...] [LABELS ...] [TIMEOUT s])
+#   One GoogleTest binary registered as one CTest test.
+# rx_add_mpi_test(NAME name TARGET exe NP n [ARGS ...] [TIMEOUT s])
+#   Runs an existing executable under mpiexec -np n (as root and oversubscribed where needed).
+function(rx_add_test)
+  cmake_parse_arguments(T "" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${T_NAME} ${T_SOURCES})
+  target_link_libraries(${T_NAME} PRIVATE GTest::gtest GTest::gtest_main rx_warnings ${T_LIBS})
+  add_test(NAME ${T_NAME} COMMAND ${T_NAME})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}"
+    ENVIRONMENT "RX_SOURCE_DIR=${PROJECT_SOURCE_DIR};RX_BINARY_DIR=${PROJECT_BINARY_DIR}")
+endfunction()
+
+set(RX_MPIEXEC_FLAGS --allow-run-as-root --oversubscribe --bind-to none)
+function(rx_add_mpi_test)
+  cmake_parse_arguments(T "" "NAME;TARGET;NP;TIMEOUT" "ARGS;LABELS" ${ARGN})
+  add_test(NAME ${T_NAME}
+    COMMAND ${MPIEXEC_EXECUTABLE} ${RX_MPIEXEC_FLAGS} ${MPIEXEC_NUMPROC_FLAG} ${T_NP}
+            $<TARGET_FILE:${T_TARGET}> ${T_ARGS})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "mpi;${T_LABELS}"
+    ENVIRONMENT "RX_SOURCE_DIR=${PROJECT_SOURCE_DIR};RX_BINARY_DIR=${PROJECT_BINARY_DIR};OMPI_MCA_rmaps_base_oversubscribe=1")
+endfunction()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything the project needs on a fresh Debian 12 machine. Idempotent: re-running it only
+# re-checks. Every dependency comes from Debian's packages; nothing is downloaded at build time.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libtorch-dev                       # LibTorch 1.13 (CPU)
+  libopenmpi-dev openmpi-bin         # MPI ranks and the CPU all-reduce
+  libboost-dev                       # Boost.Asio / Boost.Beast (header-only)
+  nlohmann-json3-dev libspdlog-dev libgtest-dev libgmock-dev
+  libsqlite3-dev zlib1g-dev libssl-dev
+  dataset-fashion-mnist              # real data: /usr/share/datasets/fashion-mnist
+  python3 python3-torch python3-torchvision python3-numpy   # test-only cross-checks and the DDP baseline
+  curl wrk procps psmisc
+  slurm-wlm munge                    # single-node Slurm for the launcher tests
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+else
+  echo "setup: all ${#PACKAGES[@]} packages present"
+fi
