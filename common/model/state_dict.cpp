@@ -2,36 +2,14 @@
 
 #include <torch/serialize.h>
 
+
 #include <fstream>
-#include <iterator>
 #include <map>
 #include <sstream>
 
 #include "common/util/error.h"
 
 namespace rx::model {
-
-NamedTensors read_state_dict(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path, "cannot open state_dict file");
-  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (bytes.empty()) throw DataError(path + ": empty file, not a torch.save'd state_dict");
-  c10::IValue value;
-  try {
-    value = torch::pickle_load(bytes);
-  } catch (const c10::Error& e) {
-    throw DataError(path + ": not a torch.save'd state_dict (" + std::string(e.what_without_backtrace()) + ")");
-  }
-  if (!value.isGenericDict()) throw DataError(path + ": expected a dict of tensors, found " + value.tagKind());
-  NamedTensors out;
-  for (const auto& item : value.toGenericDict()) {
-    if (!item.key().isString()) throw DataError(path + ": a key is not a string (" + item.key().tagKind() + ")");
-    if (!item.value().isTensor())
-      throw DataError(path + ": key \"" + item.key().toStringRef() + "\" is not a tensor (" + item.value().tagKind() + ")");
-    out.emplace_back(item.key().toStringRef(), item.value().toTensor());
-  }
-  return out;
-}
 
 void save_state_dict(const torch::nn::Module& model, const std::string& path) {
   c10::impl::GenericDict dict(c10::StringType::get(), c10::TensorType::get());

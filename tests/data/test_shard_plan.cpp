@@ -21,7 +21,9 @@ TEST_P(ShardPlanProperties, DisjointCoveringEqualDeterministic) {
     ASSERT_EQ(static_cast<int64_t>(idx.size()), len);
     EXPECT_EQ(idx, shard_indices(s)) << "same inputs must give the same plan";
     s.epoch = 1;
-    if (len > 2) EXPECT_NE(idx, shard_indices(s)) << "epochs must differ";
+    if (len > 2) {
+      EXPECT_NE(idx, shard_indices(s)) << "epochs must differ";
+    }
     for (auto i : idx) {
       ASSERT_GE(i, 0);
       ASSERT_LT(i, n);
