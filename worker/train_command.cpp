@@ -1,6 +1,140 @@
+// `resnext_worker train`: one rank of a data-parallel job (mpirun/srun/alone).
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "common/comm/factory.h"
+#include "common/comm/mpi/mpi_communicator.h"
+#include "common/config/job_config.h"
+#include "common/report/report_client.h"
+#include "common/util/atomic_file.h"
 #include "common/util/error.h"
 #include "worker/commands.h"
+#include "worker/trainer.h"
 
 namespace rx::worker {
-int train_command(const std::vector<std::string>&) { throw Error("train: not implemented yet"); }
+
+using json = nlohmann::json;
+
+namespace {
+constexpr int kExitFailure = 1;
+constexpr int kExitConfig = 2;
+
+// Sets LibTorch's thread pools explicitly (it does not divide cores between local ranks by itself;
+// pytorch/pytorch#20156): `threads` per rank, or the machine's cores split across local ranks.
+void setup_threads(int requested, int local_size) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int n = requested > 0 ? requested : std::max(1, cores / std::max(1, local_size));
+  torch::set_num_threads(n);
+  try {
+    torch::set_num_interop_threads(1);
+  } catch (const c10::Error&) {
+    // already set (only possible when embedded); keep LibTorch's value
+  }
+}
+
+torch::Device pick_device(int local_rank) {
+#ifdef RX_WITH_CUDA
+  if (torch::cuda::is_available() && torch::cuda::device_count() > 0)
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % torch::cuda::device_count()));
+#endif
+  (void)local_rank;
+  return torch::Device(torch::kCPU);
+}
+}  // namespace
+
+int train_command(const std::vector<std::string>& args) {
+  CliArgs cli(args, {"config", "out", "set", "job-id", "coordinator"}, {"help"});
+  if (cli.has("help")) {
+    std::cout << "usage: resnext_worker train --config FILE [--out DIR] [--set key=value ...]\n"
+                 "                            [--job-id ID --coordinator URL]   (secret in env RX_JOB_SECRET)\n";
+    return 0;
+  }
+  if (!cli.has("config")) throw UsageError("train: --config FILE is required");
+  std::vector<config::Override> overrides;
+  for (const auto& kv : cli.all("set")) overrides.push_back(config::parse_override(kv));
+  if (cli.has("out")) overrides.push_back({"output.dir", cli.get("out")});
+
+  comm::MpiRuntime mpi;
+  auto boot = comm::make_mpi_communicator();
+  const int rank = boot->rank();
+  auto logger = spdlog::stdout_color_mt("rank" + std::to_string(rank));
+  logger->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [rank " + std::to_string(rank) + "] [%l] %v");
+  spdlog::set_default_logger(logger);
+
+  // [Config agreement] Every rank resolves the config itself, then all agree before any other
+  // collective: one rank failing alone (a file missing on its node) must not leave the others
+  // waiting in a broadcast.
+  json cfg;
+  std::string failure;
+  int failure_code = 0;
+  try {
+    cfg = config::resolve_file(cli.get("config"), overrides);
+    if (rank == 0) std::filesystem::create_directories(cfg["output"]["dir"].get<std::string>());
+  } catch (const ConfigError& e) {
+    failure = std::string("config error: ") + e.what();
+    failure_code = kExitConfig;
+  } catch (const std::exception& e) {
+    failure = e.what();
+    failure_code = kExitConfig;
+  }
+  auto flag = torch::tensor({static_cast<int64_t>(failure_code)}, torch::kInt64);
+  boot->allreduce(flag, {comm::ReduceOp::kMax, comm::Millis(120000)})->wait(comm::Millis(120000));
+  if (flag.item<int64_t>() != 0) {
+    if (!failure.empty()) spdlog::error("{}", failure);
+    return static_cast<int>(flag.item<int64_t>());
+  }
+
+  try {
+    setup_threads(cfg["training"]["threads"].get<int>(), boot->local_size());
+    const torch::Device device = pick_device(boot->local_rank());
+    auto comm = comm::make_communicator(cfg["distributed"]["backend"].get<std::string>(), device.is_cuda());
+    if (rank == 0)
+      spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(), comm->backend_name(),
+                   device.str(), torch::get_num_threads(), config::config_hash(cfg).substr(0, 12));
+
+    std::unique_ptr<report::ReportClient> reporter;
+    if (rank == 0 && cli.has("coordinator")) {
+      const char* secret = std::getenv("RX_JOB_SECRET");
+      reporter = std::make_unique<report::ReportClient>(cli.get("coordinator"), cli.get("job-id"),
+                                                        secret ? secret : "", std::chrono::seconds(10));
+    }
+    TrainerHooks hooks;
+    if (reporter)
+      hooks.on_progress = [&](const json& event) {
+        try {
+          reporter->post(event);
+        } catch (const Error& e) {  // progress is best-effort; training goes on
+          spdlog::warn("progress report not delivered: {}", e.what());
+        }
+      };
+
+    Trainer trainer(cfg, *comm, device, hooks);
+    json record = trainer.run();
+    if (rank == 0) {
+      const std::string dir = cfg["output"]["dir"].get<std::string>();
+      write_file_atomic(dir + "/result.json", record.dump(2) + "\n");
+      spdlog::info("final test accuracy {:.4f} (best {:.4f}), {:.1f} images/s total; record: {}/result.json",
+                   record["final_test_accuracy"].get<double>(), record["best_test_accuracy"].get<double>(),
+                   record["total_images_per_sec"].get<double>(), dir);
+      if (reporter) reporter->post({{"type", "result"}, {"record", record}});
+    }
+    comm->barrier(comm::Millis(120000));
+    return 0;
+  } catch (const std::exception& e) {
+    // [Fail together] Any exception on any rank ends the whole job: a peer blocked in a collective
+    // would otherwise only notice at its timeout.
+    const bool config = dynamic_cast<const ConfigError*>(&e) != nullptr;
+    spdlog::error("{}{}", config ? "config error: " : "", e.what());
+    spdlog::default_logger()->flush();
+    const int code = config ? kExitConfig : kExitFailure;
+    if (boot->world_size() > 1) comm::MpiRuntime::abort(code);
+    return code;
+  }
+}
+
 }  // namespace rx::worker

@@ -1,0 +1,164 @@
+// CIFAR-10 / CIFAR-100 binary readers and writers.
+#include <algorithm>
+#include <filesystem>
+
+#include "common/data/dataset.h"
+#include "common/data/file_io.h"
+#include "common/util/error.h"
+
+namespace rx::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kSide = 32;
+constexpr int kPixels = 3 * kSide * kSide;  // 3072
+
+struct CifarFormat {
+  int label_bytes;  // 1 (CIFAR-10) or 2 (CIFAR-100: coarse, fine)
+  int num_classes;  // of the label we keep (the last label byte)
+  int num_coarse;   // CIFAR-100 coarse classes (checked, dropped); 0 if none
+  int64_t record() const { return label_bytes + kPixels; }
+};
+
+std::string join(const std::vector<std::string>& paths) {
+  std::string s;
+  for (const auto& p : paths) s += (s.empty() ? "" : ", ") + p;
+  return s;
+}
+
+std::string at(const std::string& path, int64_t record, int64_t offset) {
+  return path + ": record " + std::to_string(record) + " (offset " + std::to_string(offset) + ")";
+}
+
+// Validates sizes of all files first, allocates the one pixel buffer, then reads file by file.
+Dataset read_cifar_files(const std::vector<std::string>& paths, const CifarFormat& fmt) {
+  const int64_t rec = fmt.record();
+  int64_t total = 0;
+  std::vector<int64_t> counts;
+  for (const auto& path : paths) {
+    std::error_code ec;
+    if (!fs::exists(path, ec)) throw IoError(path, "file not found");
+    if (!fs::is_regular_file(path, ec)) throw IoError(path, "not a regular file");
+    const auto size = static_cast<int64_t>(fs::file_size(path, ec));
+    if (ec) throw IoError(path, "cannot stat: " + ec.message());
+    if (size == 0)
+      throw DataError(path + ": empty file (offset 0), expected records of " + std::to_string(rec) +
+                      " bytes");
+    if (size % rec != 0) {
+      const int64_t whole = size / rec;
+      throw DataError(path + ": size " + std::to_string(size) +
+                      " bytes is not a multiple of the record size " + std::to_string(rec) +
+                      "; truncated record " + std::to_string(whole) + " at offset " +
+                      std::to_string(whole * rec) + " has " + std::to_string(size - whole * rec) + " bytes");
+    }
+    counts.push_back(size / rec);
+    total += size / rec;
+  }
+
+  Dataset d;
+  d.count = total;
+  d.channels = 3;
+  d.height = d.width = kSide;
+  d.num_classes = fmt.num_classes;
+  d.source = join(paths);
+  d.pixels.resize(static_cast<size_t>(total) * kPixels);
+  d.labels.resize(static_cast<size_t>(total));
+
+  std::vector<uint8_t> buf;
+  int64_t base = 0;
+  for (size_t f = 0; f < paths.size(); ++f) {
+    const auto& path = paths[f];
+    detail::read_file(path, buf);
+    if (static_cast<int64_t>(buf.size()) != counts[f] * rec)
+      throw DataError(path + ": size changed while reading (now " + std::to_string(buf.size()) + " bytes)");
+    for (int64_t r = 0; r < counts[f]; ++r) {
+      const uint8_t* in = buf.data() + r * rec;
+      if (fmt.num_coarse > 0 && in[0] >= fmt.num_coarse)
+        throw DataError(at(path, r, r * rec) + ": coarse label " + std::to_string(in[0]) +
+                        " out of range [0, " + std::to_string(fmt.num_coarse) + ")");
+      const int label = in[fmt.label_bytes - 1];
+      if (label >= fmt.num_classes)
+        throw DataError(at(path, r, r * rec + fmt.label_bytes - 1) + ": label " + std::to_string(label) +
+                        " out of range [0, " + std::to_string(fmt.num_classes) + ")");
+      d.labels[base + r] = label;
+      std::copy(in + fmt.label_bytes, in + rec, d.pixels.data() + (base + r) * kPixels);
+    }
+    base += counts[f];
+  }
+  return d;
+}
+
+void check_writable(const Dataset& d, int num_classes, const char* who) {
+  if (d.channels != 3 || d.height != kSide || d.width != kSide)
+    throw DataError(std::string(who) + ": dataset '" + d.source + "' is " + std::to_string(d.channels) + "x" +
+                    std::to_string(d.height) + "x" + std::to_string(d.width) + ", expected 3x32x32");
+  if (static_cast<int64_t>(d.pixels.size()) != d.count * kPixels ||
+      static_cast<int64_t>(d.labels.size()) != d.count)
+    throw DataError(std::string(who) + ": dataset '" + d.source + "' buffers do not match count " +
+                    std::to_string(d.count));
+  for (int64_t i = 0; i < d.count; ++i)
+    if (d.labels[i] < 0 || d.labels[i] >= num_classes)
+      throw DataError(std::string(who) + ": dataset '" + d.source + "' sample " + std::to_string(i) +
+                      " label " + std::to_string(d.labels[i]) + " out of range [0, " +
+                      std::to_string(num_classes) + ")");
+}
+
+// Writes samples [begin, end) of d as CIFAR records; CIFAR-100 gets a coarse byte first.
+void write_records(const std::string& path, const Dataset& d, int64_t begin, int64_t end, bool cifar100) {
+  const int64_t rec = (cifar100 ? 2 : 1) + kPixels;
+  std::vector<uint8_t> out(static_cast<size_t>((end - begin) * rec));
+  uint8_t* o = out.data();
+  for (int64_t i = begin; i < end; ++i) {
+    if (cifar100) *o++ = static_cast<uint8_t>(d.labels[i] / 5);
+    *o++ = static_cast<uint8_t>(d.labels[i]);
+    o = std::copy(d.sample(i), d.sample(i) + kPixels, o);
+  }
+  detail::write_file(path, out.data(), out.size());
+}
+
+std::string file_in(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / name).string();
+}
+
+}  // namespace
+
+Dataset read_cifar10(const std::string& dir, Split split) {
+  std::vector<std::string> paths;
+  if (split == Split::kTrain) {
+    for (int i = 1; i <= 5; ++i) paths.push_back(file_in(dir, "data_batch_" + std::to_string(i) + ".bin"));
+  } else {
+    paths.push_back(file_in(dir, "test_batch.bin"));
+  }
+  return read_cifar_files(paths, CifarFormat{1, 10, 0});
+}
+
+Dataset read_cifar100(const std::string& dir, Split split) {
+  return read_cifar_files({file_in(dir, split == Split::kTrain ? "train.bin" : "test.bin")},
+                          CifarFormat{2, 100, 20});
+}
+
+void write_cifar10(const std::string& dir, const Dataset& train, const Dataset& test) {
+  check_writable(train, 10, "write_cifar10");
+  check_writable(test, 10, "write_cifar10");
+  // The reader rejects empty files (a failed download), so every file needs a record.
+  if (train.count < 5 || test.count < 1)
+    throw DataError("write_cifar10: need >= 5 train and >= 1 test samples, got " +
+                    std::to_string(train.count) + " and " + std::to_string(test.count));
+  for (int f = 0; f < 5; ++f) {
+    const int64_t begin = train.count * f / 5, end = train.count * (f + 1) / 5;
+    write_records(file_in(dir, "data_batch_" + std::to_string(f + 1) + ".bin"), train, begin, end, false);
+  }
+  write_records(file_in(dir, "test_batch.bin"), test, 0, test.count, false);
+}
+
+void write_cifar100(const std::string& dir, const Dataset& train, const Dataset& test) {
+  check_writable(train, 100, "write_cifar100");
+  check_writable(test, 100, "write_cifar100");
+  if (train.count < 1 || test.count < 1)
+    throw DataError("write_cifar100: need >= 1 train and >= 1 test sample");
+  write_records(file_in(dir, "train.bin"), train, 0, train.count, true);
+  write_records(file_in(dir, "test.bin"), test, 0, test.count, true);
+}
+
+}  // namespace rx::data

@@ -1,0 +1,18 @@
+#pragma once
+// Whole-file reads and writes for the dataset readers (internal to common/data).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace rx::data::detail {
+
+// Reads the whole file into `out` (reusing its capacity). IoError if missing, not a regular file or
+// unreadable.
+void read_file(const std::string& path, std::vector<uint8_t>& out);
+// Like read_file, but inflates gzip content (detected by the magic 1f 8b). A corrupt or truncated
+// gzip stream -> DataError naming the file and the compressed offset.
+std::vector<uint8_t> read_file_maybe_gzip(const std::string& path);
+// Writes `n` bytes (gzip-compressed when `gzip`), creating parent directories. IoError on failure.
+void write_file(const std::string& path, const uint8_t* data, size_t n, bool gzip = false);
+
+}  // namespace rx::data::detail

@@ -1,0 +1,152 @@
+// IDX (MNIST / Fashion-MNIST) reader and writer, plain or gzip.
+#include <algorithm>
+#include <filesystem>
+
+#include "common/data/dataset.h"
+#include "common/data/file_io.h"
+#include "common/util/error.h"
+
+namespace rx::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint8_t kUbyte = 0x08;
+constexpr int64_t kMaxDim = 1 << 16;  // sanity bound on H/W; counts are bounded by the file size
+
+struct IdxFile {
+  std::string path;
+  std::vector<uint8_t> bytes;  // decompressed
+  std::vector<int64_t> dims;
+  int64_t data_offset = 0;
+  const uint8_t* data() const { return bytes.data() + data_offset; }
+};
+
+std::string hex(uint8_t b) {
+  const char* d = "0123456789abcdef";
+  return std::string("0x") + d[b >> 4] + d[b & 15];
+}
+
+IdxFile read_idx_file(const std::string& path, int ndims) {
+  IdxFile f{path, detail::read_file_maybe_gzip(path), {}, 0};
+  const auto& b = f.bytes;
+  const int64_t size = static_cast<int64_t>(b.size());
+  const std::string want = "00 00 08 " + hex(static_cast<uint8_t>(ndims)).substr(2);
+  if (size < 4)
+    throw DataError(path + ": truncated IDX header: " + std::to_string(size) +
+                    " bytes, need 4 (magic at offset 0)");
+  if (b[0] != 0 || b[1] != 0)
+    throw DataError(path + ": bad IDX magic " + hex(b[0]) + " " + hex(b[1]) + " at offset 0 (expected " +
+                    want + "; not an IDX file)");
+  if (b[2] != kUbyte)
+    throw DataError(path + ": unsupported IDX element type " + hex(b[2]) +
+                    " at offset 2 (only 0x08 unsigned byte)");
+  if (b[3] != ndims)
+    throw DataError(path + ": IDX field ndims at offset 3 is " + std::to_string(b[3]) + ", expected " +
+                    std::to_string(ndims));
+  f.data_offset = 4 + 4 * int64_t{ndims};
+  if (size < f.data_offset)
+    throw DataError(path + ": truncated IDX header: " + std::to_string(size) + " bytes, need " +
+                    std::to_string(f.data_offset) + " for " + std::to_string(ndims) + " dims");
+  int64_t product = 1;
+  for (int i = 0; i < ndims; ++i) {
+    const uint8_t* p = b.data() + 4 + 4 * i;
+    const int64_t dim = int64_t{p[0]} << 24 | int64_t{p[1]} << 16 | int64_t{p[2]} << 8 | p[3];
+    const std::string field =
+        "IDX field dims[" + std::to_string(i) + "] at offset " + std::to_string(4 + 4 * i);
+    if (dim <= 0) throw DataError(path + ": " + field + " is 0");
+    if (i > 0 && dim > kMaxDim)
+      throw DataError(path + ": " + field + " is " + std::to_string(dim) + ", larger than " +
+                      std::to_string(kMaxDim));
+    f.dims.push_back(dim);
+    product *= dim;  // <= 2^32 * 2^16 * 2^16, fits in int64
+  }
+  const int64_t have = size - f.data_offset;
+  if (have < product)
+    throw DataError(path + ": truncated: header declares " + std::to_string(product) +
+                    " data bytes from offset " + std::to_string(f.data_offset) + ", file has " +
+                    std::to_string(have) + " (ends at offset " + std::to_string(size) + ")");
+  if (have > product)
+    throw DataError(path + ": " + std::to_string(have - product) + " trailing bytes after offset " +
+                    std::to_string(f.data_offset + product) + " (header declares " + std::to_string(product) +
+                    " data bytes)");
+  return f;
+}
+
+std::string file_in(const std::string& dir, const std::string& name) {
+  return (fs::path(dir) / name).string();
+}
+
+// Prefers name.gz, falls back to the plain name; IoError naming both if neither exists.
+std::string find_gz_or_plain(const std::string& dir, const std::string& name) {
+  const std::string gz = file_in(dir, name + ".gz"), plain = file_in(dir, name);
+  std::error_code ec;
+  if (fs::exists(gz, ec)) return gz;
+  if (fs::exists(plain, ec)) return plain;
+  throw IoError(gz, "file not found (nor " + plain + ")");
+}
+
+void put_be32(std::vector<uint8_t>& out, int64_t v) {
+  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v >> s));
+}
+
+}  // namespace
+
+Dataset read_idx(const std::string& images_path, const std::string& labels_path, int num_classes) {
+  IdxFile images = read_idx_file(images_path, 3);
+  IdxFile labels = read_idx_file(labels_path, 1);
+  if (images.dims[0] != labels.dims[0])
+    throw DataError(images_path + " and " + labels_path +
+                    ": IDX field dims[0] (count) differs: " + std::to_string(images.dims[0]) + " images vs " +
+                    std::to_string(labels.dims[0]) + " labels");
+  Dataset d;
+  d.count = images.dims[0];
+  d.channels = 1;
+  d.height = static_cast<int>(images.dims[1]);
+  d.width = static_cast<int>(images.dims[2]);
+  d.num_classes = num_classes;
+  d.source = images_path + ", " + labels_path;
+  d.labels.resize(static_cast<size_t>(d.count));
+  for (int64_t i = 0; i < d.count; ++i) {
+    const int label = labels.data()[i];
+    if (label >= num_classes)
+      throw DataError(labels_path + ": label " + std::to_string(label) + " of sample " + std::to_string(i) +
+                      " at offset " + std::to_string(labels.data_offset + i) + " out of range [0, " +
+                      std::to_string(num_classes) + ")");
+    d.labels[i] = label;
+  }
+  // Move the decompressed buffer and drop the header in place: no second full-size allocation.
+  images.bytes.erase(images.bytes.begin(), images.bytes.begin() + images.data_offset);
+  images.bytes.shrink_to_fit();
+  d.pixels = std::move(images.bytes);
+  return d;
+}
+
+Dataset read_fashion_mnist(const std::string& dir, Split split) {
+  const std::string prefix = split == Split::kTrain ? "train" : "t10k";
+  // Resolved in sequence (not as call arguments) so a missing images file is always reported first.
+  const std::string images = find_gz_or_plain(dir, prefix + "-images-idx3-ubyte");
+  const std::string labels = find_gz_or_plain(dir, prefix + "-labels-idx1-ubyte");
+  return read_idx(images, labels, 10);
+}
+
+void write_idx(const std::string& images_path, const std::string& labels_path, const Dataset& d, bool gzip) {
+  if (d.channels != 1 || static_cast<int64_t>(d.pixels.size()) != d.count * d.sample_bytes() ||
+      static_cast<int64_t>(d.labels.size()) != d.count)
+    throw DataError("write_idx: dataset '" + d.source + "' must be single-channel with consistent buffers");
+  std::vector<uint8_t> img = {0, 0, kUbyte, 3};
+  put_be32(img, d.count);
+  put_be32(img, d.height);
+  put_be32(img, d.width);
+  img.insert(img.end(), d.pixels.begin(), d.pixels.end());
+  std::vector<uint8_t> lab = {0, 0, kUbyte, 1};
+  put_be32(lab, d.count);
+  for (int32_t l : d.labels) {
+    if (l < 0 || l > 255) throw DataError("write_idx: label " + std::to_string(l) + " does not fit a byte");
+    lab.push_back(static_cast<uint8_t>(l));
+  }
+  detail::write_file(images_path, img.data(), img.size(), gzip);
+  detail::write_file(labels_path, lab.data(), lab.size(), gzip);
+}
+
+}  // namespace rx::data

@@ -1,0 +1,57 @@
+#include "coordinator/http/listener.h"
+
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/util/error.h"
+#include "coordinator/http/session.h"
+
+namespace rx::coord {
+
+namespace beast = boost::beast;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+Listener::Listener(net::io_context& ioc, const tcp::endpoint& endpoint, ServiceState& state,
+                   std::chrono::seconds idle_timeout)
+    : ioc_(ioc), acceptor_(net::make_strand(ioc)), state_(state), idle_timeout_(idle_timeout) {
+  beast::error_code ec;
+  const std::string where = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
+  acceptor_.open(endpoint.protocol(), ec);
+  if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor_.bind(endpoint, ec);
+  if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) throw IoError(where, "cannot listen: " + ec.message());
+}
+
+unsigned short Listener::port() const { return acceptor_.local_endpoint().port(); }
+
+void Listener::run() {
+  net::dispatch(acceptor_.get_executor(), beast::bind_front_handler(&Listener::do_accept, shared_from_this()));
+}
+
+void Listener::stop() {
+  net::post(acceptor_.get_executor(), [self = shared_from_this()] {
+    beast::error_code ec;
+    self->acceptor_.close(ec);
+  });
+}
+
+void Listener::do_accept() {
+  acceptor_.async_accept(net::make_strand(ioc_),
+                         beast::bind_front_handler(&Listener::on_accept, shared_from_this()));
+}
+
+void Listener::on_accept(beast::error_code ec, tcp::socket socket) {
+  if (ec == net::error::operation_aborted) return;  // stopped
+  if (ec) {
+    spdlog::warn("accept: {}", ec.message());
+  } else {
+    socket.set_option(tcp::no_delay(true), ec);
+    std::make_shared<Session>(std::move(socket), state_, idle_timeout_)->run();
+  }
+  do_accept();
+}
+
+}  // namespace rx::coord

@@ -1,0 +1,33 @@
+#pragma once
+// [Listener] Accepts connections and hands each to a Session on its own strand, as in Beast's async
+// server example. Binding port 0 picks a free port; port() reports the one bound.
+#include <chrono>
+#include <memory>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "coordinator/http/router.h"
+
+namespace rx::coord {
+
+class Listener : public std::enable_shared_from_this<Listener> {
+ public:
+  // Throws rx::IoError naming the endpoint when it cannot bind.
+  Listener(boost::asio::io_context& ioc, const boost::asio::ip::tcp::endpoint& endpoint, ServiceState& state,
+           std::chrono::seconds idle_timeout);
+  void run();
+  void stop();
+  unsigned short port() const;
+
+ private:
+  void do_accept();
+  void on_accept(boost::beast::error_code ec, boost::asio::ip::tcp::socket socket);
+
+  boost::asio::io_context& ioc_;
+  boost::asio::ip::tcp::acceptor acceptor_;
+  ServiceState& state_;
+  std::chrono::seconds idle_timeout_;
+};
+
+}  // namespace rx::coord

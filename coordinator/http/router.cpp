@@ -1,0 +1,271 @@
+#include "coordinator/http/router.h"
+
+#include <charconv>
+#include <chrono>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "common/util/error.h"
+#include "coordinator/http/json_guard.h"
+#include "coordinator/jobs/api_error.h"
+
+namespace rx::coord {
+
+namespace http = boost::beast::http;
+using nlohmann::json;
+
+namespace {
+
+struct Target {
+  std::vector<std::string> parts;  // path segments
+  std::vector<std::pair<std::string, std::string>> query;
+  std::optional<std::string> param(const std::string& key) const {
+    for (const auto& [k, v] : query)
+      if (k == key) return v;
+    return std::nullopt;
+  }
+};
+
+Target split_target(std::string_view t) {
+  Target out;
+  auto q = t.find('?');
+  std::string_view path = t.substr(0, q);
+  size_t i = 0;
+  while (i < path.size()) {
+    while (i < path.size() && path[i] == '/') ++i;
+    size_t j = path.find('/', i);
+    if (j == std::string_view::npos) j = path.size();
+    if (j > i) out.parts.emplace_back(path.substr(i, j - i));
+    i = j;
+  }
+  if (q != std::string_view::npos) {
+    std::string_view qs = t.substr(q + 1);
+    size_t p = 0;
+    while (p <= qs.size()) {
+      size_t amp = qs.find('&', p);
+      if (amp == std::string_view::npos) amp = qs.size();
+      std::string_view kv = qs.substr(p, amp - p);
+      if (!kv.empty()) {
+        auto eq = kv.find('=');
+        out.query.emplace_back(std::string(kv.substr(0, eq)),
+                               eq == std::string_view::npos ? std::string() : std::string(kv.substr(eq + 1)));
+      }
+      p = amp + 1;
+    }
+  }
+  return out;
+}
+
+int64_t int_param(const Target& t, const std::string& key, int64_t def, int64_t lo, int64_t hi) {
+  auto v = t.param(key);
+  if (!v) return def;
+  int64_t out = 0;
+  auto [ptr, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
+  if (ec != std::errc() || ptr != v->data() + v->size() || v->empty())
+    throw ApiError(400, "invalid_query", "must be an integer", key);
+  if (out < lo || out > hi)
+    throw ApiError(400, "invalid_query", "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", key);
+  return out;
+}
+
+Response make(const Request& req, http::status st, std::string body, const char* type = "application/json") {
+  Response res{st, req.version()};
+  res.set(http::field::server, "resnext-coordinator");
+  res.set(http::field::content_type, type);
+  res.keep_alive(req.keep_alive());
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+Response method_not_allowed(const Request& req, const char* allow) {
+  Response res = error_response(405, "method_not_allowed",
+                                std::string(req.method_string()) + " not allowed; use " + allow, "", req.version(),
+                                req.keep_alive());
+  res.set(http::field::allow, allow);
+  return res;
+}
+
+json parse_body(const Request& req) {
+  const std::string& b = req.body();
+  if (max_json_depth(b) > kMaxJsonDepth)
+    throw ApiError(400, "too_deep", "JSON nested deeper than " + std::to_string(kMaxJsonDepth));
+  json j = json::parse(b, nullptr, false);
+  if (j.is_discarded()) throw ApiError(400, "malformed_json", "request body is not valid JSON");
+  return j;
+}
+
+std::string require_user(const Request& req, ServiceState& st) {
+  const auto auth = req[http::field::authorization];
+  auto who = st.jobs.tokens().authenticate(std::string_view(auth.data(), auth.size()));
+  if (!who) throw ApiError(401, "unauthorized", "missing or invalid bearer token", "Authorization");
+  return *who;
+}
+
+Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
+  const Target t = split_target(std::string_view(req.target().data(), req.target().size()));
+  const auto& p = t.parts;
+  const auto m = req.method();
+  const bool get = m == http::verb::get || m == http::verb::head;
+  const bool post = m == http::verb::post;
+
+  if (p.size() == 1 && p[0] == "healthz") {
+    rid = RouteId::kHealthz;
+    if (!get) return method_not_allowed(req, "GET");
+    return make(req, http::status::ok, R"({"status":"ok"})");
+  }
+  if (p.size() == 1 && p[0] == "metrics") {
+    rid = RouteId::kMetrics;
+    if (!get) return method_not_allowed(req, "GET");
+    return make(req, http::status::ok, st.jobs.prometheus() + st.http.prometheus(), "text/plain; version=0.0.4");
+  }
+  if (p.size() < 2 || p[0] != "v1" || p[1] != "jobs") {
+    rid = RouteId::kNotFound;
+    throw ApiError(404, "not_found", "no route for " + std::string(req.target()));
+  }
+  if (p.size() == 2) {
+    if (get) {
+      rid = RouteId::kJobsList;
+      std::optional<JobState> state;
+      if (auto s = t.param("state")) {
+        state = parse_job_state(*s);
+        if (!state) throw ApiError(400, "invalid_query", "unknown state '" + *s + "'", "state");
+      }
+      const auto limit = int_param(t, "limit", 50, 1, 1000);
+      const auto offset = int_param(t, "offset", 0, 0, int64_t{1} << 40);
+      return make(req, http::status::ok,
+                  st.jobs.list(state, static_cast<size_t>(limit), static_cast<size_t>(offset)).dump());
+    }
+    if (post) {
+      rid = RouteId::kJobsSubmit;
+      const std::string owner = require_user(req, st);
+      const json body = parse_body(req);
+      auto out = st.jobs.submit(owner, body, std::string(req["Idempotency-Key"]));
+      auto res = make(req, out.created ? http::status::created : http::status::ok, *out.body);
+      res.set(http::field::location, "/v1/jobs/" + out.id);
+      return res;
+    }
+    rid = RouteId::kMethodNotAllowed;
+    return method_not_allowed(req, "GET, POST");
+  }
+  const std::string& id = p[2];
+  if (p.size() == 3) {
+    rid = RouteId::kJobGet;
+    if (!get) return method_not_allowed(req, "GET");
+    auto body = st.jobs.job_body(id);
+    if (!body) throw ApiError(404, "not_found", "no job '" + id + "'", "id");
+    return make(req, http::status::ok, *body);
+  }
+  const std::string& sub = p[3];
+  if (p.size() == 4 && sub == "metrics") {
+    rid = RouteId::kJobMetrics;
+    if (!get) return method_not_allowed(req, "GET");
+    return make(req, http::status::ok, st.jobs.metrics(id).dump());
+  }
+  if (p.size() == 4 && sub == "logs") {
+    rid = RouteId::kJobLogs;
+    if (!get) return method_not_allowed(req, "GET");
+    const auto tail = int_param(t, "tail", 100, 1, 100000);
+    return make(req, http::status::ok, st.jobs.logs(id, static_cast<int>(tail)), "text/plain; charset=utf-8");
+  }
+  if (p.size() == 4 && sub == "result") {
+    rid = RouteId::kJobResult;
+    if (!get) return method_not_allowed(req, "GET");
+    return make(req, http::status::ok, st.jobs.result(id).dump());
+  }
+  if (p.size() == 4 && sub == "cancel") {
+    rid = RouteId::kJobCancel;
+    if (!post) return method_not_allowed(req, "POST");
+    const std::string owner = require_user(req, st);
+    auto body = st.jobs.cancel(owner, id);
+    return make(req, http::status::accepted, *body);
+  }
+  if (p.size() == 4 && sub == "reports") {
+    rid = RouteId::kJobReports;
+    if (!post) return method_not_allowed(req, "POST");
+    // Authenticated by the per-job secret, not a user token; checked before the body is looked at.
+    const std::string secret(req["X-Job-Secret"]);
+    if (secret.empty()) throw ApiError(401, "unauthorized", "missing X-Job-Secret", "X-Job-Secret");
+    st.jobs.check_job_secret(id, secret);  // 404 / 401 before the body is looked at
+    const json body = parse_body(req);
+    st.jobs.report(id, secret, body);
+    return make(req, http::status::accepted, R"({"accepted":true})");
+  }
+  if (p.size() == 5 && sub == "shards") {
+    rid = RouteId::kJobShard;
+    if (!get) return method_not_allowed(req, "GET");
+    int rank = 0;
+    auto [ptr, ec] = std::from_chars(p[4].data(), p[4].data() + p[4].size(), rank);
+    if (ec != std::errc() || ptr != p[4].data() + p[4].size())
+      throw ApiError(400, "invalid_path", "rank must be an integer", "rank");
+    if (!t.param("epoch")) throw ApiError(400, "missing_query", "is required", "epoch");
+    const auto epoch = int_param(t, "epoch", 0, 0, int64_t{1} << 40);
+    std::optional<int64_t> ds;
+    if (t.param("dataset_size")) ds = int_param(t, "dataset_size", 0, 1, int64_t{1} << 40);
+    return make(req, http::status::ok, st.jobs.shard(id, rank, epoch, ds).dump());
+  }
+  if (p.size() == 6 && sub == "shards" && p[5] == "data") {
+    rid = RouteId::kJobShardData;
+    if (!get) return method_not_allowed(req, "GET");
+    int rank = 0;
+    auto [ptr, ec] = std::from_chars(p[4].data(), p[4].data() + p[4].size(), rank);
+    if (ec != std::errc() || ptr != p[4].data() + p[4].size())
+      throw ApiError(400, "invalid_path", "rank must be an integer", "rank");
+    const auto secret = req["X-Job-Secret"];
+    auto d = st.jobs.shard_data(id, std::string(secret.data(), secret.size()), rank, t.param("part").value_or(""));
+    auto res = make(req, http::status::ok, std::move(d.body), "application/octet-stream");
+    res.set("X-Content-SHA256", d.sha256);
+    res.set("X-Shard-Format", d.format);
+    res.set("X-Shard-Begin", std::to_string(d.begin));
+    res.set("X-Shard-End", std::to_string(d.end));
+    res.set("X-Dataset-Size", std::to_string(d.dataset_size));
+    return res;
+  }
+  rid = RouteId::kNotFound;
+  throw ApiError(404, "not_found", "no route for " + std::string(req.target()));
+}
+
+}  // namespace
+
+Response error_response(int status, const std::string& code, const std::string& message, const std::string& field,
+                        unsigned version, bool keep_alive) {
+  json err = {{"code", code}, {"message", message}, {"field", field.empty() ? json(nullptr) : json(field)}};
+  Response res{static_cast<http::status>(status), version};
+  res.set(http::field::server, "resnext-coordinator");
+  res.set(http::field::content_type, "application/json");
+  if (status == 401) res.set(http::field::www_authenticate, "Bearer");
+  res.keep_alive(keep_alive);
+  // Messages may quote the request target, which need not be UTF-8: replace rather than throw.
+  res.body() = json{{"error", err}}.dump(-1, ' ', false, json::error_handler_t::replace);
+  res.prepare_payload();
+  return res;
+}
+
+Response route(const Request& req, ServiceState& st) {
+  const auto t0 = std::chrono::steady_clock::now();
+  RouteId rid = RouteId::kNotFound;
+  Response res;
+  if (req.body().size() > kMaxBodyBytes) {
+    rid = RouteId::kTooLarge;
+    res = error_response(413, "too_large", "body exceeds " + std::to_string(kMaxBodyBytes) + " bytes", "",
+                         req.version(), false);
+  } else {
+    try {
+      res = dispatch(req, st, rid);
+    } catch (const ApiError& e) {
+      res = error_response(e.status(), e.code(), e.what(), e.field(), req.version(), req.keep_alive());
+    } catch (const ConfigError& e) {
+      res = error_response(400, "invalid_config", e.message(), e.field(), req.version(), req.keep_alive());
+    } catch (const std::exception& e) {
+      spdlog::error("{} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
+      res = error_response(500, "internal", e.what(), "", req.version(), req.keep_alive());
+    }
+  }
+  if (req.method() == http::verb::head) res.body().clear();  // content-length stays that of GET
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  st.http.record(rid, res.result_int(), secs);
+  return res;
+}
+
+}  // namespace rx::coord

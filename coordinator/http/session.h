@@ -1,0 +1,37 @@
+#pragma once
+// [Session] One HTTP/1.1 keep-alive connection, in the shape of Beast's async server example: read a
+// request (with a deadline, so idle or slow clients are dropped), route it, write the response, loop.
+// Limits live in a fresh request_parser per request: header_limit -> 431, body_limit -> 413.
+#include <chrono>
+#include <memory>
+#include <optional>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include "coordinator/http/router.h"
+
+namespace rx::coord {
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(boost::asio::ip::tcp::socket&& socket, ServiceState& state, std::chrono::seconds idle_timeout);
+  void run();
+
+ private:
+  void do_read();
+  void on_read(boost::beast::error_code ec, std::size_t bytes);
+  void send(Response&& res);
+  void on_write(bool close, boost::beast::error_code ec, std::size_t bytes);
+  void do_close();
+
+  boost::beast::tcp_stream stream_;
+  boost::beast::flat_buffer buffer_;
+  std::optional<boost::beast::http::request_parser<boost::beast::http::string_body>> parser_;
+  std::shared_ptr<Response> res_;
+  ServiceState& state_;
+  std::chrono::seconds idle_timeout_;
+};
+
+}  // namespace rx::coord

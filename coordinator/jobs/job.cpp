@@ -1,0 +1,72 @@
+#include "coordinator/jobs/job.h"
+
+#include "coordinator/util/util.h"
+
+namespace rx::coord {
+
+std::string to_string(JobState s) {
+  switch (s) {
+    case JobState::kQueued: return "queued";
+    case JobState::kRunning: return "running";
+    case JobState::kSucceeded: return "succeeded";
+    case JobState::kFailed: return "failed";
+    case JobState::kCancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+std::optional<JobState> parse_job_state(const std::string& s) {
+  for (auto st : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
+    if (to_string(st) == s) return st;
+  return std::nullopt;
+}
+
+nlohmann::json job_to_json(const Job& job) {
+  using nlohmann::json;
+  auto ts = [](int64_t ms) { return ms > 0 ? json(iso8601(ms)) : json(nullptr); };
+  const json& p = job.last_progress;
+  auto pget = [&](const char* k) { return p.is_object() && p.contains(k) ? p.at(k) : json(nullptr); };
+  json progress = {{"epoch", pget("epoch")}, {"epochs", pget("epochs")}, {"step", pget("step")},
+                   {"steps_per_epoch", pget("steps_per_epoch")}};
+  json loss = pget("loss");
+  json acc = pget("test_accuracy");
+  json ranks = json::array();
+  if (p.is_object() && p.contains("ranks") && p.at("ranks").is_array()) {
+    for (const auto& r : p.at("ranks")) {
+      if (!r.is_object()) continue;
+      ranks.push_back({{"rank", r.value("rank", json(nullptr))},
+                       {"images_per_sec", r.value("images_per_sec", json(nullptr))},
+                       {"peak_memory_bytes", r.value("peak_memory_bytes", json(nullptr))}});
+    }
+  }
+  // The final record wins over the last progress report once it exists.
+  if (job.result.is_object()) {
+    if (job.result.contains("final_test_accuracy")) acc = job.result.at("final_test_accuracy");
+    if (job.result.contains("ranks") && job.result.at("ranks").is_array()) {
+      ranks = json::array();
+      for (const auto& r : job.result.at("ranks")) {
+        if (!r.is_object()) continue;
+        ranks.push_back({{"rank", r.value("rank", json(nullptr))},
+                         {"images_per_sec", r.value("images_per_sec", json(nullptr))},
+                         {"peak_memory_bytes", r.value("peak_memory_bytes", json(nullptr))}});
+      }
+    }
+  }
+  return json{{"id", job.id},
+              {"name", job.name},
+              {"state", to_string(job.state)},
+              {"world_size", job.world_size},
+              {"created_at", ts(job.created_ms)},
+              {"started_at", ts(job.started_ms)},
+              {"finished_at", ts(job.finished_ms)},
+              {"progress", progress},
+              {"loss", loss},
+              {"test_accuracy", acc},
+              {"ranks", ranks},
+              {"exit_code", job.exit_code ? json(*job.exit_code) : json(nullptr)},
+              {"error", job.error.empty() ? json(nullptr) : json(job.error)},
+              {"owner", job.owner},
+              {"slurm_job_id", nullptr}};
+}
+
+}  // namespace rx::coord

@@ -1,0 +1,44 @@
+#pragma once
+// [Job] One training job as the coordinator knows it. The in-memory Job is the source for API
+// responses; JobStore persists every field (write-through), so a restart rebuilds the same map.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace rx::coord {
+
+enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
+
+std::string to_string(JobState s);
+std::optional<JobState> parse_job_state(const std::string& s);
+inline bool is_terminal(JobState s) { return s != JobState::kQueued && s != JobState::kRunning; }
+
+struct Job {
+  int64_t seq = 0;  // submission order (FIFO and "newest first" listing)
+  std::string id;
+  std::string name;
+  std::string owner;
+  JobState state = JobState::kQueued;
+  int world_size = 1;
+  nlohmann::json config;  // resolved config
+  std::string idempotency_key;
+  int64_t created_ms = 0;
+  int64_t started_ms = 0;   // 0 = not yet
+  int64_t finished_ms = 0;  // 0 = not yet
+  int64_t pid = 0;          // launcher process (mpirun); its pgid == sid == pid (setsid)
+  int64_t pgid = 0;
+  std::optional<int> exit_code;
+  std::string error;
+  std::string secret_hash;  // sha256 hex of the per-job secret
+  bool cancel_requested = false;
+  int64_t cancel_ms = 0;
+  nlohmann::json last_progress;  // last progress report body (null until one arrives)
+  nlohmann::json result;         // the worker's run record (null until reported)
+};
+
+// The API v1 view of a job (no secrets, no config).
+nlohmann::json job_to_json(const Job& job);
+
+}  // namespace rx::coord

@@ -1,0 +1,114 @@
+#pragma once
+// [JobService] The coordinator's state machine: jobs (in memory, written through to JobStore), the
+// FIFO scheduler over slots, the launcher, and the per-job secrets. All mutations take an exclusive
+// lock and commit to SQLite before returning; GET /v1/jobs/{id} takes a shared lock and returns a
+// pre-serialised body (re-rendered on every change), so the hot read path never touches SQLite.
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/data/dataset.h"
+#include "coordinator/jobs/job.h"
+#include "coordinator/jobs/job_store.h"
+#include "coordinator/jobs/tokens.h"
+#include "coordinator/launch/launcher.h"
+
+namespace rx::coord {
+
+struct ServiceOptions {
+  std::string state_dir;        // holds jobs.db and jobs/<id>/
+  int slots = 1;
+  std::string configs_dir;      // presets: <configs_dir>/<name>.json
+  std::string self_url;         // what workers use to reach us (set once the port is bound)
+  int64_t cancel_grace_ms = 10000;  // SIGTERM -> SIGKILL
+  bool in_memory_store = false;     // tests: ":memory:" SQLite
+};
+
+// The bytes of a rank's static block in the dataset's own format (data.source "coordinator").
+struct ShardData {
+  std::string body;
+  std::string sha256;  // of body
+  std::string format;  // "idx-images" | "idx-labels" | "cifar10" | "cifar100"
+  int64_t begin = 0, end = 0, dataset_size = 0;
+};
+
+struct SubmitOutcome {
+  bool created = false;  // false: an idempotent retry returned the existing job
+  std::string id;
+  std::shared_ptr<const std::string> body;
+};
+
+class JobService {
+ public:
+  JobService(ServiceOptions opts, std::unique_ptr<Launcher> launcher, Tokens tokens = Tokens());
+
+  void set_self_url(const std::string& url);
+  // Loads every job; running ones are re-attached if their processes live, else marked failed.
+  void recover();
+
+  const Tokens& tokens() const { return tokens_; }
+  int slots() const { return opts_.slots; }
+
+  SubmitOutcome submit(const std::string& owner, const nlohmann::json& body, const std::string& idempotency_key);
+  std::shared_ptr<const std::string> job_body(const std::string& id) const;  // null when unknown
+  nlohmann::json list(std::optional<JobState> state, size_t limit, size_t offset) const;
+  std::shared_ptr<const std::string> cancel(const std::string& owner, const std::string& id);
+  void report(const std::string& id, const std::string& secret, const nlohmann::json& body);
+  void check_job_secret(const std::string& id, const std::string& secret) const;  // 404 / 401
+  nlohmann::json metrics(const std::string& id);
+  nlohmann::json result(const std::string& id) const;
+  std::string logs(const std::string& id, int tail) const;
+  nlohmann::json shard(const std::string& id, int rank, int64_t epoch, std::optional<int64_t> dataset_size);
+  // part: "images" | "labels" for IDX datasets, ignored (records) for CIFAR. 401 on a wrong secret,
+  // 409 when the job reads a shared dataset.
+  ShardData shard_data(const std::string& id, const std::string& secret, int rank, const std::string& part);
+  std::optional<Job> get(const std::string& id) const;  // a copy (tests, CLI)
+  std::string job_dir(const std::string& id) const;
+
+  // Reaps finished jobs, escalates overdue cancels, starts queued jobs that fit. Call periodically.
+  void tick();
+
+  std::string prometheus() const;  // job/slot gauges (HTTP metrics are appended by the router)
+
+ private:
+  Job& find_or_404(const std::string& id);
+  const Job& find_or_404(const std::string& id) const;
+  void commit(Job& slot, const Job& updated);  // store.update + in-memory + cache
+  void render(const Job& job);
+  void schedule_locked();
+  void start_locked(Job& job);
+  void finish(const std::string& id, const ExitInfo& ex);
+  int busy_slots_locked() const;
+  nlohmann::json load_config(const nlohmann::json& config_field) const;
+  int64_t dataset_size_for(const Job& job) const;
+  nlohmann::json compute_shard(const Job& job, int rank, int64_t epoch, std::optional<int64_t> dataset_size) const;
+
+  std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path);
+
+  ServiceOptions opts_;
+  std::mutex data_mu_;  // guards datasets_ (loads happen under it: one load per dataset)
+  std::map<std::string, std::shared_ptr<const data::Dataset>> datasets_;
+  std::unique_ptr<Launcher> launcher_;
+  Tokens tokens_;
+  mutable std::shared_mutex mu_;
+  std::unique_ptr<JobStore> store_;
+  std::map<int64_t, std::string> order_;             // seq -> id
+  std::unordered_map<std::string, Job> jobs_;
+  // [Read path] Rendered job bodies under their own lock, so a GET never waits behind a mutation that
+  // holds mu_ across a SQLite commit (fsync); render() swaps in the new body after the commit.
+  mutable std::shared_mutex cache_mu_;
+  std::unordered_map<std::string, std::shared_ptr<const std::string>> cache_;
+  std::shared_ptr<const std::string> cached(const std::string& id) const;
+  std::unordered_map<std::string, std::string> idempotency_;  // owner \n key -> id
+};
+
+}  // namespace rx::coord

@@ -1,0 +1,41 @@
+#pragma once
+// [Launcher] How a job's processes are started, watched and stopped. The local launcher runs mpirun
+// on this machine; a Slurm launcher (sbatch/squeue/scancel) implements the same four calls later.
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace rx::coord {
+
+struct LaunchSpec {
+  std::string job_id;
+  std::string job_dir;      // holds config.json, worker.log, run/
+  int world_size = 1;
+  std::string secret;       // handed to the job via env RX_JOB_SECRET, never argv
+  std::string coordinator_url;
+};
+
+struct LaunchHandle {
+  int64_t pid = 0;   // the launcher process (mpirun)
+  int64_t pgid = 0;  // its process group == session id (the launcher calls setsid)
+};
+
+struct ExitInfo {
+  std::optional<int> exit_code;  // nullopt when unknown (re-attached job) or killed by a signal
+  std::string reason;            // empty on exit 0
+};
+
+class Launcher {
+ public:
+  virtual ~Launcher() = default;
+  // Starts the job; throws rx::Error (IoError etc.) when it cannot.
+  virtual LaunchHandle start(const LaunchSpec& spec) = 0;
+  // nullopt while any process of the job still lives; the exit once all are gone.
+  virtual std::optional<ExitInfo> poll(const LaunchHandle& h) = 0;
+  // force=false: SIGTERM (graceful); force=true: SIGKILL to everything the job started.
+  virtual void cancel(const LaunchHandle& h, bool force) = 0;
+  // After a coordinator restart: true if the job's processes still live (it is then polled as usual).
+  virtual bool reattach(const LaunchHandle& h) = 0;
+};
+
+}  // namespace rx::coord

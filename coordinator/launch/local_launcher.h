@@ -1,0 +1,36 @@
+#pragma once
+// [LocalLauncher] mpirun on this host, started with fork+execvp (no shell) after setsid(), so the job
+// is its own session and process group. Open MPI puts each rank in a process group of its own but
+// keeps the session, so "everything the job started" = every process whose session id is the job's;
+// poll/cancel/reattach scan /proc for that session. mpirun's exit status is read with waitid(WNOWAIT)
+// first, then stragglers in the session are killed, then the zombie is reaped (so the pid cannot be
+// reused while we still signal its session).
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "coordinator/launch/launcher.h"
+
+namespace rx::coord {
+
+class LocalLauncher : public Launcher {
+ public:
+  // worker: path to resnext_worker (or a stand-in script); mpirun: program name or path.
+  LocalLauncher(std::string worker, std::string mpirun = "mpirun");
+  LaunchHandle start(const LaunchSpec& spec) override;
+  std::optional<ExitInfo> poll(const LaunchHandle& h) override;
+  void cancel(const LaunchHandle& h, bool force) override;
+  bool reattach(const LaunchHandle& h) override;
+
+  // pids of live processes whose session id is `sid` (from /proc).
+  static std::vector<int> session_members(int sid);
+
+ private:
+  std::string worker_;
+  std::string mpirun_;
+  std::mutex mu_;
+  std::map<int64_t, std::optional<ExitInfo>> children_;  // our own children: exit once known
+};
+
+}  // namespace rx::coord

@@ -1,0 +1,148 @@
+// [serve] Wires the parts together: JobService (store + scheduler + launcher), the Beast listener on
+// an io_context run by --threads threads, a 200 ms tick timer that reaps/starts jobs, and a signal_set
+// for SIGINT/SIGTERM. Shutdown stops accepting and leaves running jobs alone: they keep their own
+// sessions and are re-attached by the next coordinator on the same --state-dir.
+#include "coordinator/serve.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "common/util/error.h"
+#include "coordinator/http/listener.h"
+#include "coordinator/jobs/job_service.h"
+#include "coordinator/launch/local_launcher.h"
+#include "coordinator/util/args.h"
+
+namespace rx::coord {
+
+namespace fs = std::filesystem;
+namespace net = boost::asio;
+
+namespace {
+
+std::string first_existing(const std::vector<std::string>& candidates) {
+  for (const auto& c : candidates)
+    if (!c.empty() && fs::exists(c)) return fs::weakly_canonical(c).string();
+  return "";
+}
+
+std::string env_or(const char* name, const std::string& def) {
+  const char* v = std::getenv(name);
+  return v && *v ? std::string(v) : def;
+}
+
+}  // namespace
+
+int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir) {
+  Args a(argv,
+         {"listen", "state-dir", "slots", "launcher", "token-file", "worker", "configs-dir", "threads",
+          "idle-timeout-s", "cancel-grace-s", "mpirun", "log-level"},
+         {});
+  if (!a.positionals().empty()) throw UsageError("serve: unexpected argument '" + a.positionals()[0] + "'");
+  const auto state_dir = a.get("state-dir");
+  if (!state_dir) throw UsageError("serve: --state-dir DIR is required");
+  const std::string launcher = a.get_or("launcher", "local");
+  if (launcher == "slurm") throw UsageError("--launcher slurm: not implemented yet (use --launcher local)");
+  if (launcher != "local") throw UsageError("--launcher must be local or slurm, got '" + launcher + "'");
+  spdlog::set_level(spdlog::level::from_str(a.get_or("log-level", "info")));
+
+  const std::string listen = a.get_or("listen", "127.0.0.1:8080");
+  const auto colon = listen.rfind(':');
+  if (colon == std::string::npos) throw UsageError("--listen must be HOST:PORT, got '" + listen + "'");
+  const std::string host = listen.substr(0, colon);
+  int port = 0;
+  try {
+    size_t used = 0;
+    port = std::stoi(listen.substr(colon + 1), &used);
+    if (used != listen.size() - colon - 1 || port < 0 || port > 65535) throw std::invalid_argument("port");
+  } catch (const std::exception&) {
+    throw UsageError("--listen must be HOST:PORT, got '" + listen + "'");
+  }
+  boost::system::error_code ec;
+  const auto address = net::ip::make_address(host, ec);
+  if (ec) throw UsageError("--listen: '" + host + "' is not an IP address");
+
+  std::string worker = a.get_or("worker", first_existing({exe_dir + "/../worker/resnext_worker",
+                                                          exe_dir + "/resnext_worker"}));
+  if (worker.empty()) {
+    worker = exe_dir + "/resnext_worker";
+    spdlog::warn("no resnext_worker next to the coordinator; jobs will fail until --worker is given");
+  }
+  if (worker.find('/') != std::string::npos) worker = fs::absolute(worker).string();
+  std::string configs_dir = a.get_or(
+      "configs-dir", first_existing({env_or("RX_CONFIGS_DIR", ""), exe_dir + "/../../configs",
+                                     exe_dir + "/../share/resnext/configs",
+                                     env_or("RX_SOURCE_DIR", "") .empty() ? "" : env_or("RX_SOURCE_DIR", "") + "/configs",
+                                     "configs"}));
+
+  ServiceOptions opts;
+  opts.state_dir = fs::absolute(*state_dir).string();
+  opts.slots = a.get_int("slots", static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), 1, 1 << 20);
+  opts.configs_dir = configs_dir;
+  opts.cancel_grace_ms = int64_t{1000} * a.get_int("cancel-grace-s", 10, 0, 3600);
+  Tokens tokens = a.get("token-file") ? Tokens::load(*a.get("token-file")) : Tokens();
+  const int threads = a.get_int("threads", 2, 1, 256);
+  const auto idle = std::chrono::seconds(a.get_int("idle-timeout-s", 30, 1, 3600));
+
+  ::signal(SIGPIPE, SIG_IGN);
+  JobService service(opts, std::make_unique<LocalLauncher>(worker, a.get_or("mpirun", "mpirun")), std::move(tokens));
+  ServiceState state(service);
+
+  net::io_context ioc{threads};
+  auto listener = std::make_shared<Listener>(ioc, net::ip::tcp::endpoint{address, static_cast<unsigned short>(port)},
+                                             state, idle);
+  const std::string self_host = address.is_unspecified() ? "127.0.0.1" : host;
+  const std::string url = "http://" + self_host + ":" + std::to_string(listener->port());
+  service.set_self_url(url);
+  service.recover();
+  {  // tests and scripts read the bound port from here (written atomically)
+    std::ofstream(opts.state_dir + "/port.tmp") << listener->port() << "\n";
+    fs::rename(opts.state_dir + "/port.tmp", opts.state_dir + "/port");
+  }
+  spdlog::info("listening on {} (slots {}, worker {}, configs {}, state {}, auth {})", url, opts.slots, worker,
+               configs_dir.empty() ? "<none>" : configs_dir, opts.state_dir,
+               service.tokens().enabled() ? "tokens" : "off");
+  listener->run();
+
+  net::steady_timer timer(ioc);
+  std::function<void()> arm = [&] {
+    timer.expires_after(std::chrono::milliseconds(200));
+    timer.async_wait([&](boost::system::error_code e) {
+      if (e) return;
+      try {
+        service.tick();
+      } catch (const std::exception& ex) {
+        spdlog::error("tick: {}", ex.what());
+      }
+      arm();
+    });
+  };
+  arm();
+
+  net::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](boost::system::error_code, int sig) {
+    spdlog::info("signal {}: shutting down (running jobs keep running)", sig);
+    listener->stop();
+    timer.cancel();
+    ioc.stop();
+  });
+
+  std::vector<std::thread> pool;
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
+  ioc.run();
+  for (auto& t : pool) t.join();
+  return 0;
+}
+
+}  // namespace rx::coord

@@ -1,0 +1,29 @@
+#pragma once
+// [Args] A small flag parser for the coordinator's subcommands: --flag VALUE or --flag=VALUE, repeated
+// flags collected in order, boolean switches declared up front, positionals kept. Misuse -> UsageError.
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace rx::coord {
+
+class Args {
+ public:
+  // `valued`: flags that take a value; `switches`: boolean flags. Anything else -> UsageError.
+  Args(const std::vector<std::string>& argv, const std::set<std::string>& valued, const std::set<std::string>& switches);
+  std::optional<std::string> get(const std::string& flag) const;  // last occurrence
+  std::string get_or(const std::string& flag, const std::string& def) const;
+  std::vector<std::string> all(const std::string& flag) const;
+  bool has(const std::string& flag) const;
+  int get_int(const std::string& flag, int def, int lo, int hi) const;
+  const std::vector<std::string>& positionals() const { return positionals_; }
+
+ private:
+  std::map<std::string, std::vector<std::string>> values_;
+  std::set<std::string> switches_set_;
+  std::vector<std::string> positionals_;
+};
+
+}  // namespace rx::coord

@@ -1,0 +1,65 @@
+#pragma once
+// Test doubles shared by the coordinator's C++ tests.
+#include <stdlib.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "coordinator/launch/launcher.h"
+
+namespace rx::coord {
+
+// An in-process Launcher: records starts/cancels; a test decides when a "process" exits.
+struct FakeState {
+  std::vector<LaunchSpec> started;
+  std::map<int64_t, std::optional<ExitInfo>> exits;
+  std::vector<std::pair<int64_t, bool>> cancels;
+  std::set<int64_t> alive_on_reattach;
+  int64_t next_pid = 1000;
+};
+
+class FakeLauncher : public Launcher {
+ public:
+  explicit FakeLauncher(std::shared_ptr<FakeState> s) : s_(std::move(s)) {}
+  LaunchHandle start(const LaunchSpec& spec) override {
+    s_->started.push_back(spec);
+    const int64_t pid = s_->next_pid++;
+    s_->exits[pid] = std::nullopt;
+    return {pid, pid};
+  }
+  std::optional<ExitInfo> poll(const LaunchHandle& h) override { return s_->exits[h.pid]; }
+  void cancel(const LaunchHandle& h, bool force) override { s_->cancels.emplace_back(h.pid, force); }
+  bool reattach(const LaunchHandle& h) override { return s_->alive_on_reattach.count(h.pid) > 0; }
+
+ private:
+  std::shared_ptr<FakeState> s_;
+};
+
+inline std::string source_dir() {
+  const char* s = std::getenv("RX_SOURCE_DIR");
+  return s ? s : RX_TEST_SOURCE_DIR;
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/rx_coord_test_XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace rx::coord

@@ -1,0 +1,205 @@
+// The corruption matrix: every bad file gives the right error type and a message naming the file and
+// the offset or header field. Nothing crashes, nothing is skipped.
+#include <gtest/gtest.h>
+
+#include <functional>
+
+#include "common/data/dataset.h"
+#include "common/util/error.h"
+#include "data_test_util.h"
+
+using namespace rx::data;
+using rx::data::test_util::random_dataset;
+using rx::data::test_util::read_bytes;
+using rx::data::test_util::TempDir;
+using rx::data::test_util::write_bytes;
+
+namespace {
+
+// Runs fn, requires exception type E, and that the message contains every one of `parts`.
+template <typename E>
+void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+  try {
+    fn();
+    ADD_FAILURE() << "no exception; expected one mentioning " << ::testing::PrintToString(parts);
+  } catch (const E& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type: " << e.what();
+  }
+}
+
+class CifarCorruption : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_cifar10(dir.str(), random_dataset(10, 3, 32, 32, 10, 1), random_dataset(4, 3, 32, 32, 10, 2));
+    test_path = dir.file("test_batch.bin");
+    bytes = read_bytes(test_path);
+    ASSERT_EQ(bytes.size(), 4u * 3073);
+  }
+  void read_test() { read_cifar10(dir.str(), Split::kTest); }
+  TempDir dir;
+  std::string test_path;
+  std::vector<uint8_t> bytes;
+};
+
+TEST_F(CifarCorruption, MissingDirectory) {
+  expect_error<rx::IoError>([] { read_cifar10("/nonexistent/rx_cifar", Split::kTrain); },
+                            {"/nonexistent/rx_cifar/data_batch_1.bin", "not found"});
+}
+
+TEST_F(CifarCorruption, MissingOneTrainFile) {
+  std::filesystem::remove(dir.file("data_batch_3.bin"));
+  expect_error<rx::IoError>([&] { read_cifar10(dir.str(), Split::kTrain); }, {dir.file("data_batch_3.bin")});
+}
+
+TEST_F(CifarCorruption, SizeNotMultipleOfRecord) {
+  bytes.insert(bytes.end(), {1, 2, 3, 4, 5});
+  write_bytes(test_path, bytes);
+  expect_error<rx::DataError>([&] { read_test(); }, {test_path, "not a multiple", "offset 12292", "3073"});
+}
+
+TEST_F(CifarCorruption, TruncatedMidRecord) {
+  bytes.resize(3073 * 3 + 100);
+  write_bytes(test_path, bytes);
+  expect_error<rx::DataError>([&] { read_test(); }, {test_path, "truncated record 3", "offset 9219"});
+}
+
+TEST_F(CifarCorruption, EmptyFile) {
+  write_bytes(test_path, {});
+  expect_error<rx::DataError>([&] { read_test(); }, {test_path, "empty", "offset 0"});
+}
+
+TEST_F(CifarCorruption, LabelOutOfRange) {
+  bytes[2 * 3073] = 10;
+  write_bytes(test_path, bytes);
+  expect_error<rx::DataError>([&] { read_test(); }, {test_path, "record 2", "offset 6146", "label 10"});
+}
+
+TEST_F(CifarCorruption, DirectoryInsteadOfFile) {
+  std::filesystem::remove(test_path);
+  std::filesystem::create_directory(test_path);
+  expect_error<rx::IoError>([&] { read_test(); }, {test_path, "not a regular file"});
+}
+
+TEST(Cifar100Corruption, FineAndCoarseLabelOutOfRange) {
+  TempDir dir;
+  write_cifar100(dir.str(), random_dataset(3, 3, 32, 32, 100, 1), random_dataset(3, 3, 32, 32, 100, 2));
+  const std::string path = dir.file("train.bin");
+  auto bytes = read_bytes(path);
+  auto fine = bytes;
+  fine[1 * 3074 + 1] = 100;
+  write_bytes(path, fine);
+  expect_error<rx::DataError>([&] { read_cifar100(dir.str(), Split::kTrain); },
+                              {path, "record 1", "offset 3075", "label 100"});
+  auto coarse = bytes;
+  coarse[2 * 3074] = 20;
+  write_bytes(path, coarse);
+  expect_error<rx::DataError>([&] { read_cifar100(dir.str(), Split::kTrain); },
+                              {path, "record 2", "offset 6148", "coarse label 20"});
+  bytes.pop_back();
+  write_bytes(path, bytes);
+  expect_error<rx::DataError>([&] { read_cifar100(dir.str(), Split::kTrain); },
+                              {path, "3074", "offset 6148"});
+  expect_error<rx::IoError>([&] { read_cifar100("/nonexistent", Split::kTest); }, {"/nonexistent/test.bin"});
+}
+
+class IdxCorruption : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    write_idx(dir.file("images"), dir.file("labels"), random_dataset(5, 1, 6, 7, 10, 3), false);
+    images = read_bytes(dir.file("images"));
+    labels = read_bytes(dir.file("labels"));
+    ASSERT_EQ(images.size(), 16u + 5 * 42);
+    ASSERT_EQ(labels.size(), 8u + 5);
+  }
+  void read() { read_idx(dir.file("images"), dir.file("labels")); }
+  void write_images(const std::vector<uint8_t>& b) { write_bytes(dir.file("images"), b); }
+  void write_labels(const std::vector<uint8_t>& b) { write_bytes(dir.file("labels"), b); }
+  TempDir dir;
+  std::vector<uint8_t> images, labels;
+};
+
+TEST_F(IdxCorruption, MissingFiles) {
+  expect_error<rx::IoError>([&] { read_idx(dir.file("nope"), dir.file("labels")); },
+                            {dir.file("nope"), "not found"});
+  expect_error<rx::IoError>([&] { read_idx(dir.file("images"), dir.file("nope")); }, {dir.file("nope")});
+  expect_error<rx::IoError>([&] { read_fashion_mnist(dir.str(), Split::kTest); },
+                            {dir.file("t10k-images-idx3-ubyte.gz")});
+}
+
+TEST_F(IdxCorruption, BadMagic) {
+  images[0] = 0x12;
+  write_images(images);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("images"), "magic", "offset 0"});
+}
+
+TEST_F(IdxCorruption, BadElementType) {
+  labels[2] = 0x0D;  // float
+  write_labels(labels);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("labels"), "element type 0x0d", "offset 2"});
+}
+
+TEST_F(IdxCorruption, WrongNumberOfDimensions) {
+  images[3] = 2;
+  write_images(images);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("images"), "ndims", "offset 3"});
+}
+
+TEST_F(IdxCorruption, ZeroDimension) {
+  images[12] = images[13] = images[14] = images[15] = 0;  // width
+  write_images(images);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("images"), "dims[2]", "offset 12"});
+}
+
+TEST_F(IdxCorruption, TruncatedHeader) {
+  images.resize(10);
+  write_images(images);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("images"), "truncated IDX header"});
+  write_images({0, 0});
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("images"), "truncated IDX header", "offset 0"});
+}
+
+TEST_F(IdxCorruption, TruncatedData) {
+  images.resize(images.size() - 10);
+  write_images(images);
+  expect_error<rx::DataError>([&] { read(); },
+                              {dir.file("images"), "truncated", "offset 16", "ends at offset 216"});
+}
+
+TEST_F(IdxCorruption, TrailingBytes) {
+  labels.push_back(1);
+  write_labels(labels);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("labels"), "trailing", "offset 13"});
+}
+
+TEST_F(IdxCorruption, CountMismatch) {
+  write_idx(dir.file("images"), dir.file("labels4"), random_dataset(4, 1, 6, 7, 10, 3), false);
+  images = read_bytes(dir.file("images"));
+  write_idx(dir.file("images5"), dir.file("labels"), random_dataset(5, 1, 6, 7, 10, 3), false);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("images"), dir.file("labels"), "dims[0]"});
+}
+
+TEST_F(IdxCorruption, LabelOutOfRange) {
+  labels[8 + 3] = 10;
+  write_labels(labels);
+  expect_error<rx::DataError>([&] { read(); }, {dir.file("labels"), "label 10", "sample 3", "offset 11"});
+}
+
+TEST_F(IdxCorruption, TruncatedAndCorruptGzip) {
+  write_idx(dir.file("images.gz"), dir.file("labels.gz"), random_dataset(50, 1, 6, 7, 10, 3), true);
+  auto gz = read_bytes(dir.file("images.gz"));
+  auto cut = gz;
+  cut.resize(gz.size() / 2);
+  write_bytes(dir.file("images.gz"), cut);
+  expect_error<rx::DataError>([&] { read_idx(dir.file("images.gz"), dir.file("labels.gz")); },
+                              {dir.file("images.gz"), "truncated gzip", "compressed offset"});
+  auto garbage = gz;
+  for (size_t i = 10; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(0xFF - i);
+  write_bytes(dir.file("images.gz"), garbage);
+  expect_error<rx::DataError>([&] { read_idx(dir.file("images.gz"), dir.file("labels.gz")); },
+                              {dir.file("images.gz"), "gzip", "compressed offset"});
+}
+
+}  // namespace

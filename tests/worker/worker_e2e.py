@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""End-to-end checks of resnext_worker under a real mpiexec (one CTest test per scenario).
+
+usage: worker_e2e.py SCENARIO   with RX_SOURCE_DIR / RX_BINARY_DIR set by CTest.
+Every wait on a process has a timeout; a scenario fails with a message saying what it saw.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+SRC = os.environ["RX_SOURCE_DIR"]
+BIN = os.environ["RX_BINARY_DIR"]
+WORKER = os.path.join(BIN, "worker", "resnext_worker")
+CONFIG = os.path.join(SRC, "configs", "fashion_mnist_small.json")
+MPIEXEC = ["mpiexec", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
+
+
+def run_worker(np, out, sets, timeout, env=None, config=CONFIG):
+    cmd = ([] if np == 0 else MPIEXEC + ["-np", str(np)]) + [WORKER, "train", "--config", config, "--out", out]
+    for s in sets:
+        cmd += ["--set", s]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                       env=dict(os.environ, **(env or {})))
+    return p.returncode, p.stdout, time.monotonic() - t0
+
+
+def record(out):
+    with open(os.path.join(out, "result.json")) as f:
+        return json.load(f)
+
+
+def check(cond, msg, log=""):
+    if not cond:
+        print("FAIL:", msg)
+        if log:
+            print(log[-4000:])
+        sys.exit(1)
+
+
+QUICK = ["data.max_train_samples=1024", "data.max_test_samples=512", "training.epochs=2",
+         "training.log_every_steps=4"]
+
+
+def replicas(tmp):
+    rc, log, _ = run_worker(2, tmp, QUICK, 300)
+    check(rc == 0, f"worker exited {rc}", log)
+    r = record(tmp)
+    sums = [x["param_checksum"] for x in r["ranks"]]
+    check(len(sums) == 2 and sums[0] == sums[1], f"replicas differ after training: {sums}")
+    check("diverged" not in log, "a replica check failed", log)
+    for key in ("final_test_accuracy", "best_test_accuracy", "world_size", "config", "config_sha256", "versions",
+                "epochs", "ranks"):
+        check(key in r, f"result.json lacks {key}")
+    check(r["world_size"] == 2 and len(r["epochs"]) == 2, "wrong world size or epoch count")
+    for rk in r["ranks"]:
+        check(rk["images_per_sec"] > 0 and rk["peak_memory_bytes"] > 0, f"rank stats missing: {rk}")
+        check(set(rk["step_time_ms"]) >= {"data_wait", "forward", "backward", "comm_exposed", "optimizer"},
+              f"step split incomplete: {rk['step_time_ms']}")
+    check(r["config"]["training"]["epochs"] == 2, "resolved config does not carry the override")
+
+
+def determinism(tmp):
+    curves = []
+    for i in range(2):
+        out = os.path.join(tmp, f"run{i}")
+        rc, log, _ = run_worker(2, out, QUICK, 300)
+        check(rc == 0, f"run {i} exited {rc}", log)
+        r = record(out)
+        curves.append([(e["train_loss"], e["test_accuracy"]) for e in r["epochs"]] + [r["ranks"][0]["param_checksum"]])
+    check(curves[0] == curves[1], f"same seed gave different runs:\n{curves[0]}\n{curves[1]}")
+    out = os.path.join(tmp, "seed2")
+    rc, log, _ = run_worker(2, out, QUICK + ["training.seed=2"], 300)
+    check(rc == 0, f"seed-2 run exited {rc}", log)
+    check(record(out)["epochs"][0]["train_loss"] != curves[0][0][0], "a different seed gave the same loss")
+
+
+def learns(tmp):
+    # The README's main job as is: 2 ranks, 24,000 Fashion-MNIST training images, the full test set.
+    rc, log, secs = run_worker(2, tmp, [], 300)
+    check(rc == 0, f"worker exited {rc}", log)
+    r = record(tmp)
+    check(r["dataset"]["train_samples"] <= 24000 and r["dataset"]["test_samples"] == 10000,
+          f"wrong data sizes {r['dataset']}")
+    acc = r["final_test_accuracy"]
+    print(f"final test accuracy {acc:.4f} in {secs:.0f}s")
+    check(acc >= 0.85, f"accuracy {acc:.4f} < 0.85", log)
+
+
+def single(tmp):
+    rc, log, _ = run_worker(0, tmp, ["data.max_train_samples=256", "data.max_test_samples=128"], 300)
+    check(rc == 0, f"world-of-1 run exited {rc}", log)
+    check(record(tmp)["world_size"] == 1, "world size is not 1")
+
+
+def fault(tmp):
+    rc, log, secs = run_worker(2, tmp, QUICK, 120, env={"RX_FAULT_RANK": "1", "RX_FAULT_STEP": "3"})
+    check(rc != 0, "a failing rank did not fail the job", log)
+    check("injected fault" in log and "rank 1" in log, "the failure is not logged with its rank", log)
+    check(secs < 60, f"the job took {secs:.0f}s to end after a rank failed")
+    check(not os.path.exists(os.path.join(tmp, "result.json")), "a failed job wrote a run record")
+
+
+def bad_config(tmp):
+    cases = [
+        (["training.epochs=0"], "training.epochs"),
+        (["training.optimizer.name=rmsprop"], "training.optimizer.name"),
+        (["model.preset=resnext_nope"], "model.preset"),
+        (["training.nonsense=1"], "training.nonsense"),
+        (["data.path=/nonexistent/dir"], "/nonexistent/dir"),
+    ]
+    for sets, needle in cases:
+        rc, log, secs = run_worker(2, tmp, sets, 120)
+        check(rc != 0 and needle in log, f"{sets}: rc={rc}, message does not name {needle}", log)
+        check("terminate called" not in log and "Segmentation" not in log, f"{sets}: crashed", log)
+    broken = os.path.join(tmp, "broken.json")
+    with open(broken, "w") as f:
+        f.write('{"model": {"preset": ')
+    rc, log, _ = run_worker(0, tmp, [], 60, config=broken)
+    check(rc == 2 and "broken.json" in log, f"malformed JSON: rc={rc}", log)
+    p = subprocess.run([WORKER, "train"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    check(p.returncode == 2 and "--config" in p.stdout, "missing --config is not a usage error", p.stdout)
+
+
+def describe(tmp):
+    p = subprocess.run([WORKER, "describe", "--model", "resnext29_8x64d", "--json"], stdout=subprocess.PIPE,
+                       text=True, timeout=120)
+    check(p.returncode == 0, "describe failed", p.stdout)
+    j = json.loads(p.stdout)
+    check(j["totals"]["params"] == 34426698, f"params {j['totals']['params']}")
+    check([s["name"] for s in j["stages"]] == ["stem", "layer1", "layer2", "layer3", "head"], "stage names")
+    for args in (["--model", "nope"], ["--model", "resnext20_tiny", "--input", "28x28"], ["--bogus"], []):
+        p = subprocess.run([WORKER, "describe"] + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=60)
+        check(p.returncode == 2 and "Traceback" not in p.stdout and "terminate" not in p.stdout,
+              f"describe {args}: rc={p.returncode}", p.stdout)
+
+
+if __name__ == "__main__":
+    scenario = sys.argv[1]
+    with tempfile.TemporaryDirectory(prefix=f"rx_{scenario}_") as tmp:
+        globals()[scenario](tmp)
+    print(f"PASS: {scenario}")

@@ -1,0 +1,32 @@
+#pragma once
+// The run record (result.json): speed, accuracy, memory and the exact config of one run, together.
+// Its top-level keys are a contract read by the coordinator, scripts and tests:
+//   final_test_accuracy, best_test_accuracy (fractions), world_size, config (resolved), config_sha256,
+//   versions, epochs[{epoch, train_loss, train_accuracy, test_accuracy, ...}],
+//   ranks[{rank, images_per_sec, step_time_ms{data_wait, forward, backward, comm_exposed, optimizer,
+//   total}, peak_memory_bytes, ...}].
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <string>
+
+#include "common/comm/communicator.h"
+
+namespace rx::worker {
+
+class RunRecordBuilder {
+ public:
+  RunRecordBuilder(const nlohmann::json& resolved_config, const comm::Communicator& comm, torch::Device device);
+  void set_dataset(int64_t train_samples, int64_t test_samples, int64_t steps_per_epoch);
+  void add_epoch(nlohmann::json entry);
+  nlohmann::json finish(double final_accuracy, double best_accuracy, const nlohmann::json& last_eval,
+                        nlohmann::json ranks, double wall_seconds);
+
+ private:
+  nlohmann::json record_;
+};
+
+// Library versions this binary runs with (LibTorch, MPI, compiler; CUDA/NCCL in a CUDA build).
+nlohmann::json runtime_versions();
+
+}  // namespace rx::worker
