@@ -18,6 +18,7 @@ const char* kUsage =
     "  resnext_coordinator serve --state-dir DIR [--listen 127.0.0.1:8080] [--slots N]\n"
     "        [--launcher local|slurm] [--token-file F] [--worker PATH] [--configs-dir DIR]\n"
     "        [--threads N] [--idle-timeout-s S] [--cancel-grace-s S] [--mpirun PATH] [--log-level L]\n"
+    "        [--slurm-template FILE] [--sbatch-arg FLAG]...   (with --launcher slurm)\n"
     "  resnext_coordinator submit CONFIG.json|PRESET --ranks N [--set key=value]... [--name NAME]\n"
     "        [--idempotency-key K]\n"
     "  resnext_coordinator list [--state S] [--limit N] [--offset N]\n"

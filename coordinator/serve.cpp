@@ -22,6 +22,7 @@
 #include "coordinator/http/listener.h"
 #include "coordinator/jobs/job_service.h"
 #include "coordinator/launch/local_launcher.h"
+#include "coordinator/launch/slurm_launcher.h"
 #include "coordinator/util/args.h"
 
 namespace rx::coord {
@@ -47,14 +48,14 @@ std::string env_or(const char* name, const std::string& def) {
 int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir) {
   Args a(argv,
          {"listen", "state-dir", "slots", "launcher", "token-file", "worker", "configs-dir", "threads",
-          "idle-timeout-s", "cancel-grace-s", "mpirun", "log-level"},
+          "idle-timeout-s", "cancel-grace-s", "mpirun", "log-level", "slurm-template", "sbatch-arg"},
          {});
   if (!a.positionals().empty()) throw UsageError("serve: unexpected argument '" + a.positionals()[0] + "'");
   const auto state_dir = a.get("state-dir");
   if (!state_dir) throw UsageError("serve: --state-dir DIR is required");
   const std::string launcher = a.get_or("launcher", "local");
-  if (launcher == "slurm") throw UsageError("--launcher slurm: not implemented yet (use --launcher local)");
-  if (launcher != "local") throw UsageError("--launcher must be local or slurm, got '" + launcher + "'");
+  if (launcher != "local" && launcher != "slurm")
+    throw UsageError("--launcher must be local or slurm, got '" + launcher + "'");
   spdlog::set_level(spdlog::level::from_str(a.get_or("log-level", "info")));
 
   const std::string listen = a.get_or("listen", "127.0.0.1:8080");
@@ -96,7 +97,26 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   const auto idle = std::chrono::seconds(a.get_int("idle-timeout-s", 30, 1, 3600));
 
   ::signal(SIGPIPE, SIG_IGN);
-  JobService service(opts, std::make_unique<LocalLauncher>(worker, a.get_or("mpirun", "mpirun")), std::move(tokens));
+  std::unique_ptr<Launcher> job_launcher;
+  if (launcher == "slurm") {
+    // [--launcher slurm] sbatch/scontrol/scancel from PATH (SLURM_CONF as usual); the batch script is
+    // rendered from launch/slurm/train.sbatch; --sbatch-arg adds site flags (partition, GPUs, time).
+    SlurmOptions so;
+    so.worker = worker;
+    so.sbatch_args = a.all("sbatch-arg");
+    so.template_path = a.get_or(
+        "slurm-template", first_existing({exe_dir + "/../../launch/slurm/train.sbatch",
+                                          exe_dir + "/../share/resnext/launch/slurm/train.sbatch",
+                                          env_or("RX_SOURCE_DIR", "").empty()
+                                              ? ""
+                                              : env_or("RX_SOURCE_DIR", "") + "/launch/slurm/train.sbatch"}));
+    if (so.template_path.empty()) throw UsageError("--launcher slurm: cannot find train.sbatch; pass --slurm-template");
+    spdlog::info("slurm launcher: template {}", so.template_path);
+    job_launcher = std::make_unique<SlurmLauncher>(std::move(so));
+  } else {
+    job_launcher = std::make_unique<LocalLauncher>(worker, a.get_or("mpirun", "mpirun"));
+  }
+  JobService service(opts, std::move(job_launcher), std::move(tokens));
   ServiceState state(service);
 
   net::io_context ioc{threads};

@@ -23,6 +23,9 @@ using json = nlohmann::json;
 namespace {
 constexpr int kExitFailure = 1;
 constexpr int kExitConfig = 2;
+// [Exit 85] Preempted (SIGUSR1/SIGTERM): every rank finished the same step, the checkpoint is on disk,
+// and `--resume` continues from it. launch/slurm/train.sbatch requeues the job on this code.
+constexpr int kExitPreempted = 85;
 
 // Sets LibTorch's thread pools explicitly (it does not divide cores between local ranks by itself;
 // pytorch/pytorch#20156): `threads` per rank, or the machine's cores split across local ranks.
@@ -48,18 +51,21 @@ torch::Device pick_device(int local_rank) {
 }  // namespace
 
 int train_command(const std::vector<std::string>& args) {
-  CliArgs cli(args, {"config", "out", "set", "job-id", "coordinator"}, {"help"});
+  CliArgs cli(args, {"config", "out", "set", "job-id", "coordinator"}, {"help", "resume"});
   if (cli.has("help")) {
     std::cout << "usage: resnext_worker train --config FILE [--out DIR] [--set key=value ...]\n"
-                 "                            [--job-id ID --coordinator URL]   (secret in env RX_JOB_SECRET)\n";
+                 "                            [--resume] [--job-id ID --coordinator URL]   (secret in env RX_JOB_SECRET)\n"
+                 "exit codes: 0 done, 1 failure, 2 bad usage or config, 85 preempted (checkpoint written)\n";
     return 0;
   }
   if (!cli.has("config")) throw UsageError("train: --config FILE is required");
   std::vector<config::Override> overrides;
   for (const auto& kv : cli.all("set")) overrides.push_back(config::parse_override(kv));
   if (cli.has("out")) overrides.push_back({"output.dir", cli.get("out")});
+  if (cli.has("resume")) overrides.push_back({"checkpoint.resume", "auto"});
 
   comm::MpiRuntime mpi;
+  install_preemption_handlers();
   auto boot = comm::make_mpi_communicator();
   const int rank = boot->rank();
   auto logger = spdlog::stdout_color_mt("rank" + std::to_string(rank));
@@ -125,6 +131,9 @@ int train_command(const std::vector<std::string>& args) {
     }
     comm->barrier(comm::Millis(120000));
     return 0;
+  } catch (const Preempted& e) {
+    spdlog::warn("{} (exit {})", e.what(), kExitPreempted);
+    return kExitPreempted;
   } catch (const std::exception& e) {
     // [Fail together] Any exception on any rank ends the whole job: a peer blocked in a collective
     // would otherwise only notice at its timeout.

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <cstdlib>
 
@@ -12,6 +13,7 @@
 #include "common/data/shard_plan.h"
 #include "common/metrics/memory.h"
 #include "common/model/state_dict.h"
+#include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/error.h"
 #include "worker/lr_schedule.h"
@@ -61,15 +63,24 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const json& o, std::vect
 }
 }  // namespace
 
+// [Gradient sync] Bucketed all-reduce overlapped with backward (common/parallel/reducer.h).
 struct Trainer::GradSync {
-  parallel::FlatGradientAllreduce flat;
+  GradSync(torch::nn::Module& m, comm::Communicator& c, const json& cfg) : reducer(m, c, parallel::reducer_options(cfg)) {}
+  parallel::Reducer reducer;
 };
 
-struct Trainer::EpochStats {
-  double loss_sum = 0;
-  int64_t correct = 0;
-  int64_t count = 0;
-};
+namespace {
+volatile std::sig_atomic_t g_stop_signal = 0;
+extern "C" void on_preempt_signal(int sig) { g_stop_signal = sig; }
+}  // namespace
+
+void install_preemption_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_preempt_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
 
 Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, TrainerHooks hooks)
     : cfg_(std::move(cfg)), comm_(comm), device_(device), hooks_(std::move(hooks)) {
@@ -104,7 +115,35 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
   parallel::verify_replicas(*model_, comm_, "after the initial broadcast", timeout());
 
   optimizer_ = make_optimizer(t.at("optimizer"), model_->parameters());
-  grad_sync_.reset(new GradSync{parallel::FlatGradientAllreduce(*model_, comm_, timeout())});
+  grad_sync_.reset(new GradSync(*model_, comm_, cfg_));
+
+  const auto& ck = cfg_.at("checkpoint");
+  if (ck.at("every_steps").get<int64_t>() > 0 || ck.at("every_epochs").get<int64_t>() > 0 ||
+      ck.at("resume").get<std::string>() == "auto")
+    checkpoints_ = std::make_unique<CheckpointStore>(cfg_.at("output").at("dir").get<std::string>() + "/checkpoints",
+                                                     ck.at("keep").get<int>());
+  if (ck.at("resume").get<std::string>() == "auto") {
+    // Every rank loads the same files (the output folder is shared by the job's ranks), then proves
+    // it holds the same parameters as rank 0 and the same cursor.
+    auto cursor = checkpoints_->load_latest(*model_, *optimizer_);
+    const int64_t step = cursor ? (*cursor)["global_step"].get<int64_t>() : -1;
+    auto mine = torch::tensor({step}, torch::kInt64);
+    auto all = torch::empty({comm_.world_size()}, torch::kInt64);
+    comm_.allgather(mine, all, {timeout()})->wait(timeout());
+    for (int r = 0; r < comm_.world_size(); ++r)
+      if (all[r].item<int64_t>() != step)
+        throw CommError(comm_.backend_name(), comm_.rank(), "rank " + std::to_string(r) + " resumed from step " +
+                                                                std::to_string(all[r].item<int64_t>()) + ", rank " +
+                                                                std::to_string(comm_.rank()) + " from " +
+                                                                std::to_string(step));
+    if (cursor) {
+      resume_ = *cursor;
+      global_step_ = step;
+      epoch_records_ = resume_.value("epochs", json::array());
+      best_accuracy_ = resume_.value("best_test_accuracy", 0.0);
+      parallel::verify_replicas(*model_, comm_, "after loading the checkpoint", timeout());
+    }
+  }
 
   const int64_t shard = data::shard_length(train_data_.count, comm_.world_size());
   const int64_t batch = t.at("batch_size").get<int64_t>() * t.at("accumulate_steps").get<int64_t>();
@@ -127,16 +166,48 @@ void Trainer::maybe_inject_fault(int64_t global_step) const {
     throw Error("injected fault (RX_FAULT_RANK/RX_FAULT_STEP) at step " + std::to_string(global_step));
 }
 
-Trainer::EpochStats Trainer::train_epoch(int epoch) {
+bool Trainer::stop_requested() {
+  auto flag = torch::tensor({static_cast<int64_t>(g_stop_signal)}, torch::kInt64);
+  comm_.allreduce(flag, {comm::ReduceOp::kMax, timeout()})->wait(timeout());
+  return flag.item<int64_t>() != 0;
+}
+
+Trainer::EpochStats Trainer::global_sums(const EpochStats& local) {
+  auto sums = torch::tensor({local.loss_sum, static_cast<double>(local.correct), static_cast<double>(local.count)},
+                            torch::kFloat64);
+  comm_.allreduce(sums, {comm::ReduceOp::kSum, timeout()})->wait(timeout());
+  return {sums[0].item<double>(), static_cast<int64_t>(sums[1].item<double>()),
+          static_cast<int64_t>(sums[2].item<double>())};
+}
+
+void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& partial) {
+  const auto sums = global_sums(partial);  // collective: every rank takes part
+  if (comm_.rank() == 0) {
+    json cursor = {{"epoch", epoch},
+                   {"epoch_position", position},
+                   {"world_size", comm_.world_size()},
+                   {"epochs", epoch_records_},
+                   {"best_test_accuracy", best_accuracy_},
+                   {"partial_epoch", {sums.loss_sum, sums.correct, sums.count}},
+                   {"config_sha256", config::config_hash(cfg_)}};
+    checkpoints_->save(global_step_, *model_, *optimizer_, cursor);
+    spdlog::info("checkpoint written at step {} (epoch {}, position {})", global_step_, epoch + 1, position);
+  }
+  comm_.barrier(timeout());
+}
+
+Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, EpochStats stats) {
   const auto& t = cfg_.at("training");
   const auto& d = cfg_.at("data");
   const int accumulate = t.at("accumulate_steps").get<int>();
   data::ShardSpec spec{train_data_.count, comm_.world_size(), comm_.rank(), epoch,
                        t.at("seed").get<uint64_t>(), data::parse_shard_mode(d.at("shard_mode").get<std::string>()),
-                       true};
+                       true, start_position};
+  const int64_t per_step = accumulate * t.at("batch_size").get<int64_t>();
+  const int64_t first_step = start_position / (per_step * comm_.world_size());
   auto indices = data::shard_indices(spec);
-  indices.resize(std::min<size_t>(indices.size(), static_cast<size_t>(steps_per_epoch_ * accumulate *
-                                                                      t.at("batch_size").get<int64_t>())));
+  const int64_t steps = std::min<int64_t>(steps_per_epoch_ - first_step, (static_cast<int64_t>(indices.size()) + per_step - 1) / per_step);
+  indices.resize(std::min<size_t>(indices.size(), static_cast<size_t>(std::max<int64_t>(0, steps) * per_step)));
   data::LoaderOptions lo;
   lo.batch_size = t.at("batch_size").get<int64_t>();
   lo.num_threads = d.at("num_workers").get<int>();
@@ -150,10 +221,10 @@ Trainer::EpochStats Trainer::train_epoch(int epoch) {
   model_->train();
   const double smoothing = t.at("label_smoothing").get<double>();
   const int64_t log_every = t.at("log_every_steps").get<int64_t>();
-  EpochStats stats;
+  const int64_t every_steps = cfg_.at("checkpoint").at("every_steps").get<int64_t>();
   double window_start = now_seconds(), window_loss = 0;
   int64_t window_images = 0, window_batches = 0;
-  for (int64_t step = 0; step < steps_per_epoch_; ++step) {
+  for (int64_t step = first_step; step < first_step + steps; ++step) {
     maybe_inject_fault(global_step_);
     set_lr(*optimizer_, learning_rate(t, comm_.world_size(), epoch + static_cast<double>(step) / steps_per_epoch_));
     optimizer_->zero_grad();
@@ -168,6 +239,7 @@ Trainer::EpochStats Trainer::train_epoch(int epoch) {
       auto loss = torch::nn::functional::cross_entropy(
           logits, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(smoothing));
       timer_.lap(Phase::kForward);
+      grad_sync_->reducer.prepare_for_backward(micro + 1 == accumulate);  // earlier micro-batches: no sync
       (loss / accumulate).backward();
       timer_.lap(Phase::kBackward);
       const int64_t n = labels.size(0);
@@ -179,10 +251,11 @@ Trainer::EpochStats Trainer::train_epoch(int epoch) {
       ++window_batches;
     }
     timer_.start();
-    grad_sync_->flat.sync();
+    grad_sync_->reducer.finalize();
     timer_.lap(Phase::kComm);
     optimizer_->step();
     timer_.lap(Phase::kOptimizer);
+    if (step + 1 == steps_per_epoch_) grad_sync_->reducer.gather_arrivals();  // epoch end, all ranks
     ++global_step_;
     if ((step + 1) % log_every == 0 || step + 1 == steps_per_epoch_) {
       images_trained_ += window_images;
@@ -192,6 +265,16 @@ Trainer::EpochStats Trainer::train_epoch(int epoch) {
       window_loss = 0;
       window_images = window_batches = 0;
     }
+    const int64_t position = start_position + (step + 1 - first_step) * per_step * comm_.world_size();
+    if (stop_requested()) {
+      if (!checkpoints_)
+        checkpoints_ = std::make_unique<CheckpointStore>(cfg_.at("output").at("dir").get<std::string>() + "/checkpoints",
+                                                         cfg_.at("checkpoint").at("keep").get<int>());
+      save_checkpoint(epoch, position, stats);
+      throw Preempted("stopped by signal after step " + std::to_string(global_step_) + "; checkpoint written");
+    }
+    if (checkpoints_ && every_steps > 0 && global_step_ % every_steps == 0 && step + 1 < steps_per_epoch_)
+      save_checkpoint(epoch, position, stats);
   }
   return stats;
 }
@@ -336,25 +419,33 @@ json Trainer::run() {
                model_->spec().name, model::count_parameters(*model_), comm_.world_size(), train_data_.count,
                test_data_.count, steps_per_epoch_);
   train_start_ = now_seconds();
-  double best = 0, last = 0;
+  double last = 0;
   json last_eval;
-  for (int epoch = 0; epoch < epochs; ++epoch) {
+  for (const auto& e : epoch_records_) record.add_epoch(e);
+  const int first_epoch = resume_.is_null() ? 0 : resume_["epoch"].get<int>();
+  for (int epoch = first_epoch; epoch < epochs; ++epoch) {
     const double t0 = now_seconds();
-    auto stats = train_epoch(epoch);
-    auto sums = torch::tensor({stats.loss_sum, static_cast<double>(stats.correct), static_cast<double>(stats.count)},
-                              torch::kFloat64);
-    comm_.allreduce(sums, {comm::ReduceOp::kSum, timeout()})->wait(timeout());
+    int64_t position = 0;
+    EpochStats carried;
+    if (!resume_.is_null() && epoch == first_epoch) {
+      position = resume_["epoch_position"].get<int64_t>();
+      if (comm_.rank() == 0) {  // the interrupted part's global sums, counted once
+        const auto& p = resume_["partial_epoch"];
+        carried = {p[0].get<double>(), p[1].get<int64_t>(), p[2].get<int64_t>()};
+      }
+    }
+    const auto sums = global_sums(train_epoch(epoch, position, carried));
     parallel::verify_replicas(*model_, comm_, "after epoch " + std::to_string(epoch + 1), timeout());
     json entry = {{"epoch", epoch + 1},
-                  {"train_loss", sums[0].item<double>() / std::max(1.0, sums[2].item<double>())},
-                  {"train_accuracy", sums[1].item<double>() / std::max(1.0, sums[2].item<double>())},
+                  {"train_loss", sums.loss_sum / std::max<int64_t>(1, sums.count)},
+                  {"train_accuracy", static_cast<double>(sums.correct) / std::max<int64_t>(1, sums.count)},
                   {"lr", optimizer_->param_groups()[0].options().get_lr()},
                   {"test_accuracy", nullptr}};
     const bool final_epoch = epoch + 1 == epochs;
     if (final_epoch || (eval_every > 0 && (epoch + 1) % eval_every == 0)) {
       last_eval = evaluate();
       last = last_eval["accuracy"].get<double>();
-      best = std::max(best, last);
+      best_accuracy_ = std::max(best_accuracy_, last);
       entry["test_accuracy"] = last;
       entry["test_loss"] = last_eval["loss"];
       if (comm_.rank() == 0 && hooks_.on_progress)
@@ -367,8 +458,19 @@ json Trainer::run() {
                  entry["train_loss"].get<double>(), entry["train_accuracy"].get<double>(),
                  entry["test_accuracy"].is_null() ? std::string("-") : std::to_string(last));
     record.add_epoch(entry);
+    epoch_records_.push_back(entry);
+    const int64_t every_epochs = cfg_.at("checkpoint").at("every_epochs").get<int64_t>();
+    if (checkpoints_ && (final_epoch || (every_epochs > 0 && (epoch + 1) % every_epochs == 0)))
+      save_checkpoint(epoch + 1, 0, {});
   }
-  return record.finish(last, best, last_eval, gather_rank_stats(), now_seconds() - train_start_);
+  if (last_eval.is_null() && comm_.world_size() > 0) {  // resumed after the last epoch finished
+    last_eval = evaluate();
+    last = last_eval["accuracy"].get<double>();
+  }
+  const double best = best_accuracy_;
+  json out = record.finish(last, best, last_eval, gather_rank_stats(), now_seconds() - train_start_);
+  out["reducer"] = grad_sync_->reducer.stats_json();  // [Reducer stats] buckets, exposed comm, straggler
+  return out;
 }
 
 }  // namespace rx::worker

@@ -11,8 +11,20 @@
 #include "common/data/dataset.h"
 #include "common/metrics/phase_timer.h"
 #include "common/model/resnext.h"
+#include "common/util/error.h"
+#include "worker/checkpoint.h"
 
 namespace rx::worker {
+
+// Thrown on every rank after a SIGUSR1/SIGTERM was agreed on and the checkpoint is written.
+class Preempted : public Error {
+ public:
+  using Error::Error;
+};
+
+// [Preemption] The signal handler only sets a flag; ranks agree on it after every step (one tiny
+// all-reduce), so all of them stop after the same step and no rank exits alone.
+void install_preemption_handlers();
 
 struct TrainerHooks {
   // Rank 0 only: a progress event (the coordinator's report body) at every log step and evaluation.
@@ -30,8 +42,15 @@ class Trainer {
   model::ResNeXt& model() { return model_; }
 
  private:
-  struct EpochStats;
-  EpochStats train_epoch(int epoch);
+  struct EpochStats {
+    double loss_sum = 0;
+    int64_t correct = 0;
+    int64_t count = 0;
+  };
+  EpochStats train_epoch(int epoch, int64_t start_position, EpochStats stats);
+  EpochStats global_sums(const EpochStats& local);
+  void save_checkpoint(int epoch, int64_t position, const EpochStats& partial);
+  bool stop_requested();
   nlohmann::json evaluate();
   void log_progress(int epoch, int64_t step, int64_t steps, double loss, double window_images, double window_seconds);
   nlohmann::json gather_rank_stats();
@@ -52,6 +71,11 @@ class Trainer {
   int64_t global_step_ = 0;
   int64_t steps_per_epoch_ = 0;
   double train_start_ = 0;
+  // Checkpoint/resume state (see worker/checkpoint.h).
+  std::unique_ptr<CheckpointStore> checkpoints_;
+  nlohmann::json resume_;  // the loaded cursor, or null
+  nlohmann::json epoch_records_ = nlohmann::json::array();
+  double best_accuracy_ = 0;
 };
 
 }  // namespace rx::worker

@@ -65,6 +65,11 @@ const std::vector<Field>& schema() {
       {"distributed.first_bucket_mb", Kind::kNumber, 1, 0, 4096},
       {"distributed.compression", Kind::kString, "none", 0, 0, {"none", "fp16", "bf16"}},
       {"distributed.timeout_s", Kind::kNumber, 300, 0.001, 86400},
+      // checkpoint (see worker/checkpoint.h)
+      {"checkpoint.every_steps", Kind::kInt, 0, 0, 1e12, {}, false, "0 = off"},
+      {"checkpoint.every_epochs", Kind::kInt, 1, 0, 100000, {}, false, "0 = off"},
+      {"checkpoint.keep", Kind::kInt, 3, 1, 1000},
+      {"checkpoint.resume", Kind::kString, "none", 0, 0, {"none", "auto"}},
       // output
       {"output.dir", Kind::kString, "runs/latest"},
   };

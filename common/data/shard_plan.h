@@ -27,10 +27,18 @@ struct ShardSpec {
   uint64_t seed = 0;
   ShardMode mode = ShardMode::kGlobal;
   bool shuffle = true;  // false: static keeps its block order, global uses the identity permutation
+  // [Resume cursor] Positions of the epoch's global order already consumed (by any world size) before
+  // this plan starts: a run resumed mid-epoch continues exactly where the interrupted one stopped,
+  // neither repeating nor skipping a sample. Global mode: any value; static mode: a multiple of
+  // world_size (static blocks depend on the world size, so they resume only on the same one).
+  int64_t start = 0;
 };
 
 // Samples per rank per epoch: ceil(N / w). Every rank gets the same count.
 int64_t shard_length(int64_t dataset_size, int world_size);
+
+// Samples per rank for the rest of an epoch that starts at position `start`: ceil((N - start) / w).
+int64_t shard_length_from(int64_t dataset_size, int world_size, int64_t start);
 
 // The indices for spec.rank. Throws ConfigError on N <= 0, w <= 0 or rank outside [0, w).
 std::vector<int64_t> shard_indices(const ShardSpec& spec);

@@ -66,7 +66,7 @@ nlohmann::json job_to_json(const Job& job) {
               {"exit_code", job.exit_code ? json(*job.exit_code) : json(nullptr)},
               {"error", job.error.empty() ? json(nullptr) : json(job.error)},
               {"owner", job.owner},
-              {"slurm_job_id", nullptr}};
+              {"slurm_job_id", job.slurm_job_id.empty() ? json(nullptr) : json(job.slurm_job_id)}};
 }
 
 }  // namespace rx::coord

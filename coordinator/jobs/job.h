@@ -36,6 +36,7 @@ struct Job {
   int64_t cancel_ms = 0;
   nlohmann::json last_progress;  // last progress report body (null until one arrives)
   nlohmann::json result;         // the worker's run record (null until reported)
+  std::string slurm_job_id;      // --launcher slurm: the Slurm job id (== pid; derived, not stored)
 };
 
 // The API v1 view of a job (no secrets, no config).

@@ -124,8 +124,9 @@ void JobService::recover() {
     if (!j.idempotency_key.empty()) idempotency_[j.owner + "\n" + j.idempotency_key] = id;
     auto& slot = jobs_[id];
     slot = j;
+    if (launcher_->kind() == "slurm" && j.pid > 0) slot.slurm_job_id = std::to_string(j.pid);
     render(slot);
-    if (j.state != JobState::kRunning) continue;
+    if (j.state != JobState::kRunning && !submitted(j)) continue;
     if (launcher_->reattach(LaunchHandle{j.pid, j.pgid})) {
       spdlog::info("job {}: re-attached to running process group {}", id, j.pgid);
       continue;
@@ -270,7 +271,7 @@ std::shared_ptr<const std::string> JobService::cancel(const std::string& owner, 
   if (is_terminal(slot.state))
     throw ApiError(409, "conflict", "job '" + id + "' already " + to_string(slot.state));
   Job u = slot;
-  if (u.state == JobState::kQueued) {
+  if (u.state == JobState::kQueued && !submitted(u)) {
     u.state = JobState::kCancelled;
     u.finished_ms = now_ms();
     commit(slot, u);
@@ -528,7 +529,7 @@ void JobService::schedule_locked() {
   std::vector<QueuedJob> queue;
   for (const auto& [seq, id] : order_) {
     const Job& j = jobs_.at(id);
-    if (j.state == JobState::kQueued) queue.push_back({id, j.world_size});
+    if (j.state == JobState::kQueued && !submitted(j)) queue.push_back({id, j.world_size});
   }
   if (queue.empty()) return;
   for (const auto& id : pick_fifo(queue, opts_.slots - busy_slots_locked())) start_locked(jobs_.at(id));
@@ -557,6 +558,7 @@ void JobService::start_locked(Job& slot) {
     const LaunchHandle h = launcher_->start(LaunchSpec{u.id, dir, u.world_size, secret, opts_.self_url});
     u.pid = h.pid;
     u.pgid = h.pgid;
+    if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h.pid);
     u.state = JobState::kRunning;
     u.started_ms = now_ms();
     u.secret_hash = sha256_hex(secret);
@@ -573,11 +575,11 @@ void JobService::start_locked(Job& slot) {
 void JobService::finish(const std::string& id, const ExitInfo& ex) {
   std::unique_lock lock(mu_);
   Job& slot = find_or_404(id);
-  if (slot.state != JobState::kRunning) return;
+  if (slot.state != JobState::kRunning && !submitted(slot)) return;
   Job u = slot;
   u.finished_ms = now_ms();
   u.exit_code = ex.exit_code;
-  if (u.cancel_requested) {
+  if (u.cancel_requested || ex.cancelled) {
     u.state = JobState::kCancelled;
   } else if (ex.exit_code && *ex.exit_code == 0) {
     u.state = JobState::kSucceeded;
@@ -591,6 +593,21 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   spdlog::info("job {}: {} (exit {})", id, to_string(u.state), ex.exit_code ? std::to_string(*ex.exit_code) : "?");
 }
 
+// [External queue] A Slurm job can wait in Slurm's queue after submission (PENDING) and go back to it
+// (requeued after a checkpoint). Such a job is "queued" with its pid (the Slurm job id) set: the
+// scheduler never starts it again, tick() keeps polling it, and its error says why it waits.
+void JobService::update_live(const std::string& id, const LiveInfo& live) {
+  std::unique_lock lock(mu_);
+  Job& slot = find_or_404(id);
+  if (is_terminal(slot.state)) return;
+  const JobState want = live.queued ? JobState::kQueued : JobState::kRunning;
+  if (slot.state == want && slot.error == live.detail) return;
+  Job u = slot;
+  u.state = want;
+  u.error = live.detail;
+  commit(slot, u);
+}
+
 void JobService::tick() {
   struct Running {
     std::string id;
@@ -602,13 +619,17 @@ void JobService::tick() {
   {
     std::shared_lock lock(mu_);
     for (const auto& [id, j] : jobs_)
-      if (j.state == JobState::kRunning) running.push_back({id, {j.pid, j.pgid}, j.cancel_requested, j.cancel_ms});
+      if (j.state == JobState::kRunning || submitted(j))
+        running.push_back({id, {j.pid, j.pgid}, j.cancel_requested, j.cancel_ms});
   }
   // /proc scans and waitid happen outside the lock; only state changes take it.
   for (const auto& r : running) {
     if (auto ex = launcher_->poll(r.h)) {
       finish(r.id, *ex);
-    } else if (r.cancel_requested && now_ms() - r.cancel_ms > opts_.cancel_grace_ms) {
+      continue;
+    }
+    update_live(r.id, launcher_->live_info(r.h));
+    if (r.cancel_requested && now_ms() - r.cancel_ms > opts_.cancel_grace_ms) {
       launcher_->cancel(r.h, true);
     }
   }

@@ -87,6 +87,9 @@ class JobService {
   void schedule_locked();
   void start_locked(Job& job);
   void finish(const std::string& id, const ExitInfo& ex);
+  void update_live(const std::string& id, const LiveInfo& live);
+  // queued in an external queue (handed to Slurm), as opposed to waiting for a slot here
+  static bool submitted(const Job& j) { return j.state == JobState::kQueued && j.pid > 0; }
   int busy_slots_locked() const;
   nlohmann::json load_config(const nlohmann::json& config_field) const;
   int64_t dataset_size_for(const Job& job) const;

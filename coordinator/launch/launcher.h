@@ -1,6 +1,7 @@
 #pragma once
 // [Launcher] How a job's processes are started, watched and stopped. The local launcher runs mpirun
-// on this machine; a Slurm launcher (sbatch/squeue/scancel) implements the same four calls later.
+// on this machine; the Slurm launcher (sbatch/scontrol/scancel) implements the same four calls, plus
+// live_info() for a job that waits in Slurm's own queue.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -23,6 +24,14 @@ struct LaunchHandle {
 struct ExitInfo {
   std::optional<int> exit_code;  // nullopt when unknown (re-attached job) or killed by a signal
   std::string reason;            // empty on exit 0
+  bool cancelled = false;        // ended by a cancel outside the coordinator (scancel by an admin)
+};
+
+// A live job as its launcher last saw it. queued: waiting in an external queue (Slurm PENDING,
+// REQUEUED); detail: why (the pending reason), shown as the job's error while it waits.
+struct LiveInfo {
+  bool queued = false;
+  std::string detail;
 };
 
 class Launcher {
@@ -36,6 +45,9 @@ class Launcher {
   virtual void cancel(const LaunchHandle& h, bool force) = 0;
   // After a coordinator restart: true if the job's processes still live (it is then polled as usual).
   virtual bool reattach(const LaunchHandle& h) = 0;
+  // Answered from the last poll (no external calls). Local jobs never wait once started.
+  virtual LiveInfo live_info(const LaunchHandle&) { return {}; }
+  virtual std::string kind() const { return "local"; }
 };
 
 }  // namespace rx::coord

@@ -69,3 +69,35 @@ TEST(ShardPlan, RejectsBadInputsNamingTheField) {
   EXPECT_THROW(shard_length(5, 0), rx::ConfigError);
   EXPECT_THROW(parse_shard_mode("blocks"), rx::ConfigError);
 }
+
+TEST(ShardPlan, ResumeOnSameWorldContinuesExactly) {
+  for (auto mode : {ShardMode::kGlobal, ShardMode::kStatic}) {
+    const int64_t n = 103;
+    const int w = 4;
+    for (int r = 0; r < w; ++r) {
+      auto full = shard_indices({n, w, r, 2, 9, mode, true, 0});
+      auto rest = shard_indices({n, w, r, 2, 9, mode, true, 5 * w});
+      ASSERT_EQ(rest.size() + 5, full.size());
+      EXPECT_TRUE(std::equal(rest.begin(), rest.end(), full.begin() + 5)) << "rank " << r;
+    }
+  }
+}
+
+TEST(ShardPlan, ResumeOnAnotherWorldNeitherRepeatsNorSkips) {
+  const int64_t n = 1000;
+  const int64_t consumed = 2 * 3 * 64;  // 2 steps of batch 64 on 3 ranks
+  std::multiset<int64_t> seen;
+  for (int r = 0; r < 3; ++r) {
+    auto full = shard_indices({n, 3, r, 4, 1, ShardMode::kGlobal, true, 0});
+    seen.insert(full.begin(), full.begin() + 2 * 64);
+  }
+  for (int r = 0; r < 2; ++r) {  // resumed on 2 ranks
+    auto rest = shard_indices({n, 2, r, 4, 1, ShardMode::kGlobal, true, consumed});
+    EXPECT_EQ(static_cast<int64_t>(rest.size()), shard_length_from(n, 2, consumed));
+    seen.insert(rest.begin(), rest.end());
+  }
+  std::set<int64_t> distinct(seen.begin(), seen.end());
+  EXPECT_EQ(static_cast<int64_t>(distinct.size()), n) << "every sample seen";
+  EXPECT_EQ(static_cast<int64_t>(seen.size()), n) << "none twice (1000 - 384 = 616 splits evenly)";
+  EXPECT_THROW(shard_indices({n, 2, 0, 4, 1, ShardMode::kStatic, true, 3}), rx::ConfigError);
+}

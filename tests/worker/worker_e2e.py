@@ -125,6 +125,62 @@ def bad_config(tmp):
     check(p.returncode == 2 and "--config" in p.stdout, "missing --config is not a usage error", p.stdout)
 
 
+def _preempt_and_resume(tmp, name, resume_np, corrupt=False):
+    """Run QUICK with step checkpoints, SIGUSR1 the job mid-epoch 1, resume; return (reference, resumed)."""
+    ref = os.path.join(tmp, "reference")
+    rc, log, _ = run_worker(2, ref, QUICK, 300)
+    check(rc == 0, f"reference run exited {rc}", log)
+    out = os.path.join(tmp, name)
+    sets = QUICK + ["checkpoint.every_steps=2"]
+    cmd = MPIEXEC + ["-np", "2", WORKER, "train", "--config", CONFIG, "--out", out]
+    for s in sets:
+        cmd += ["--set", s]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Signal once the first step checkpoint exists (mid-epoch 1), read from the log as it streams.
+    lines = []
+    deadline = time.monotonic() + 240
+    for line in p.stdout:
+        lines.append(line)
+        if "checkpoint written at step 2" in line:
+            p.send_signal(10)  # SIGUSR1 to mpirun, which forwards it to every rank
+            break
+        check(time.monotonic() < deadline, "no checkpoint within 240 s", "".join(lines))
+    rest, _ = p.communicate(timeout=240)
+    log = "".join(lines) + rest
+    check(p.returncode == 85, f"a preempted job must exit 85, got {p.returncode}", log)
+    check(not os.path.exists(os.path.join(out, "result.json")), "a preempted job wrote a run record")
+    ckdir = os.path.join(out, "checkpoints")
+    if corrupt:
+        newest = max((f for f in os.listdir(ckdir) if f.endswith(".pt")), key=lambda f: int(f[5:-3]))
+        with open(os.path.join(ckdir, newest), "r+b") as f:
+            f.truncate(os.path.getsize(os.path.join(ckdir, newest)) // 2)
+    rc, log, _ = run_worker(resume_np, out, sets + ["checkpoint.resume=auto"], 300)
+    check(rc == 0, f"resumed run exited {rc}", log)
+    check("resuming from checkpoint" in log, "the run did not resume", log)
+    if corrupt:
+        check("not usable" in log and "checksum mismatch" in log, "the corrupt checkpoint was not reported", log)
+    return record(ref), record(out), log
+
+
+def resume(tmp):
+    ref, res, log = _preempt_and_resume(tmp, "resumed", 2)
+    check(ref["ranks"][0]["param_checksum"] == res["ranks"][0]["param_checksum"],
+          "resuming on the same world size must reproduce the uninterrupted parameters exactly", log)
+    check(ref["final_test_accuracy"] == res["final_test_accuracy"], "final accuracy differs after resume")
+
+
+def resume_corrupt(tmp):
+    ref, res, log = _preempt_and_resume(tmp, "corrupt", 2, corrupt=True)
+    check(ref["ranks"][0]["param_checksum"] == res["ranks"][0]["param_checksum"],
+          "falling back to the previous checkpoint must still reproduce the run", log)
+
+
+def resume_other_world(tmp):
+    ref, res, log = _preempt_and_resume(tmp, "np3", 3)
+    check(res["world_size"] == 3 and len(res["epochs"]) == 2, "resumed on 3 ranks did not finish both epochs", log)
+    check(res["dataset"]["train_samples"] == ref["dataset"]["train_samples"], "dataset changed")
+
+
 def describe(tmp):
     p = subprocess.run([WORKER, "describe", "--model", "resnext29_8x64d", "--json"], stdout=subprocess.PIPE,
                        text=True, timeout=120)

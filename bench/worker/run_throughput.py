@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Training throughput side by side (bench/README.md "## Training throughput").
+
+usage: /usr/bin/python3 bench/worker/run_throughput.py [--build DIR] [--rounds 2] [--steps 60]
+
+Per round, alternating so machine load hits every variant alike:
+  worker-b25   resnext_worker, np=2, distributed.bucket_mb=25 (first bucket 1 MB)
+  worker-b0    resnext_worker, np=2, distributed.bucket_mb=0 (one all-reduce per parameter)
+  ddp          PyTorch DDP (gloo) in Python, np=2, same architecture (bench/worker/ddp_resnext.py)
+  worker-np1   resnext_worker, np=1, bucket_mb=25 (for scaling efficiency)
+All: resnext20_tiny, per-rank batch 64, one intra-op thread and one core per rank. The worker reads
+Fashion-MNIST through its normal loader (configs/fashion_mnist_small.json); DDP uses synthetic input.
+Images/s after warm-up: worker = mean of rank 0's logged window totals, first window dropped;
+DDP = steps after --warmup. Exposed comm share = comm_exposed / total step time from result.json.
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+
+SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+PY = "/usr/bin/python3"
+MPIEXEC = ["mpiexec", "--allow-run-as-root", "--bind-to", "core", "--map-by", "core"]
+WINDOW = re.compile(r"images/s [0-9.]+ \(total ([0-9.]+)\)")
+
+
+def worker(build, np, bucket_mb, steps, out):
+    cmd = MPIEXEC + ["-np", str(np), os.path.join(build, "worker", "resnext_worker"), "train",
+                     "--config", os.path.join(SRC, "configs", "fashion_mnist_small.json"), "--out", out]
+    for s in ["training.threads=1", f"distributed.bucket_mb={bucket_mb}", f"training.max_steps_per_epoch={steps}",
+              "training.epochs=1", "training.log_every_steps=10", "data.max_test_samples=256",
+              "data.num_workers=1"]:
+        cmd += ["--set", s]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900)
+    if p.returncode != 0:
+        sys.exit(f"worker failed ({p.returncode}):\n{p.stdout[-3000:]}")
+    windows = [float(x) for x in WINDOW.findall(p.stdout)]
+    with open(os.path.join(out, "result.json")) as f:
+        rec = json.load(f)
+    share = statistics.mean(r["step_time_ms"]["comm_exposed"] / r["step_time_ms"]["total"] for r in rec["ranks"])
+    red = rec.get("reducer", {})
+    return {"ips": statistics.mean(windows[1:]), "comm_share": share,
+            "exposed_ms": red.get("mean_exposed_ms"), "buckets": red.get("buckets", {}).get("count"),
+            "step_ms": statistics.mean(r["step_time_ms"]["total"] for r in rec["ranks"]),
+            "straggler": red.get("straggler")}
+
+
+def ddp(steps):
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           os.path.join(SRC, "bench", "worker", "ddp_resnext.py"), "--steps", str(steps), "--warmup", "10"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, env=env)
+    m = re.search(r"RESULT ddp total_images_per_sec=([0-9.]+)", p.stdout)
+    if p.returncode != 0 or not m:
+        sys.exit(f"ddp failed ({p.returncode}):\n{p.stdout[-3000:]}")
+    return {"ips": float(m.group(1))}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(SRC, "build-reducer"))
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=60)
+    args = ap.parse_args()
+    rows = {k: [] for k in ("worker-b25", "worker-b0", "ddp", "worker-np1")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            rows["worker-b25"].append(worker(args.build, 2, 25, args.steps, os.path.join(tmp, f"b25_{r}")))
+            rows["worker-b0"].append(worker(args.build, 2, 0, args.steps, os.path.join(tmp, f"b0_{r}")))
+            rows["ddp"].append(ddp(args.steps))
+            rows["worker-np1"].append(worker(args.build, 1, 25, args.steps, os.path.join(tmp, f"np1_{r}")))
+            print(f"round {r}: " + ", ".join(f"{k} {v[-1]['ips']:.1f}" for k, v in rows.items()), flush=True)
+    for k, v in rows.items():
+        line = f"{k:11s} images/s " + " ".join(f"{x['ips']:.1f}" for x in v)
+        if "comm_share" in v[0]:
+            line += "  exposed comm " + " ".join(f"{100 * x['comm_share']:.1f}%" for x in v)
+            line += "  mean exposed ms/step " + " ".join(f"{x['exposed_ms']:.2f}" for x in v)
+            line += "  step ms " + " ".join(f"{x['step_ms']:.1f}" for x in v)
+            line += f"  buckets {v[0]['buckets']}"
+        print(line)
+    mean = {k: statistics.mean(x["ips"] for x in v) for k, v in rows.items()}
+    per_round = [rows["worker-b25"][i]["ips"] / rows["ddp"][i]["ips"] for i in range(args.rounds)]
+    print("RESULT worker/ddp = " + " ".join(f"{x:.3f}" for x in per_round) + f" (mean {statistics.mean(per_round):.3f})")
+    print("RESULT worker-b0/ddp = " + " ".join(
+        f"{rows['worker-b0'][i]['ips'] / rows['ddp'][i]['ips']:.3f}" for i in range(args.rounds)))
+    eff = [rows["worker-b25"][i]["ips"] / (2 * rows["worker-np1"][i]["ips"]) for i in range(args.rounds)]
+    print("RESULT scaling efficiency np2/(2*np1) = " + " ".join(f"{x:.3f}" for x in eff))
+    print("RESULT straggler (last b25 run): " + json.dumps(rows["worker-b25"][-1]["straggler"]))
+    print("RESULT means " + json.dumps({k: round(v, 1) for k, v in mean.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+#pragma once
+// [Reducer] Bucketed gradient all-reduce that overlaps communication with backward, the design of
+// PyTorch DDP's reducer rebuilt on our Communicator: parameters are grouped into buckets, each
+// bucket owns one flat buffer that the parameters' .grad tensors are views of, an autograd hook
+// marks a gradient ready, and a bucket's all-reduce starts as soon as all its gradients are in,
+// while backward goes on computing earlier layers. finalize() waits for what is still in flight.
+//
+// Use per optimizer step:  zero_grad(); for each micro-batch { forward; prepare_for_backward(last);
+// backward; }  finalize(); optimizer.step().
+#include <nlohmann/json.hpp>
+#include <torch/nn.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/comm/communicator.h"
+
+namespace rx::parallel {
+
+enum class Compression { kNone, kFp16, kBf16 };
+Compression parse_compression(const std::string& name);  // "none"|"fp16"|"bf16", else ConfigError
+const char* compression_name(Compression c);
+
+struct ReducerOptions {
+  double bucket_mb = 25;       // 0 = one bucket (one all-reduce) per parameter
+  double first_bucket_mb = 1;  // cap of the first bucket (the last layers, ready first)
+  Compression compression = Compression::kNone;
+  comm::Millis timeout{300000};
+};
+
+// Reads distributed.bucket_mb / first_bucket_mb / compression / timeout_s of a resolved job config.
+ReducerOptions reducer_options(const nlohmann::json& resolved_config);
+
+// [Bucket order] Buckets hold parameters in reverse registration order, which is roughly the order
+// backward produces their gradients (the head first, the stem last). A bucket is closed once it
+// holds at least its cap in bytes (first_mb for the first, bucket_mb for the others); bucket_mb 0
+// gives one parameter per bucket. A dtype change also closes a bucket (one flat buffer per dtype).
+// Pure function of the shapes, so every rank computes the same plan. Returns, per bucket, indices
+// into `params` (registration order).
+std::vector<std::vector<size_t>> plan_buckets(const std::vector<torch::Tensor>& params, double bucket_mb,
+                                              double first_mb);
+
+class Reducer {
+ public:
+  // Trainable parameters of `module` (requires_grad) take part; their .grad become aliases of the
+  // bucket buffers (existing gradients are copied in). Throws ConfigError naming
+  // "distributed.compression" when compression is asked of a backend that cannot reduce 16-bit
+  // floats (mpi).
+  Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOptions opts);
+  ~Reducer();
+  Reducer(const Reducer&) = delete;
+  Reducer& operator=(const Reducer&) = delete;
+
+  // Before each backward. `sync` false: a gradient-accumulation micro-batch, no communication
+  // (like DDP's no_sync); true: this backward's gradients are reduced.
+  void prepare_for_backward(bool sync);
+  // After the synchronising backward: waits for every bucket, averages over ranks (in fp32).
+  // Throws rx::Error naming every parameter that got no gradient.
+  void finalize();
+
+  // Collective (every rank, rarely: epoch end): all-gathers each rank's mean bucket-ready times
+  // since the last call and names the straggler. Result in stats_json()["straggler"].
+  void gather_arrivals();
+  // Local: bucket layout, mean exposed ms per step, per-bucket means, last straggler result.
+  nlohmann::json stats_json() const;
+
+  // Per bucket, the parameters' registration indices / names (tests, logs).
+  std::vector<std::vector<size_t>> bucket_assignment() const;
+  std::vector<std::vector<std::string>> bucket_names() const;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Bucket;
+  struct Param {
+    std::string name;
+    torch::Tensor tensor;
+    size_t bucket = 0;
+    int64_t offset = 0;  // into the bucket's buffer, in elements
+    torch::Tensor grad_alias;  // the parameter's shape over the bucket's storage: what .grad is
+    std::shared_ptr<torch::autograd::Node> accumulator;
+    uintptr_t hook_key = 0;
+  };
+
+  void attach_grad_views();
+  void on_grad_ready(size_t param_index);
+  void launch_ready_buckets();
+  void poll_in_flight();
+  [[noreturn]] void throw_unused();
+
+  comm::Communicator& comm_;
+  ReducerOptions opts_;
+  std::vector<Param> params_;
+  std::vector<std::unique_ptr<Bucket>> buckets_;
+  // Per-step state.
+  bool sync_ = false;  // prepare_for_backward(true) was called and finalize() not yet
+  size_t next_launch_ = 0;     // buckets launch strictly in order: 0, 1, 2, ...
+  size_t next_poll_ = 0;       // oldest bucket whose all-reduce may still be in flight
+  std::vector<bool> ready_;    // per parameter, this step
+  Clock::time_point reference_;  // end of the previous finalize(): arrival times count from here
+  bool has_reference_ = false;
+  // Statistics.
+  int64_t steps_ = 0;
+  double exposed_ms_total_ = 0;
+  int64_t arrival_steps_ = 0;  // steps counted in the arrival window (since gather_arrivals)
+  int64_t ready_steps_ = 0;    // steps with a measured ready time, whole run
+  nlohmann::json straggler_;
+};
+
+}  // namespace rx::parallel

@@ -1,0 +1,355 @@
+// The bucketed reducer against the plain flat all-reduce, in process: N ranks are threads over the
+// thread backend (which sums in rank order, deterministically). Every comparison is exact: the
+// reducer changes which elements travel together, never the per-element summation order.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <functional>
+#include <set>
+#include <thread>
+
+#include "common/comm/thread/thread_communicator.h"
+#include "common/model/resnext.h"
+#include "common/parallel/reducer.h"
+#include "common/parallel/replica_sync.h"
+#include "common/util/error.h"
+
+using namespace rx;
+
+namespace {
+const comm::Millis kTimeout{60000};
+
+model::ResNeXt make_model(int seed) {
+  torch::manual_seed(seed);
+  auto spec = model::preset("resnext20_tiny");
+  spec.in_channels = 1;
+  return model::ResNeXt(spec);  // train mode: BN batch statistics, as in training
+}
+
+// Rank r's micro-batch m: distinct data everywhere, the same on every call.
+std::pair<torch::Tensor, torch::Tensor> batch(int rank, int micro, int64_t b) {
+  auto gen = at::detail::createCPUGenerator(1000 + 31 * rank + micro);
+  auto x = torch::randn({b, 1, 28, 28}, gen);
+  auto y = torch::randint(0, 10, {b}, gen, torch::kInt64);
+  return {x, y};
+}
+
+void zero_grads(torch::nn::Module& m) {
+  torch::NoGradGuard ng;
+  for (auto& p : m.parameters())
+    if (p.grad().defined()) p.mutable_grad().zero_();
+}
+
+// n models with the same seed, built on the calling thread: manual_seed and the initialisers use
+// the global generator, so building them on the rank threads would race.
+std::vector<model::ResNeXt> make_models(int n, int seed) {
+  std::vector<model::ResNeXt> out;
+  for (int r = 0; r < n; ++r) out.push_back(make_model(seed));
+  return out;
+}
+
+// Runs fn(rank) on one thread per rank; rethrows the first failure.
+void on_ranks(int n, const std::function<void(int)>& fn) {
+  std::vector<std::exception_ptr> errors(n);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        fn(r);
+      } catch (...) {
+        errors[r] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// One optimizer step's gradients: `accumulate` micro-batches, then the sync under test.
+void flat_step(model::ResNeXt& m, parallel::FlatGradientAllreduce& sync, int rank, int accumulate) {
+  zero_grads(*m);
+  for (int k = 0; k < accumulate; ++k) {
+    auto [x, y] = batch(rank, k, 3);
+    (torch::nn::functional::cross_entropy(m->forward(x), y) / accumulate).backward();
+  }
+  sync.sync();
+}
+
+void reducer_step(model::ResNeXt& m, parallel::Reducer& red, int rank, int accumulate, int64_t b = 3) {
+  zero_grads(*m);
+  for (int k = 0; k < accumulate; ++k) {
+    auto [x, y] = batch(rank, k, b);
+    auto loss = torch::nn::functional::cross_entropy(m->forward(x), y) / accumulate;
+    red.prepare_for_backward(k + 1 == accumulate);
+    loss.backward();
+  }
+  red.finalize();
+}
+
+parallel::ReducerOptions options(double bucket_mb, double first_mb) {
+  parallel::ReducerOptions o;
+  o.bucket_mb = bucket_mb;
+  o.first_bucket_mb = first_mb;
+  o.timeout = kTimeout;
+  return o;
+}
+
+struct Case {
+  int world;
+  double bucket_mb, first_mb;
+  int accumulate;
+};
+std::string case_name(const testing::TestParamInfo<Case>& i) {
+  auto mb = [](double v) {
+    std::string s = std::to_string(v);
+    for (auto& c : s)
+      if (c == '.') c = '_';
+    return s.substr(0, s.find_last_not_of('0') + 1);
+  };
+  return "w" + std::to_string(i.param.world) + "_mb" + mb(i.param.bucket_mb) + "_first" + mb(i.param.first_mb) +
+         "_acc" + std::to_string(i.param.accumulate);
+}
+}  // namespace
+
+class ReducerEqualsFlat : public testing::TestWithParam<Case> {};
+
+// Same averaged gradients, bit for bit, as FlatGradientAllreduce (two steps: the second runs on
+// the same bucket views after zero_grad).
+TEST_P(ReducerEqualsFlat, SameAveragedGradients) {
+  torch::set_num_threads(1);
+  const Case c = GetParam();
+  auto flat_group = comm::make_thread_group(c.world);
+  auto red_group = comm::make_thread_group(c.world);
+  auto as = make_models(c.world, 7), bs = make_models(c.world, 7);
+  on_ranks(c.world, [&](int r) {
+    auto a = as[r], b = bs[r];
+    parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
+    parallel::Reducer red(*b, *red_group[r], options(c.bucket_mb, c.first_mb));
+    for (int step = 0; step < 2; ++step) {
+      flat_step(a, flat, r, c.accumulate);
+      reducer_step(b, red, r, c.accumulate);
+      auto pa = a->named_parameters(), pb = b->named_parameters();
+      for (size_t i = 0; i < pa.size(); ++i)
+        ASSERT_TRUE(torch::equal(pa[i].value().grad(), pb[i].value().grad()))
+            << "rank " << r << " step " << step << " " << pa[i].key() << " max diff "
+            << (pa[i].value().grad() - pb[i].value().grad()).abs().max().item<double>();
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Worlds, ReducerEqualsFlat,
+    testing::Values(Case{1, 25, 1, 1}, Case{1, 1e-6, 1e-6, 2},
+                    Case{2, 1e-6, 1e-6, 1}, Case{2, 0, 1, 1}, Case{2, 0.05, 0.01, 1}, Case{2, 25, 1, 2},
+                    Case{2, 100, 100, 1}, Case{2, 0.05, 0.01, 3},
+                    Case{3, 0, 0, 2}, Case{3, 0.1, 0.02, 1},
+                    Case{4, 1e-6, 1e-6, 2}, Case{4, 0.05, 0.01, 1}, Case{4, 100, 100, 2}),
+    case_name);
+
+// Training: the same SGD (momentum, weight decay) trajectory as with the flat all-reduce, to the bit.
+TEST(Reducer, TrainingIsBitIdenticalToFlatAllreduce) {
+  torch::set_num_threads(1);
+  const int n = 2, accumulate = 2;
+  auto flat_group = comm::make_thread_group(n);
+  auto red_group = comm::make_thread_group(n);
+  std::vector<uint64_t> flat_sums(n), red_sums(n), start(n);
+  auto as = make_models(n, 7), bs = make_models(n, 7);
+  on_ranks(n, [&](int r) {
+    auto a = as[r], b = bs[r];
+    start[r] = parallel::parameter_checksum(*a);
+    parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
+    parallel::Reducer red(*b, *red_group[r], options(0.05, 0.01));
+    auto sgd = torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(5e-4);
+    torch::optim::SGD oa(a->parameters(), sgd), ob(b->parameters(), sgd);
+    for (int step = 0; step < 4; ++step) {
+      oa.zero_grad();  // as the trainer does (LibTorch 1.13: detach_() + zero_() on every .grad)
+      flat_step(a, flat, r, accumulate);
+      oa.step();
+      ob.zero_grad();
+      reducer_step(b, red, r, accumulate);
+      ob.step();
+    }
+    flat_sums[r] = parallel::parameter_checksum(*a);
+    red_sums[r] = parallel::parameter_checksum(*b);
+  });
+  EXPECT_NE(flat_sums[0], start[0]) << "training must change the parameters";
+  for (int r = 0; r < n; ++r) {
+    EXPECT_EQ(red_sums[r], flat_sums[r]) << "rank " << r;
+    EXPECT_EQ(red_sums[r], red_sums[0]) << "replicas diverged";
+  }
+}
+
+TEST(BucketPlan, ReverseRegistrationOrderAndCaps) {
+  auto m = make_model(1);
+  const auto params = m->parameters();
+  const size_t n = params.size();
+  auto check_cover = [&](const std::vector<std::vector<size_t>>& plan) {
+    std::vector<size_t> order;
+    for (const auto& b : plan) order.insert(order.end(), b.begin(), b.end());
+    ASSERT_EQ(order.size(), n);
+    for (size_t k = 0; k < n; ++k) EXPECT_EQ(order[k], n - 1 - k) << "position " << k;
+  };
+  auto tiny = parallel::plan_buckets(params, 1e-9, 1e-9);
+  check_cover(tiny);
+  EXPECT_EQ(tiny.size(), n);
+  auto per_param = parallel::plan_buckets(params, 0, 1);
+  check_cover(per_param);
+  EXPECT_EQ(per_param.size(), n);
+  auto whole = parallel::plan_buckets(params, 100, 100);
+  check_cover(whole);
+  EXPECT_EQ(whole.size(), 1u);
+  // 0.05 MiB caps: every bucket but the last reaches its cap, and would not without its last param.
+  const double cap = 0.05 * 1024 * 1024, first_cap = 0.01 * 1024 * 1024;
+  auto mid = parallel::plan_buckets(params, 0.05, 0.01);
+  check_cover(mid);
+  EXPECT_GT(mid.size(), 3u);
+  for (size_t b = 0; b + 1 < mid.size(); ++b) {
+    double bytes = 0;
+    for (size_t i : mid[b]) bytes += params[i].numel() * 4.0;
+    const double c = b == 0 ? first_cap : cap;
+    EXPECT_GE(bytes, c) << "bucket " << b;
+    EXPECT_LT(bytes - params[mid[b].back()].numel() * 4.0, c) << "bucket " << b << " overfull";
+  }
+}
+
+TEST(Reducer, BucketAssignmentIdenticalAcrossRanks) {
+  const int n = 3;
+  auto group = comm::make_thread_group(n);
+  std::vector<std::vector<std::vector<std::string>>> names(n);
+  std::vector<model::ResNeXt> models;
+  for (int r = 0; r < n; ++r) models.push_back(make_model(100 + r));  // different values, same shapes
+  on_ranks(n, [&](int r) {
+    auto m = models[r];
+    parallel::Reducer red(*m, *group[r], options(0.05, 0.01));
+    names[r] = red.bucket_names();
+  });
+  ASSERT_GT(names[0].size(), 3u);
+  EXPECT_EQ(names[0].front().front(), "fc.bias") << "the head's last parameter comes first";
+  for (int r = 1; r < n; ++r) EXPECT_EQ(names[r], names[0]) << "rank " << r;
+}
+
+namespace {
+// A model with a parameter that never reaches the loss.
+struct WithUnusedImpl : torch::nn::Module {
+  WithUnusedImpl() {
+    used = register_module("used", torch::nn::Linear(4, 3));
+    unused = register_module("unused", torch::nn::Linear(4, 3));
+    head = register_module("head", torch::nn::Linear(3, 2));
+  }
+  torch::Tensor forward(const torch::Tensor& x) { return head(used(x)); }
+  torch::nn::Linear used{nullptr}, unused{nullptr}, head{nullptr};
+};
+TORCH_MODULE(WithUnused);
+}  // namespace
+
+TEST(Reducer, UnusedParameterIsAnErrorNamingIt) {
+  for (double mb : {0.0, 25.0}) {
+    const int n = 2;
+    auto group = comm::make_thread_group(n);
+    std::vector<std::string> messages(n);
+    std::vector<WithUnused> models(n);
+    on_ranks(n, [&](int r) {
+      auto m = models[r];
+      parallel::Reducer red(*m, *group[r], options(mb, mb));
+      red.prepare_for_backward(true);
+      m->forward(torch::ones({5, 4})).sum().backward();
+      try {
+        red.finalize();
+      } catch (const Error& e) {
+        messages[r] = e.what();
+      }
+    });
+    for (int r = 0; r < n; ++r) {
+      EXPECT_NE(messages[r].find("unused.weight"), std::string::npos) << "bucket_mb " << mb << ": " << messages[r];
+      EXPECT_NE(messages[r].find("unused.bias"), std::string::npos) << messages[r];
+      EXPECT_EQ(messages[r].find(" used."), std::string::npos) << "names a used parameter: " << messages[r];
+      EXPECT_EQ(messages[r].find("head."), std::string::npos) << "names a used parameter: " << messages[r];
+    }
+  }
+}
+
+namespace {
+// Only its name matters: the reducer must refuse 16-bit compression over mpi at construction.
+class FakeMpi : public comm::Communicator {
+ public:
+  std::string backend_name() const override { return "mpi"; }
+  int rank() const override { return 0; }
+  int world_size() const override { return 1; }
+};
+}  // namespace
+
+TEST(Reducer, CompressionOverMpiIsAConfigError) {
+  auto m = make_model(1);
+  FakeMpi fake;
+  auto o = options(25, 1);
+  o.compression = parallel::Compression::kFp16;
+  try {
+    parallel::Reducer red(*m, fake, o);
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_EQ(e.field(), "distributed.compression");
+  }
+  o.compression = parallel::Compression::kNone;
+  EXPECT_NO_THROW(parallel::Reducer(*m, fake, o));
+  EXPECT_THROW(parallel::parse_compression("fp8"), ConfigError);
+}
+
+// fp16/bf16 over a backend that reduces them (thread): close to the fp32 result, not equal.
+TEST(Reducer, CompressedGradientsAreCloseToFlat) {
+  torch::set_num_threads(1);
+  for (auto comp : {parallel::Compression::kFp16, parallel::Compression::kBf16}) {
+    const int n = 2;
+    auto flat_group = comm::make_thread_group(n);
+    auto red_group = comm::make_thread_group(n);
+    std::vector<double> rel(n);
+    auto as = make_models(n, 7), bs = make_models(n, 7);
+    on_ranks(n, [&](int r) {
+      auto a = as[r], b = bs[r];
+      parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
+      auto o = options(0.05, 0.01);
+      o.compression = comp;
+      parallel::Reducer red(*b, *red_group[r], o);
+      flat_step(a, flat, r, 1);
+      reducer_step(b, red, r, 1);
+      double worst = 0;
+      for (size_t i = 0; i < a->parameters().size(); ++i) {
+        auto ga = a->parameters()[i].grad(), gb = b->parameters()[i].grad();
+        worst = std::max(worst, ((ga - gb).norm() / ga.norm().clamp_min(1e-12)).item<double>());
+      }
+      rel[r] = worst;
+    });
+    const double tol = comp == parallel::Compression::kFp16 ? 5e-3 : 3e-2;
+    for (int r = 0; r < n; ++r) {
+      EXPECT_LT(rel[r], tol) << parallel::compression_name(comp) << " rank " << r;
+      EXPECT_GT(rel[r], 0) << "compression had no effect";
+    }
+  }
+}
+
+// Rank 1 computes on 10x the batch, so its buckets become ready later; the gathered arrival
+// times must name it (the all-reduce itself makes both ranks' step times equal).
+TEST(Reducer, StatsNameTheStragglerRank) {
+  torch::set_num_threads(1);
+  const int n = 2;
+  auto group = comm::make_thread_group(n);
+  std::vector<nlohmann::json> stats(n);
+  auto models = make_models(n, 7);
+  on_ranks(n, [&](int r) {
+    auto m = models[r];
+    parallel::Reducer red(*m, *group[r], options(0.05, 0.01));
+    for (int step = 0; step < 4; ++step) reducer_step(m, red, r, 1, r == 1 ? 40 : 4);
+    red.gather_arrivals();
+    stats[r] = red.stats_json();
+  });
+  for (int r = 0; r < n; ++r) {
+    const auto& s = stats[r];
+    EXPECT_EQ(s["steps"], 4);
+    EXPECT_GT(s["buckets"]["count"].get<int>(), 3);
+    EXPECT_EQ(s["per_bucket"].size(), s["buckets"]["count"].get<size_t>());
+    EXPECT_GE(s["mean_exposed_ms"].get<double>(), 0.0);
+    EXPECT_EQ(s["straggler"]["steps_measured"], 3) << "the first step has no reference point";
+    EXPECT_EQ(s["straggler"]["rank"], 1) << s.dump();
+    EXPECT_GT(s["straggler"]["mean_lag_ms"].get<double>(), 0.0);
+  }
+  EXPECT_EQ(stats[0]["straggler"], stats[1]["straggler"]) << "every rank computes the same verdict";
+}

@@ -1,0 +1,41 @@
+#pragma once
+// Preemption-safe checkpoints: model, optimizer, RNG state and the training cursor.
+//
+// [Checkpoint layout] <dir>/ckpt-<global step>.pt holds the tensors (a LibTorch archive: model
+// parameters and buffers, optimizer state, the CPU RNG state); <dir>/ckpt-<global step>.json holds
+// the cursor (epoch, position within the epoch's global sample order, world size, finished epochs'
+// records) and the SHA-256 of the .pt file. Both are written atomically, .pt first, so a .json
+// exists only for a complete .pt; a crash mid-write leaves at most a stray .tmp file. Loading
+// verifies the checksum and falls back to the previous checkpoint when the newest is corrupt.
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+
+namespace rx::worker {
+
+class CheckpointStore {
+ public:
+  CheckpointStore(std::string dir, int keep);
+
+  // Writes checkpoint `global_step` and prunes all but the newest `keep`. Rank 0 only.
+  void save(int64_t global_step, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+            const nlohmann::json& cursor);
+
+  // Loads the newest checkpoint that verifies into model and optimizer and returns its cursor;
+  // nullopt when there is none. Corrupt or truncated ones are reported (spdlog) and skipped.
+  std::optional<nlohmann::json> load_latest(torch::nn::Module& model, torch::optim::Optimizer& optimizer);
+
+  const std::string& dir() const { return dir_; }
+
+ private:
+  std::vector<int64_t> steps_newest_first() const;
+  std::string pt_path(int64_t step) const;
+  std::string json_path(int64_t step) const;
+
+  std::string dir_;
+  int keep_;
+};
+
+}  // namespace rx::worker
