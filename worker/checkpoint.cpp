@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/config/job_config.h"
+#include "common/util/sha256.h"
 #include "common/util/atomic_file.h"
 #include "common/util/error.h"
 
@@ -60,7 +61,7 @@ void CheckpointStore::save(int64_t step, torch::nn::Module& model, torch::optim:
   write_file_atomic(pt_path(step), data);
   json meta = cursor;
   meta["global_step"] = step;
-  meta["pt_sha256"] = config::sha256_hex(data);
+  meta["pt_sha256"] = rx::sha256_hex(data);
   meta["pt_bytes"] = data.size();
   write_file_atomic(json_path(step), meta.dump(2) + "\n");
   auto steps = steps_newest_first();
@@ -80,7 +81,7 @@ std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch
       std::ifstream pt_in(pt_path(step), std::ios::binary);
       if (!pt_in) throw IoError(pt_path(step), "missing");
       std::string data((std::istreambuf_iterator<char>(pt_in)), std::istreambuf_iterator<char>());
-      if (config::sha256_hex(data) != meta["pt_sha256"].get<std::string>())
+      if (rx::sha256_hex(data) != meta["pt_sha256"].get<std::string>())
         throw DataError(pt_path(step) + ": checksum mismatch (" + std::to_string(data.size()) + " bytes, expected " +
                         std::to_string(meta.value("pt_bytes", 0)) + "): truncated or corrupt");
       torch::serialize::InputArchive archive;

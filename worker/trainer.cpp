@@ -115,7 +115,6 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
   parallel::verify_replicas(*model_, comm_, "after the initial broadcast", timeout());
 
   optimizer_ = make_optimizer(t.at("optimizer"), model_->parameters());
-  grad_sync_.reset(new GradSync(*model_, comm_, cfg_));
 
   const auto& ck = cfg_.at("checkpoint");
   if (ck.at("every_steps").get<int64_t>() > 0 || ck.at("every_epochs").get<int64_t>() > 0 ||
@@ -144,6 +143,10 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
       parallel::verify_replicas(*model_, comm_, "after loading the checkpoint", timeout());
     }
   }
+
+  // [Sync after load] The gradient sync is built last: it hooks and views the parameters as they will
+  // be trained, and a checkpoint load replaces their storage.
+  grad_sync_.reset(new GradSync(*model_, comm_, cfg_));
 
   const int64_t shard = data::shard_length(train_data_.count, comm_.world_size());
   const int64_t batch = t.at("batch_size").get<int64_t>() * t.at("accumulate_steps").get<int64_t>();

@@ -12,6 +12,7 @@ Prints one line per rank "RESULT ddp rank=R images_per_sec=X" (after --warmup st
 """
 import argparse
 import os
+import sys
 import time
 
 import torch
@@ -108,7 +109,11 @@ def main():
     dist.all_gather_object(all_ips, ips)
     if rank == 0:
         print(f"RESULT ddp total_images_per_sec={sum(all_ips):.1f}", flush=True)
-    dist.destroy_process_group()
+    dist.barrier()
+    # destroy_process_group() sometimes hangs one gloo rank at exit here (torch 1.13); the
+    # results are out and every rank has passed the barrier, so leave without teardown.
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,13 @@
 usage: /usr/bin/python3 bench/worker/run_throughput.py [--build DIR] [--rounds 2] [--steps 60]
 
 Per round, alternating so machine load hits every variant alike:
-  worker-b25   resnext_worker, np=2, distributed.bucket_mb=25 (first bucket 1 MB)
+  worker-b25   resnext_worker, np=2, distributed.bucket_mb=25 (first bucket 1 MB: the 0.6 MB model
+               fits the first bucket, so one all-reduce after backward, as DDP has for it too)
+  worker-b0.1  resnext_worker, np=2, bucket_mb=0.1, first_bucket_mb=0.02 (6 buckets: overlap)
   worker-b0    resnext_worker, np=2, distributed.bucket_mb=0 (one all-reduce per parameter)
   ddp          PyTorch DDP (gloo) in Python, np=2, same architecture (bench/worker/ddp_resnext.py)
   worker-np1   resnext_worker, np=1, bucket_mb=25 (for scaling efficiency)
+  2x-solo      control: two independent np=1 workers at once on cores 0 and 1 (no communication)
 All: resnext20_tiny, per-rank batch 64, one intra-op thread and one core per rank. The worker reads
 Fashion-MNIST through its normal loader (configs/fashion_mnist_small.json); DDP uses synthetic input.
 Images/s after warm-up: worker = mean of rank 0's logged window totals, first window dropped;
@@ -28,10 +31,11 @@ MPIEXEC = ["mpiexec", "--allow-run-as-root", "--bind-to", "core", "--map-by", "c
 WINDOW = re.compile(r"images/s [0-9.]+ \(total ([0-9.]+)\)")
 
 
-def worker(build, np, bucket_mb, steps, out):
+def worker(build, np, bucket_mb, steps, out, first_mb=1):
     cmd = MPIEXEC + ["-np", str(np), os.path.join(build, "worker", "resnext_worker"), "train",
                      "--config", os.path.join(SRC, "configs", "fashion_mnist_small.json"), "--out", out]
-    for s in ["training.threads=1", f"distributed.bucket_mb={bucket_mb}", f"training.max_steps_per_epoch={steps}",
+    for s in ["training.threads=1", f"distributed.bucket_mb={bucket_mb}", f"distributed.first_bucket_mb={first_mb}",
+              f"training.max_steps_per_epoch={steps}",
               "training.epochs=1", "training.log_every_steps=10", "data.max_test_samples=256",
               "data.num_workers=1"]:
         cmd += ["--set", s]
@@ -49,11 +53,36 @@ def worker(build, np, bucket_mb, steps, out):
             "straggler": red.get("straggler")}
 
 
+def two_solo(build, steps, tmp):
+    """Control: two independent np=1 workers at once, pinned to cores 0 and 1 (no communication).
+    Their summed images/s is what np=2 could reach on this machine if communication were free."""
+    procs = []
+    for core in (0, 1):
+        out = os.path.join(tmp, f"solo{core}")
+        cmd = ["taskset", "-c", str(core), "mpiexec", "--allow-run-as-root", "--bind-to", "none", "-np", "1",
+               os.path.join(build, "worker", "resnext_worker"), "train",
+               "--config", os.path.join(SRC, "configs", "fashion_mnist_small.json"), "--out", out]
+        for s in ["training.threads=1", f"training.max_steps_per_epoch={steps}", "training.epochs=1",
+                  "training.log_every_steps=10", "data.max_test_samples=256", "data.num_workers=1"]:
+            cmd += ["--set", s]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    total = 0.0
+    for p in procs:
+        log, _ = p.communicate(timeout=900)
+        if p.returncode != 0:
+            sys.exit(f"solo worker failed ({p.returncode}):\n{log[-3000:]}")
+        total += statistics.mean(float(x) for x in WINDOW.findall(log)[1:])
+    return {"ips": total}
+
+
 def ddp(steps):
-    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    # --redirects/--tee 1: torch 1.13's launcher fails on Python 3.11 with the default "0" (its
+    # Std.from_str finds no enum member for 0 there), so stdout goes to a log and is tee'd back.
+    cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--redirects", "1", "--tee", "1",
+           "--master_port", "29533",
            os.path.join(SRC, "bench", "worker", "ddp_resnext.py"), "--steps", str(steps), "--warmup", "10"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, env=env)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, env=env)
     m = re.search(r"RESULT ddp total_images_per_sec=([0-9.]+)", p.stdout)
     if p.returncode != 0 or not m:
         sys.exit(f"ddp failed ({p.returncode}):\n{p.stdout[-3000:]}")
@@ -66,13 +95,15 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--steps", type=int, default=60)
     args = ap.parse_args()
-    rows = {k: [] for k in ("worker-b25", "worker-b0", "ddp", "worker-np1")}
+    rows = {k: [] for k in ("worker-b25", "worker-b0.1", "worker-b0", "ddp", "worker-np1", "2x-solo")}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             rows["worker-b25"].append(worker(args.build, 2, 25, args.steps, os.path.join(tmp, f"b25_{r}")))
+            rows["worker-b0.1"].append(worker(args.build, 2, 0.1, args.steps, os.path.join(tmp, f"b01_{r}"), 0.02))
             rows["worker-b0"].append(worker(args.build, 2, 0, args.steps, os.path.join(tmp, f"b0_{r}")))
             rows["ddp"].append(ddp(args.steps))
             rows["worker-np1"].append(worker(args.build, 1, 25, args.steps, os.path.join(tmp, f"np1_{r}")))
+            rows["2x-solo"].append(two_solo(args.build, args.steps, tmp))
             print(f"round {r}: " + ", ".join(f"{k} {v[-1]['ips']:.1f}" for k, v in rows.items()), flush=True)
     for k, v in rows.items():
         line = f"{k:11s} images/s " + " ".join(f"{x['ips']:.1f}" for x in v)
@@ -85,10 +116,16 @@ def main():
     mean = {k: statistics.mean(x["ips"] for x in v) for k, v in rows.items()}
     per_round = [rows["worker-b25"][i]["ips"] / rows["ddp"][i]["ips"] for i in range(args.rounds)]
     print("RESULT worker/ddp = " + " ".join(f"{x:.3f}" for x in per_round) + f" (mean {statistics.mean(per_round):.3f})")
+    print("RESULT worker-b0.1/ddp = " + " ".join(
+        f"{rows['worker-b0.1'][i]['ips'] / rows['ddp'][i]['ips']:.3f}" for i in range(args.rounds)))
     print("RESULT worker-b0/ddp = " + " ".join(
         f"{rows['worker-b0'][i]['ips'] / rows['ddp'][i]['ips']:.3f}" for i in range(args.rounds)))
     eff = [rows["worker-b25"][i]["ips"] / (2 * rows["worker-np1"][i]["ips"]) for i in range(args.rounds)]
     print("RESULT scaling efficiency np2/(2*np1) = " + " ".join(f"{x:.3f}" for x in eff))
+    ctl = [rows["2x-solo"][i]["ips"] / (2 * rows["worker-np1"][i]["ips"]) for i in range(args.rounds)]
+    print("RESULT control: 2 concurrent solo workers / (2*np1) = " + " ".join(f"{x:.3f}" for x in ctl))
+    vs = [rows["worker-b25"][i]["ips"] / rows["2x-solo"][i]["ips"] for i in range(args.rounds)]
+    print("RESULT np2 / 2 concurrent solo workers = " + " ".join(f"{x:.3f}" for x in vs))
     print("RESULT straggler (last b25 run): " + json.dumps(rows["worker-b25"][-1]["straggler"]))
     print("RESULT means " + json.dumps({k: round(v, 1) for k, v in mean.items()}))
 

@@ -1,7 +1,5 @@
 #include "common/config/job_config.h"
 
-#include <openssl/evp.h>
-
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -9,6 +7,7 @@
 
 #include "common/config/schema.h"
 #include "common/util/error.h"
+#include "common/util/sha256.h"
 
 namespace rx::config {
 
@@ -209,20 +208,6 @@ model::ResNeXtSpec model_spec(const json& r) {
   return spec;
 }
 
-std::string sha256_hex(const std::string& bytes) {
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr) != 1)
-    throw Error("sha256: OpenSSL EVP_Digest failed");
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[digest[i] >> 4];
-    out += hex[digest[i] & 15];
-  }
-  return out;
-}
-
-std::string config_hash(const json& resolved) { return sha256_hex(resolved.dump()); }
+std::string config_hash(const json& resolved) { return rx::sha256_hex(resolved.dump()); }
 
 }  // namespace rx::config

@@ -32,7 +32,6 @@ model::ResNeXtSpec model_spec(const nlohmann::json& resolved);
 // Documented defaults as a resolved-style JSON tree (for `resnext_worker config --defaults`).
 nlohmann::json defaults();
 
-std::string sha256_hex(const std::string& bytes);
 // SHA-256 of the canonical (sorted-key, compact) dump of a resolved config.
 std::string config_hash(const nlohmann::json& resolved);
 

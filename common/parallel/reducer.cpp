@@ -72,7 +72,7 @@ std::vector<std::vector<size_t>> plan_buckets(const std::vector<torch::Tensor>& 
 // [Bucket buffer] One flat buffer per bucket; every parameter's .grad aliases its slice
 // (DDP's gradient_as_bucket_view). AccumulateGrad adds into an existing .grad in place, so backward
 // writes the gradients straight into the buffer the all-reduce sends, and the averaged result is
-// read by the optimizer through the same views: no copy in, no copy out. With compression, `wire`
+// read by the optimizer through the same aliases: no copy in, no copy out. With compression, `wire`
 // is a separate 16-bit buffer (cast in at launch, cast back and averaged in fp32 at finalize).
 struct Reducer::Bucket {
   std::vector<size_t> params;  // indices into params_, in bucket order
@@ -116,15 +116,16 @@ Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOpt
     bucket->params = plan[b];
     bucket->buffer = torch::zeros({total}, params_[plan[b].front()].tensor.options());
     bucket->wire = bucket->buffer;
-    if (opts_.compression == Compression::kFp16) bucket->wire = torch::empty({total}, bucket->buffer.options().dtype(torch::kHalf));
-    if (opts_.compression == Compression::kBf16) bucket->wire = torch::empty({total}, bucket->buffer.options().dtype(torch::kBFloat16));
+    if (opts_.compression != Compression::kNone)
+      bucket->wire = torch::empty(
+          {total}, bucket->buffer.options().dtype(opts_.compression == Compression::kFp16 ? torch::kHalf : torch::kBFloat16));
     bucket->pending = static_cast<int64_t>(plan[b].size());
     buckets_.push_back(std::move(bucket));
   }
   ready_.assign(params_.size(), false);
-  attach_grad_views();
+  attach_grad_aliases();
   // [Ready hook] A post hook on each parameter's AccumulateGrad node runs once the gradient has
-  // been accumulated into .grad (our view), i.e. exactly when it is final for this backward. We
+  // been accumulated into .grad (our alias), i.e. exactly when it is final for this backward. We
   // hold the accumulator nodes: autograd keeps only a weak reference, and a node re-created for
   // the next graph would not carry the hook.
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -147,7 +148,7 @@ Reducer::~Reducer() {
 // [Alias, not view] The .grad tensors alias the bucket storage through set_() rather than being
 // narrow()/view() results: LibTorch 1.13's Optimizer::zero_grad() calls detach_() on every .grad,
 // which autograd refuses on views ("Can't detach views in-place"); an alias is a plain tensor.
-void Reducer::attach_grad_views() {
+void Reducer::attach_grad_aliases() {
   torch::NoGradGuard no_grad;
   for (auto& p : params_) {
     auto& bucket = *buckets_[p.bucket];
@@ -169,7 +170,7 @@ void Reducer::attach_grad_views() {
 
 void Reducer::prepare_for_backward(bool sync) {
   RX_CHECK(!sync_, "prepare_for_backward() again after a synchronising backward, without finalize()");
-  attach_grad_views();
+  attach_grad_aliases();
   sync_ = sync;
 }
 

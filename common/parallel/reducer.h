@@ -1,7 +1,7 @@
 #pragma once
 // [Reducer] Bucketed gradient all-reduce that overlaps communication with backward, the design of
 // PyTorch DDP's reducer rebuilt on our Communicator: parameters are grouped into buckets, each
-// bucket owns one flat buffer that the parameters' .grad tensors are views of, an autograd hook
+// bucket owns one flat buffer that the parameters' .grad tensors alias, an autograd hook
 // marks a gradient ready, and a bucket's all-reduce starts as soon as all its gradients are in,
 // while backward goes on computing earlier layers. finalize() waits for what is still in flight.
 //
@@ -84,7 +84,7 @@ class Reducer {
     uintptr_t hook_key = 0;
   };
 
-  void attach_grad_views();
+  void attach_grad_aliases();
   void on_grad_ready(size_t param_index);
   void launch_ready_buckets();
   void poll_in_flight();

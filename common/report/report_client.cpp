@@ -1,24 +1,10 @@
 #include "common/report/report_client.h"
 
-#include <openssl/evp.h>
-
 #include "common/report/http_client.h"
 #include "common/util/error.h"
+#include "common/util/sha256.h"
 
 namespace rx::report {
-
-std::string sha256_hex_of(const std::string& bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  RX_CHECK(EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr) == 1, "EVP_Digest");
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
 
 ReportClient::ReportClient(std::string coordinator_url, std::string job_id, std::string secret,
                            std::chrono::milliseconds timeout)
@@ -45,7 +31,7 @@ nlohmann::json ReportClient::get_shard(int rank, int64_t epoch) {
   } catch (const nlohmann::json::exception& e) {
     throw IoError(url_ + target, std::string("bad JSON: ") + e.what());
   }
-  if (sha256_hex_of(j.at("indices").dump()) != j.value("sha256", ""))
+  if (rx::sha256_hex(j.at("indices").dump()) != j.value("sha256", ""))
     throw DataError(url_ + target + ": shard checksum mismatch");
   return j;
 }
@@ -57,7 +43,7 @@ std::string ReportClient::get_shard_data(int rank, const std::string& part) {
   if (res.status != 200)
     throw IoError(url_ + target, "HTTP " + std::to_string(res.status) + ": " + res.body.substr(0, 300));
   const std::string want = res.header("X-Content-SHA256");
-  if (want.empty() || sha256_hex_of(res.body) != want)
+  if (want.empty() || rx::sha256_hex(res.body) != want)
     throw DataError(url_ + target + ": shard bytes do not match X-Content-SHA256");
   return std::move(res.body);
 }

@@ -35,7 +35,5 @@ class ReportClient {
   std::chrono::milliseconds timeout_;
 };
 
-// sha256 hex of bytes (the shard checksum is sha256_hex(indices.dump())).
-std::string sha256_hex_of(const std::string& bytes);
 
 }  // namespace rx::report

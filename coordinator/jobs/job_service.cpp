@@ -579,6 +579,7 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   Job u = slot;
   u.finished_ms = now_ms();
   u.exit_code = ex.exit_code;
+  u.error.clear();  // a Slurm pending reason from before the end is no longer true
   if (u.cancel_requested || ex.cancelled) {
     u.state = JobState::kCancelled;
   } else if (ex.exit_code && *ex.exit_code == 0) {

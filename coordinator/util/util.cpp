@@ -1,5 +1,7 @@
 #include "coordinator/util/util.h"
 
+#include "common/util/sha256.h"
+
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -39,7 +41,7 @@ std::string random_hex(int bytes) {
   return out;
 }
 
-std::string sha256_hex(const std::string& bytes) { return rx::report::sha256_hex_of(bytes); }
+std::string sha256_hex(const std::string& bytes) { return rx::sha256_hex(bytes); }
 
 bool ct_equal(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;

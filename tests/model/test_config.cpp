@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "common/config/job_config.h"
+#include "common/util/sha256.h"
 #include "common/config/schema.h"
 #include "common/util/error.h"
 
@@ -80,7 +81,7 @@ TEST(Config, HashIsStableAndSensitive) {
   auto b = resolve(base(), {parse_override("training.seed=2")});
   EXPECT_EQ(config_hash(a), config_hash(resolve(base())));
   EXPECT_NE(config_hash(a), config_hash(b));
-  EXPECT_EQ(sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(rx::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 TEST(Config, EveryShippedConfigResolves) {

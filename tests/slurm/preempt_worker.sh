@@ -12,7 +12,7 @@ while [ $# -gt 0 ]; do
     *) shift ;;
   esac
 done
-RANK=${OMPI_COMM_WORLD_RANK:-0}
+RANK=${OMPI_COMM_WORLD_RANK:-${SLURM_PROCID:-0}}  # mpirun or srun
 if [ "$RESUME" = 1 ] && [ -f "$OUT/checkpoints/step-3.json" ]; then
   echo "rank $RANK: resuming from checkpoint $OUT/checkpoints/step-3.json"
   [ "$RANK" = 0 ] && echo '{"final_test_accuracy": 0.5, "resumed": true}' > "$OUT/result.json"

@@ -12,6 +12,9 @@ Quirks found on Debian 12 in a container (no systemd, gVisor, cgroup v1 mounts w
     JobAcctGatherType=jobacct_gather/none, and an empty PlugStackConfig (Debian ships one in /etc).
   * no slurmdbd, so `sacct` has no data: job states come from `squeue -t all` / `scontrol show job`
     (kept MinJobAge seconds after the end).
+  * gVisor: slurmd logs "xcpuinfo_hwloc_topo_load: failed" (no hwloc topology) and falls back to
+    /proc/cpuinfo; harmless. A NodeName line that promises more CPUs or memory than `slurmd -C`
+    reports leaves the node INVAL: start() fails fast and quotes both.
   * a requeued job waits cred_expire seconds (default 120) before it may start again: AuthInfo sets
     cred_expire=10 and SchedulerParameters a short sched_interval so the test does not wait minutes.
 
@@ -86,6 +89,7 @@ class SlurmCluster:
         for sub in ("state", "spool", "log", "munge"):
             os.makedirs(os.path.join(d, sub), mode=0o700)
         self.host = socket.gethostname().split(".")[0]
+        os.makedirs(os.path.join(d, "spool", f"slurmd-{self.host}"), mode=0o700)  # else slurmd logs an error
         self.conf = os.path.join(d, "slurm.conf")
         self.munge_socket = os.path.join(d, "munge", "munge.socket")
         self.env = dict(os.environ, SLURM_CONF=self.conf)
@@ -212,6 +216,7 @@ class SlurmCluster:
             "SchedulerType=sched/backfill",
             "SchedulerParameters=sched_interval=2,bf_interval=2",
             "MpiDefault=none",
+            "MailProg=/bin/true",
             "JobRequeue=1",
             "ReturnToService=2",
             "KillWait=10",
@@ -228,8 +233,12 @@ class SlurmCluster:
         return "UP" in p.stdout and "DOWN" not in p.stdout
 
     def _node_idle(self):
-        p = self.cmd(["sinfo", "-h", "-N", "-n", self.host, "-o", "%T"], check=False, timeout=10)
-        state = p.stdout.strip()
+        p = self.cmd(["sinfo", "-h", "-N", "-n", self.host, "-o", "%T|%E"], check=False, timeout=10)
+        state, _, reason = p.stdout.strip().partition("|")
+        if state.startswith(("drain", "inval")):  # slurmd registered but slurmctld rejected the node
+            raise SlurmError(f"node {self.host} is {state}: {reason} (slurm.conf NodeName line vs `slurmd -C`: "
+                             f"{self.cmd(['slurmd', '-C'], check=False).stdout.splitlines()[:1]}); slurmd log:\n"
+                             f"{self._daemon_log('slurmd')}")
         return state if state in ("idle", "mixed", "allocated") else None
 
     def _terminate(self, name):

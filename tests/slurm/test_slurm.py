@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Slurm launcher tests against a real single-node Slurm started by slurm_cluster.py (one per test).
 
-usage: test_slurm.py SCENARIO   (scripts | sbatch | coordinator | cancel | requeue_plumbing | requeue), with RX_SOURCE_DIR
+usage: test_slurm.py SCENARIO   (scripts | sbatch | sbatch_srun |
+coordinator | cancel | requeue_plumbing | requeue_srun | requeue), with RX_SOURCE_DIR
 and RX_BINARY_DIR set by CTest. Every wait polls with a deadline; a failure says what it saw.
 """
 import json
@@ -35,7 +36,9 @@ def check(cond, msg, log_path=None):
     if not cond:
         if log_path and os.path.exists(log_path):
             with open(log_path, errors="replace") as f:
-                msg = f"{msg}\n--- {log_path}:\n{f.read()[-4000:]}"
+                text = f.read()
+            errors = [l[:300] for l in text.splitlines() if "[error]" in l or "error:" in l][:10]
+            msg = f"{msg}\n--- {log_path}:\n{text[-3000:]}\n--- error lines:\n" + "\n".join(errors)
         raise Fail(msg)
 
 
@@ -104,11 +107,12 @@ def scripts(tmp):
     check(bodies[0] == bodies[1], "train.sbatch and train_multinode.sbatch bodies differ below the marker")
 
 
-def sbatch(tmp):
+def sbatch(tmp, launcher="mpirun"):
     """(a) train.sbatch submitted directly: a result.json appears and Slurm says COMPLETED."""
     with SlurmCluster() as c:
         run = os.path.join(tmp, "run")
-        env = job_env(c, RX_CONFIG=CONFIG, RX_RUN_DIR=run, RX_WORKER=WORKER, RX_SETS=" ".join(TINY))
+        env = job_env(c, RX_CONFIG=CONFIG, RX_RUN_DIR=run, RX_WORKER=WORKER, RX_SETS=" ".join(TINY),
+                      RX_LAUNCHER=launcher)
         jid = submit(c, env)
         out = os.path.join(run, f"slurm-{jid}.out")
         state = wait_slurm_end(c, jid, out, 600)
@@ -174,6 +178,12 @@ def cancel(tmp):
             check("PENDING (Resources)" in j["error"] or "PENDING (Priority)" in j["error"],
                   f"pending detail: {j['error']}")
             sids = [co.job(i)["slurm_job_id"] for i in ids]
+            # A coordinator restart re-attaches both: the running one and the one waiting in Slurm.
+            co.kill()
+            co = Coordinator(COORD, state, co.args, env=co.env)
+            for i, sid, st in zip(ids, sids, ["running", "queued"]):
+                j = co.job(i)
+                check(j["state"] == st and j["slurm_job_id"] == sid, f"after restart: {j}")
             for i, sid in zip(ids, sids):
                 check(listed(c, sid), f"squeue does not list {sid}")
                 s, _ = co.json("POST", f"/v1/jobs/{i}/cancel", {})
@@ -185,11 +195,18 @@ def cancel(tmp):
                 wait_for(f"squeue to stop listing {sid}", lambda: not listed(c, sid), 60, 0.2)
             log = read(os.path.join(state, "jobs", run_id, "worker.log"))
             check("got SIGTERM" in log, f"the running job's ranks were not sent SIGTERM:\n{log[-2000:]}")
+            # A failing job (the stand-in exits 3 with epochs=2): Slurm FAILED -> failed, exit code 3.
+            s, j = co.json("POST", "/v1/jobs", {"ranks": 2, "config": "fashion_mnist_small",
+                                                 "overrides": {"training.epochs": 2}})
+            check(s == 201, (s, j))
+            j = co.wait_state(j["id"], ["cancelled", "failed", "succeeded"], timeout=60)
+            check(j["state"] == "failed" and j["exit_code"] == 3 and "slurm: FAILED" in (j["error"] or ""),
+                  f"failing job: {j}")
         finally:
             co.kill()
 
 
-def requeue_plumbing(tmp):
+def requeue_plumbing(tmp, launcher="mpirun"):
     """(d, plumbing) USR1 -> forwarded -> exit 85 -> scontrol requeue -> second start with --resume.
     Uses preempt_worker.sh (the worker's checkpoint contract, no training) so it runs without the
     real checkpointing; `requeue` below checks the real thing."""
@@ -197,19 +214,46 @@ def requeue_plumbing(tmp):
         run = os.path.join(tmp, "run")
         env = job_env(c, RX_CONFIG=CONFIG, RX_RUN_DIR=run, RX_WORKER=os.path.join(SRC, "tests", "slurm",
                                                                                    "preempt_worker.sh"),
-                      RX_RESUME="1")
+                      RX_RESUME="1", RX_LAUNCHER=launcher)
         jid = submit(c, env)
         out = os.path.join(run, f"slurm-{jid}.out")
         wait_for("the stand-in worker to start", lambda: os.path.exists(os.path.join(run, "started")), 120, 0.2)
         c.cmd(["scancel", "--signal=USR1", "--batch", jid])
         wait_for("the requeue", lambda: "requeueing job" in read(out), 60, 0.2)
-        check("got SIGUSR1, forwarding" in read(out) and "worker exited 85" in read(out),
+        check("got SIGUSR1, forwarding" in read(out) and "worker exited 85" in read(out)
+              and "rank 1: got SIGUSR1" in read(out),
               "USR1 was not forwarded or the exit code not seen", out)
         state = wait_slurm_end(c, jid, out, 120)
         check(state == "COMPLETED", f"slurm job {jid} ended {state}", out)
         check(c.job_field(jid, "Restarts") == "1", f"Restarts={c.job_field(jid, 'Restarts')}", out)
         check("resuming from checkpoint" in read(out), "the second start did not resume", out)
         check(json.loads(read(os.path.join(run, "result.json")) or "{}").get("resumed"), "no result after resume", out)
+        if launcher != "mpirun":
+            return
+
+        # The same through the coordinator: running -> queued (requeued, with Slurm's reason) -> running
+        # -> succeeded, one Slurm job id throughout.
+        state = os.path.join(tmp, "state")
+        os.makedirs(state)
+        co = Coordinator(COORD, state, ["--launcher", "slurm", "--worker", env["RX_WORKER"], "--slots", "8",
+                                        "--configs-dir", os.path.join(SRC, "configs")], env=env)
+        try:
+            s, j = co.json("POST", "/v1/jobs", {"ranks": 2, "config": "fashion_mnist_small"})
+            check(s == 201, (s, j))
+            jid = j["id"]
+            log = os.path.join(state, "jobs", jid, "worker.log")
+            co.wait_state(jid, "running", 60)
+            wait_for("the stand-in worker to start", lambda: os.path.exists(os.path.join(state, "jobs", jid, "run",
+                                                                                         "started")), 60, 0.2)
+            sid = co.job(jid)["slurm_job_id"]
+            c.cmd(["scancel", "--signal=USR1", "--batch", sid])
+            j = co.wait_state(jid, "queued", 60)
+            check(j["slurm_job_id"] == sid and sid in (j["error"] or ""), f"requeued job: {j}", log)
+            j = co.wait_state(jid, ["succeeded", "failed", "cancelled"], 120)
+            check(j["state"] == "succeeded" and j["slurm_job_id"] == sid and not j["error"], f"ended {j}", log)
+            check(c.job_field(sid, "Restarts") == "1", f"Restarts={c.job_field(sid, 'Restarts')}", log)
+        finally:
+            co.kill()
 
 
 def requeue(tmp):
@@ -247,7 +291,10 @@ def requeue(tmp):
 
 
 SCENARIOS = {"scripts": scripts, "sbatch": sbatch, "coordinator": coordinator, "cancel": cancel,
-             "requeue_plumbing": requeue_plumbing, "requeue": requeue}
+             "requeue_plumbing": requeue_plumbing, "requeue": requeue,
+             # RX_LAUNCHER=srun (srun --mpi=pmix starts the ranks) instead of mpirun
+             "sbatch_srun": lambda tmp: sbatch(tmp, "srun"),
+             "requeue_srun": lambda tmp: requeue_plumbing(tmp, "srun")}
 
 
 def main():
