@@ -103,13 +103,19 @@ int train_command(const std::vector<std::string>& args) {
       spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(), comm->backend_name(),
                    device.str(), torch::get_num_threads(), config::config_hash(cfg).substr(0, 12));
 
-    std::unique_ptr<report::ReportClient> reporter;
-    if (rank == 0 && cli.has("coordinator")) {
+    // Every rank may fetch its shard from the coordinator; only rank 0 reports.
+    std::unique_ptr<report::ReportClient> coordinator;
+    if (cli.has("coordinator")) {
       const char* secret = std::getenv("RX_JOB_SECRET");
-      reporter = std::make_unique<report::ReportClient>(cli.get("coordinator"), cli.get("job-id"),
-                                                        secret ? secret : "", std::chrono::seconds(10));
+      coordinator = std::make_unique<report::ReportClient>(cli.get("coordinator"), cli.get("job-id"),
+                                                           secret ? secret : "", std::chrono::seconds(30));
     }
+    report::ReportClient* reporter = rank == 0 ? coordinator.get() : nullptr;
     TrainerHooks hooks;
+    if (coordinator)
+      hooks.fetch_shard = [&](const std::string& part, const std::string& split) {
+        return coordinator->get_shard_data(rank, part, split);
+      };
     if (reporter)
       hooks.on_progress = [&](const json& event) {
         try {

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cmath>
 #include <cstdlib>
+#include <filesystem>
 
 #include "common/config/job_config.h"
 #include "common/data/loader.h"
@@ -15,7 +16,9 @@
 #include "common/model/state_dict.h"
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
+#include "common/util/atomic_file.h"
 #include "common/util/error.h"
+#include "common/util/rng.h"
 #include "worker/lr_schedule.h"
 #include "worker/run_record.h"
 
@@ -86,12 +89,23 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
     : cfg_(std::move(cfg)), comm_(comm), device_(device), hooks_(std::move(hooks)) {
   const auto& d = cfg_.at("data");
   const auto& t = cfg_.at("training");
-  if (d.at("source").get<std::string>() != "shared")
-    throw ConfigError("data.source", "\"coordinator\" (shards shipped by the coordinator) is not supported by this "
-                                     "worker yet; use a dataset path every rank can read");
   const std::string format = d.at("format").get<std::string>(), path = d.at("path").get<std::string>();
-  train_data_ = data::load_dataset(format, path, data::Split::kTrain).take_first(d.at("max_train_samples").get<int64_t>());
-  test_data_ = data::load_dataset(format, path, data::Split::kTest).take_first(d.at("max_test_samples").get<int64_t>());
+  local_shards_ = d.at("source").get<std::string>() == "coordinator";
+  if (local_shards_) {
+    train_data_ = fetch_local_block(data::Split::kTrain);
+    test_data_ = fetch_local_block(data::Split::kTest);
+  } else {
+    train_data_ = data::load_dataset(format, path, data::Split::kTrain).take_first(d.at("max_train_samples").get<int64_t>());
+    test_data_ = data::load_dataset(format, path, data::Split::kTest).take_first(d.at("max_test_samples").get<int64_t>());
+  }
+  {  // sizes over all ranks: the longest local block (local mode) and the test total
+    auto sizes = torch::tensor({train_data_.count, test_data_.count}, torch::kInt64);
+    auto all = torch::empty({2 * comm_.world_size()}, torch::kInt64);
+    comm_.allgather(sizes, all, {timeout()})->wait(timeout());
+    train_total_ = local_shards_ ? all.view({-1, 2}).select(1, 0).sum().item<int64_t>() : train_data_.count;
+    test_total_ = local_shards_ ? all.view({-1, 2}).select(1, 1).sum().item<int64_t>() : test_data_.count;
+    local_shard_len_ = all.view({-1, 2}).select(1, 0).max().item<int64_t>();
+  }
   auto spec = config::model_spec(cfg_);
   if (train_data_.num_classes > spec.num_classes)
     throw ConfigError("model.num_classes", std::to_string(spec.num_classes) + " is fewer than the dataset's " +
@@ -148,7 +162,7 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
   // be trained, and a checkpoint load replaces their storage.
   grad_sync_.reset(new GradSync(*model_, comm_, cfg_));
 
-  const int64_t shard = data::shard_length(train_data_.count, comm_.world_size());
+  const int64_t shard = local_shards_ ? local_shard_len_ : data::shard_length(train_data_.count, comm_.world_size());
   const int64_t batch = t.at("batch_size").get<int64_t>() * t.at("accumulate_steps").get<int64_t>();
   steps_per_epoch_ = (shard + batch - 1) / batch;
   const int64_t cap = t.at("max_steps_per_epoch").get<int64_t>();
@@ -159,6 +173,44 @@ Trainer::~Trainer() = default;
 
 comm::Millis Trainer::timeout() const {
   return comm::Millis(static_cast<int64_t>(cfg_.at("distributed").at("timeout_s").get<double>() * 1000));
+}
+
+data::Dataset Trainer::fetch_local_block(data::Split split) {
+  if (!hooks_.fetch_shard)
+    throw ConfigError("data.source", "\"coordinator\" needs the coordinator: run under it (--coordinator URL --job-id ID)");
+  const std::string name = split == data::Split::kTrain ? "train" : "test";
+  const std::string dir = cfg_.at("output").at("dir").get<std::string>() + "/shard-" + std::to_string(comm_.rank());
+  std::filesystem::create_directories(dir);
+  const std::string format = cfg_.at("data").at("format").get<std::string>();
+  if (format == "idx") {
+    write_file_atomic(dir + "/" + name + "-images-idx3-ubyte", hooks_.fetch_shard("images", name));
+    write_file_atomic(dir + "/" + name + "-labels-idx1-ubyte", hooks_.fetch_shard("labels", name));
+    return data::read_idx(dir + "/" + name + "-images-idx3-ubyte", dir + "/" + name + "-labels-idx1-ubyte");
+  }
+  write_file_atomic(dir + "/" + name + ".bin", hooks_.fetch_shard("", name));
+  return data::read_cifar_records(dir + "/" + name + ".bin", format == "cifar100");
+}
+
+std::vector<int64_t> Trainer::epoch_indices(int epoch, int64_t start_position) {
+  const auto& t = cfg_.at("training");
+  const auto seed = t.at("seed").get<uint64_t>();
+  if (!local_shards_) {
+    data::ShardSpec spec{train_data_.count, comm_.world_size(), comm_.rank(), epoch, seed,
+                         data::parse_shard_mode(cfg_.at("data").at("shard_mode").get<std::string>()), true,
+                         start_position};
+    return data::shard_indices(spec);
+  }
+  // [Local shards] This rank holds only its own static block (data.source "coordinator"): it is
+  // shuffled locally each epoch and padded cyclically to the longest rank's block, so every rank takes
+  // the same number of steps.
+  if (start_position % comm_.world_size() != 0)
+    throw ConfigError("checkpoint.resume", "coordinator-served shards resume only on the same world size");
+  auto own = data::shard_indices({train_data_.count, 1, 0, epoch, mix_seed({seed, static_cast<uint64_t>(comm_.rank())}),
+                                  data::ShardMode::kStatic, true, 0});
+  std::vector<int64_t> out;
+  for (int64_t i = start_position / comm_.world_size(); i < local_shard_len_; ++i)
+    out.push_back(own[static_cast<size_t>(i % train_data_.count)]);
+  return out;
 }
 
 void Trainer::maybe_inject_fault(int64_t global_step) const {
@@ -203,12 +255,9 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
   const auto& t = cfg_.at("training");
   const auto& d = cfg_.at("data");
   const int accumulate = t.at("accumulate_steps").get<int>();
-  data::ShardSpec spec{train_data_.count, comm_.world_size(), comm_.rank(), epoch,
-                       t.at("seed").get<uint64_t>(), data::parse_shard_mode(d.at("shard_mode").get<std::string>()),
-                       true, start_position};
   const int64_t per_step = accumulate * t.at("batch_size").get<int64_t>();
   const int64_t first_step = start_position / (per_step * comm_.world_size());
-  auto indices = data::shard_indices(spec);
+  auto indices = epoch_indices(epoch, start_position);
   const int64_t steps = std::min<int64_t>(steps_per_epoch_ - first_step, (static_cast<int64_t>(indices.size()) + per_step - 1) / per_step);
   indices.resize(std::min<size_t>(indices.size(), static_cast<size_t>(std::max<int64_t>(0, steps) * per_step)));
   data::LoaderOptions lo;
@@ -324,7 +373,11 @@ json Trainer::evaluate() {
   model_->eval();
   const int k = static_cast<int>(model_->spec().num_classes);
   std::vector<int64_t> indices;
-  for (int64_t i = comm_.rank(); i < test_data_.count; i += comm_.world_size()) indices.push_back(i);
+  if (local_shards_) {  // this rank's block is its part of the test set
+    for (int64_t i = 0; i < test_data_.count; ++i) indices.push_back(i);
+  } else {
+    for (int64_t i = comm_.rank(); i < test_data_.count; i += comm_.world_size()) indices.push_back(i);
+  }
   data::LoaderOptions lo;
   lo.batch_size = cfg_.at("training").at("batch_size").get<int64_t>() * 2;
   lo.num_threads = cfg_.at("data").at("num_workers").get<int>();
@@ -348,7 +401,7 @@ json Trainer::evaluate() {
   comm_.allreduce(sums, opts)->wait(timeout());
   auto cm = sums.narrow(0, 0, k * k).round().to(torch::kInt64).view({k, k});
   const int64_t total = cm.sum().item<int64_t>(), correct = cm.trace().item<int64_t>();
-  RX_CHECK(total == test_data_.count, "evaluated " << total << " of " << test_data_.count << " test samples");
+  RX_CHECK(total == test_total_, "evaluated " << total << " of " << test_total_ << " test samples");
   json per_class = json::array();
   for (int c = 0; c < k; ++c) {
     const int64_t n = cm[c].sum().item<int64_t>();
@@ -417,10 +470,10 @@ json Trainer::run() {
   const int epochs = t.at("epochs").get<int>();
   const int eval_every = t.at("eval_every_epochs").get<int>();
   RunRecordBuilder record(cfg_, comm_, device_);
-  record.set_dataset(train_data_.count, test_data_.count, steps_per_epoch_);
+  record.set_dataset(train_total_, test_total_, steps_per_epoch_);
   spdlog::info("training {} ({} params) on {} ranks, {} train / {} test samples, {} steps per epoch",
-               model_->spec().name, model::count_parameters(*model_), comm_.world_size(), train_data_.count,
-               test_data_.count, steps_per_epoch_);
+               model_->spec().name, model::count_parameters(*model_), comm_.world_size(), train_total_, test_total_,
+               steps_per_epoch_);
   train_start_ = now_seconds();
   double last = 0;
   json last_eval;
@@ -454,7 +507,8 @@ json Trainer::run() {
       if (comm_.rank() == 0 && hooks_.on_progress)
         hooks_.on_progress({{"type", "progress"}, {"epoch", epoch + 1}, {"epochs", epochs},
                             {"step", steps_per_epoch_}, {"steps_per_epoch", steps_per_epoch_},
-                            {"loss", entry["train_loss"]}, {"test_accuracy", last}});
+                            {"loss", entry["train_loss"]}, {"test_accuracy", last},
+                            {"straggler", grad_sync_->reducer.stats_json().value("straggler", json())}});
     }
     entry["seconds"] = now_seconds() - t0;
     spdlog::info("epoch {}/{} done: train loss {:.4f} acc {:.4f}, test acc {}", epoch + 1, epochs,

@@ -29,6 +29,9 @@ void install_preemption_handlers();
 struct TrainerHooks {
   // Rank 0 only: a progress event (the coordinator's report body) at every log step and evaluation.
   std::function<void(const nlohmann::json&)> on_progress;
+  // Every rank, for data.source "coordinator": the bytes of this rank's block of `split` ("train" or
+  // "test"), `part` "images"/"labels" for IDX data, "" for CIFAR records (checksum already verified).
+  std::function<std::string(const std::string& part, const std::string& split)> fetch_shard;
 };
 
 class Trainer {
@@ -55,6 +58,8 @@ class Trainer {
   void log_progress(int epoch, int64_t step, int64_t steps, double loss, double window_images, double window_seconds);
   nlohmann::json gather_rank_stats();
   void maybe_inject_fault(int64_t global_step) const;
+  data::Dataset fetch_local_block(data::Split split);
+  std::vector<int64_t> epoch_indices(int epoch, int64_t start_position);
   comm::Millis timeout() const;
 
   nlohmann::json cfg_;
@@ -62,6 +67,10 @@ class Trainer {
   torch::Device device_;
   TrainerHooks hooks_;
   data::Dataset train_data_, test_data_;
+  bool local_shards_ = false;  // data.source "coordinator": train_data_/test_data_ hold this rank's blocks
+  int64_t local_shard_len_ = 0;  // the longest rank's train block (local mode)
+  int64_t train_total_ = 0;     // train samples over all ranks
+  int64_t test_total_ = 0;      // test samples over all ranks
   model::ResNeXt model_{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   struct GradSync;

@@ -138,6 +138,10 @@ Dataset read_cifar100(const std::string& dir, Split split) {
                           CifarFormat{2, 100, 20});
 }
 
+Dataset read_cifar_records(const std::string& path, bool cifar100) {
+  return read_cifar_files({path}, cifar100 ? CifarFormat{2, 100, 20} : CifarFormat{1, 10, 0});
+}
+
 void write_cifar10(const std::string& dir, const Dataset& train, const Dataset& test) {
   check_writable(train, 10, "write_cifar10");
   check_writable(test, 10, "write_cifar10");

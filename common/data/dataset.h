@@ -36,6 +36,9 @@ Dataset read_cifar10(const std::string& dir, Split split);
 // CIFAR-100 binary: train.bin / test.bin in `dir`; records of coarse label, fine label, 3072 pixels.
 // Uses the fine labels (100 classes); coarse labels are checked (< 20) and dropped.
 Dataset read_cifar100(const std::string& dir, Split split);
+// One file of CIFAR records (what the coordinator ships as a rank's shard): 1 + 3072 bytes per
+// record for CIFAR-10, 2 + 3072 (coarse, fine) for CIFAR-100.
+Dataset read_cifar_records(const std::string& path, bool cifar100);
 // IDX (ubyte) image file [N, H, W] and label file [N], each plain or gzip-compressed (detected by the
 // gzip magic, not the name). Labels must be < num_classes. Offsets in messages of a .gz file are
 // offsets into the decompressed stream.

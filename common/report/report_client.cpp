@@ -36,9 +36,9 @@ nlohmann::json ReportClient::get_shard(int rank, int64_t epoch) {
   return j;
 }
 
-std::string ReportClient::get_shard_data(int rank, const std::string& part) {
-  std::string target = "/v1/jobs/" + job_id_ + "/shards/" + std::to_string(rank) + "/data";
-  if (!part.empty()) target += "?part=" + part;
+std::string ReportClient::get_shard_data(int rank, const std::string& part, const std::string& split) {
+  std::string target = "/v1/jobs/" + job_id_ + "/shards/" + std::to_string(rank) + "/data?split=" + split;
+  if (!part.empty()) target += "&part=" + part;
   auto res = http_request(url_, "GET", target, "", {{"X-Job-Secret", secret_}}, timeout_);
   if (res.status != 200)
     throw IoError(url_ + target, "HTTP " + std::to_string(res.status) + ": " + res.body.substr(0, 300));

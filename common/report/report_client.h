@@ -26,7 +26,8 @@ class ReportClient {
   // static block (rx::data::static_block) in the dataset's own format (IDX file for part=images or
   // labels; CIFAR binary records otherwise). Throws IoError as post() does, DataError when the bytes do
   // not match the X-Content-SHA256 header.
-  std::string get_shard_data(int rank, const std::string& part = "");
+  // split "test" gets the rank's block of the test split instead (X-Dataset-Size then counts test samples).
+  std::string get_shard_data(int rank, const std::string& part = "", const std::string& split = "train");
 
  private:
   std::string url_;

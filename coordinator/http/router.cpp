@@ -213,7 +213,10 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     if (ec != std::errc() || ptr != p[4].data() + p[4].size())
       throw ApiError(400, "invalid_path", "rank must be an integer", "rank");
     const auto secret = req["X-Job-Secret"];
-    auto d = st.jobs.shard_data(id, std::string(secret.data(), secret.size()), rank, t.param("part").value_or(""));
+    const std::string split = t.param("split").value_or("train");
+    if (split != "train" && split != "test") throw ApiError(400, "invalid_query", "must be train or test", "split");
+    auto d = st.jobs.shard_data(id, std::string(secret.data(), secret.size()), rank, t.param("part").value_or(""),
+                                split == "test");
     auto res = make(req, http::status::ok, std::move(d.body), "application/octet-stream");
     res.set("X-Content-SHA256", d.sha256);
     res.set("X-Shard-Format", d.format);

@@ -437,12 +437,14 @@ json JobService::compute_shard(const Job& job, int rank, int64_t epoch, std::opt
   }
 }
 
-std::shared_ptr<const data::Dataset> JobService::dataset(const std::string& format, const std::string& path) {
+std::shared_ptr<const data::Dataset> JobService::dataset(const std::string& format, const std::string& path,
+                                                         bool test) {
   std::lock_guard<std::mutex> lock(data_mu_);
-  auto& slot = datasets_[format + "\n" + path];
+  auto& slot = datasets_[format + "\n" + path + (test ? "\ntest" : "")];
   if (!slot) {
     try {
-      slot = std::make_shared<const data::Dataset>(data::load_dataset(format, path, data::Split::kTrain));
+      slot = std::make_shared<const data::Dataset>(
+          data::load_dataset(format, path, test ? data::Split::kTest : data::Split::kTrain));
     } catch (const Error& e) {
       throw ApiError(500, "dataset_unreadable", e.what(), "data.path");
     }
@@ -460,7 +462,8 @@ void put_be32(std::string& out, uint32_t v) {
 }
 }  // namespace
 
-ShardData JobService::shard_data(const std::string& id, const std::string& secret, int rank, const std::string& part) {
+ShardData JobService::shard_data(const std::string& id, const std::string& secret, int rank, const std::string& part,
+                                 bool test) {
   check_job_secret(id, secret);
   Job job;
   {
@@ -474,9 +477,9 @@ ShardData JobService::shard_data(const std::string& id, const std::string& secre
     throw ApiError(409, "shared_dataset", "job reads a shared dataset (data.source is not \"coordinator\")",
                    "data.source");
   const std::string format = at_path(job.config, "data.format").get<std::string>();
-  auto ds = dataset(format, at_path(job.config, "data.path").get<std::string>());
+  auto ds = dataset(format, at_path(job.config, "data.path").get<std::string>(), test);
   int64_t n = ds->count;
-  const json& cap = at_path(job.config, "data.max_train_samples");
+  const json& cap = at_path(job.config, test ? "data.max_test_samples" : "data.max_train_samples");
   if (cap.is_number_integer() && cap.get<int64_t>() > 0) n = std::min(n, cap.get<int64_t>());
   const data::Range r = data::static_block(n, job.world_size, rank);
   ShardData out;

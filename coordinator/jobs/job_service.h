@@ -70,7 +70,10 @@ class JobService {
   nlohmann::json shard(const std::string& id, int rank, int64_t epoch, std::optional<int64_t> dataset_size);
   // part: "images" | "labels" for IDX datasets, ignored (records) for CIFAR. 401 on a wrong secret,
   // 409 when the job reads a shared dataset.
-  ShardData shard_data(const std::string& id, const std::string& secret, int rank, const std::string& part);
+  // The rank's static block of the train split (or, with `test`, of the test split, which is how a
+  // worker without a local copy gets its part of the evaluation).
+  ShardData shard_data(const std::string& id, const std::string& secret, int rank, const std::string& part,
+                       bool test = false);
   std::optional<Job> get(const std::string& id) const;  // a copy (tests, CLI)
   std::string job_dir(const std::string& id) const;
 
@@ -95,7 +98,7 @@ class JobService {
   int64_t dataset_size_for(const Job& job) const;
   nlohmann::json compute_shard(const Job& job, int rank, int64_t epoch, std::optional<int64_t> dataset_size) const;
 
-  std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path);
+  std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path, bool test = false);
 
   ServiceOptions opts_;
   std::mutex data_mu_;  // guards datasets_ (loads happen under it: one load per dataset)

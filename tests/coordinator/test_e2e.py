@@ -48,6 +48,22 @@ def main():
         assert status == 200 and len(m["points"]) >= 1, m
         print(f"test_e2e: ok: test_accuracy={acc:.4f}, images/s={[r['images_per_sec'] for r in ranks]}, "
               f"peak bytes={[r['peak_memory_bytes'] for r in ranks]}")
+
+        # The same job with data.source "coordinator": each rank trains and evaluates on the static
+        # block the coordinator ships it (checksummed), as on a node without a copy of the dataset.
+        body["name"] = "e2e-shipped"
+        body["overrides"] = dict(body["overrides"], **{"data.source": "coordinator", "data.shard_mode": "static",
+                                                       "data.max_train_samples": 500, "data.max_test_samples": 255})
+        status, j = c.json("POST", "/v1/jobs", body)
+        assert status == 201, (status, j)
+        j = c.wait_state(j["id"], ["succeeded", "failed", "cancelled"], timeout=a.timeout)
+        if j["state"] != "succeeded":
+            _, _, logs = c.request("GET", f"/v1/jobs/{j['id']}/logs?tail=40")
+            raise AssertionError(f"shipped-shard job ended {j['state']}: {j['error']}\n{logs}")
+        status, res = c.json("GET", f"/v1/jobs/{j['id']}/result")
+        assert status == 200, (status, res)
+        assert res["dataset"] == {"train_samples": 500, "test_samples": 255, "steps_per_epoch": 4}, res["dataset"]
+        print(f"test_e2e: ok: shipped shards, test_accuracy={j['test_accuracy']:.4f}")
         ok = True
         return 0
     finally:

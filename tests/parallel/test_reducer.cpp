@@ -99,6 +99,10 @@ struct Case {
   double bucket_mb, first_mb;
   int accumulate;
 };
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << "world " << c.world << " bucket_mb " << c.bucket_mb << " first_bucket_mb " << c.first_mb << " accumulate "
+      << c.accumulate;
+}
 std::string case_name(const testing::TestParamInfo<Case>& i) {
   auto mb = [](double v) {
     std::string s = std::to_string(v);
