@@ -23,7 +23,7 @@
 #include "coordinator/jobs/job_service.h"
 #include "coordinator/launch/local_launcher.h"
 #include "coordinator/launch/slurm_launcher.h"
-#include "coordinator/util/args.h"
+#include "common/util/args.h"
 
 namespace rx::coord {
 

@@ -2,7 +2,7 @@
 #include <string>
 #include <vector>
 
-#include "worker/cli_args.h"
+#include "common/util/args.h"
 
 namespace rx::worker {
 // Each returns the process exit code; rx::Error escapes to main, which maps it to a message + code.

@@ -51,7 +51,7 @@ torch::Device pick_device(int local_rank) {
 }  // namespace
 
 int train_command(const std::vector<std::string>& args) {
-  CliArgs cli(args, {"config", "out", "set", "job-id", "coordinator"}, {"help", "resume"});
+  Args cli(args, {"config", "out", "set", "job-id", "coordinator"}, {"help", "resume"});
   if (cli.has("help")) {
     std::cout << "usage: resnext_worker train --config FILE [--out DIR] [--set key=value ...]\n"
                  "                            [--resume] [--job-id ID --coordinator URL]   (secret in env RX_JOB_SECRET)\n"
@@ -61,7 +61,7 @@ int train_command(const std::vector<std::string>& args) {
   if (!cli.has("config")) throw UsageError("train: --config FILE is required");
   std::vector<config::Override> overrides;
   for (const auto& kv : cli.all("set")) overrides.push_back(config::parse_override(kv));
-  if (cli.has("out")) overrides.push_back({"output.dir", cli.get("out")});
+  if (cli.has("out")) overrides.push_back({"output.dir", cli.get_or("out", "")});
   if (cli.has("resume")) overrides.push_back({"checkpoint.resume", "auto"});
 
   comm::MpiRuntime mpi;
@@ -79,7 +79,7 @@ int train_command(const std::vector<std::string>& args) {
   std::string failure;
   int failure_code = 0;
   try {
-    cfg = config::resolve_file(cli.get("config"), overrides);
+    cfg = config::resolve_file(cli.get_or("config", ""), overrides);
     if (rank == 0) std::filesystem::create_directories(cfg["output"]["dir"].get<std::string>());
   } catch (const ConfigError& e) {
     failure = std::string("config error: ") + e.what();
@@ -107,7 +107,7 @@ int train_command(const std::vector<std::string>& args) {
     std::unique_ptr<report::ReportClient> coordinator;
     if (cli.has("coordinator")) {
       const char* secret = std::getenv("RX_JOB_SECRET");
-      coordinator = std::make_unique<report::ReportClient>(cli.get("coordinator"), cli.get("job-id"),
+      coordinator = std::make_unique<report::ReportClient>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
                                                            secret ? secret : "", std::chrono::seconds(30));
     }
     report::ReportClient* reporter = rank == 0 ? coordinator.get() : nullptr;

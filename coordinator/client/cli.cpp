@@ -17,7 +17,7 @@
 #include "common/config/job_config.h"
 #include "common/report/http_client.h"
 #include "common/util/error.h"
-#include "coordinator/util/args.h"
+#include "common/util/args.h"
 
 namespace rx::coord {
 

@@ -1,10 +1,10 @@
-#include "coordinator/util/args.h"
+#include "common/util/args.h"
 
 #include <charconv>
 
 #include "common/util/error.h"
 
-namespace rx::coord {
+namespace rx {
 
 Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& valued,
            const std::set<std::string>& switches) {
@@ -63,4 +63,4 @@ int Args::get_int(const std::string& flag, int def, int lo, int hi) const {
   return out;
 }
 
-}  // namespace rx::coord
+}  // namespace rx

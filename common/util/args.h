@@ -1,5 +1,5 @@
 #pragma once
-// [Args] A small flag parser for the coordinator's subcommands: --flag VALUE or --flag=VALUE, repeated
+// [Args] A small flag parser for the binaries' subcommands (worker and coordinator): --flag VALUE or --flag=VALUE, repeated
 // flags collected in order, boolean switches declared up front, positionals kept. Misuse -> UsageError.
 #include <map>
 #include <optional>
@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace rx::coord {
+namespace rx {
 
 class Args {
  public:
@@ -26,4 +26,4 @@ class Args {
   std::vector<std::string> positionals_;
 };
 
-}  // namespace rx::coord
+}  // namespace rx
