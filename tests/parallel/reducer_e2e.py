@@ -8,33 +8,19 @@ naming distributed.compression. usage: reducer_e2e.py (RX_SOURCE_DIR / RX_BINARY
 """
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
-SRC = os.environ["RX_SOURCE_DIR"]
-BIN = os.environ["RX_BINARY_DIR"]
-WORKER = os.path.join(BIN, "worker", "resnext_worker")
-CONFIG = os.path.join(SRC, "configs", "fashion_mnist_small.json")
-MPIEXEC = ["mpiexec", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "2"]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "worker"))
+from worker_e2e import check, run_worker  # noqa: E402  (shared mpiexec runner and failure printer)
+
 QUICK = ["data.max_train_samples=1024", "data.max_test_samples=256", "training.epochs=2",
          "training.log_every_steps=4", "training.threads=1"]
 
 
 def run(out, sets):
-    cmd = MPIEXEC + [WORKER, "train", "--config", CONFIG, "--out", out]
-    for s in QUICK + sets:
-        cmd += ["--set", s]
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=400)
-    return p.returncode, p.stdout
-
-
-def check(cond, msg, log=""):
-    if not cond:
-        print("FAIL:", msg)
-        if log:
-            print(log[-4000:])
-        sys.exit(1)
+    rc, log, _ = run_worker(2, out, QUICK + sets, 400)
+    return rc, log
 
 
 def main():
