@@ -246,7 +246,10 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
                    {"partial_epoch", {sums.loss_sum, sums.correct, sums.count}},
                    {"config_sha256", config::config_hash(cfg_)}};
     checkpoints_->save(global_step_, *model_, *optimizer_, cursor);
-    spdlog::info("checkpoint written at step {} (epoch {}, position {})", global_step_, epoch + 1, position);
+    if (position == 0)
+      spdlog::info("checkpoint written at step {} (after epoch {})", global_step_, epoch);
+    else
+      spdlog::info("checkpoint written at step {} (epoch {}, position {})", global_step_, epoch + 1, position);
   }
   comm_.barrier(timeout());
 }
