@@ -10,7 +10,7 @@
 
 #include "common/config/job_config.h"
 #include "common/util/sha256.h"
-#include "common/util/atomic_file.h"
+#include "common/util/file_util.h"
 #include "common/util/error.h"
 
 namespace rx::worker {
@@ -78,9 +78,7 @@ std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch
       std::ifstream meta_in(json_path(step));
       json meta = json::parse(meta_in, nullptr, /*allow_exceptions=*/false);
       if (meta.is_discarded() || !meta.contains("pt_sha256")) throw DataError(json_path(step) + ": unreadable metadata");
-      std::ifstream pt_in(pt_path(step), std::ios::binary);
-      if (!pt_in) throw IoError(pt_path(step), "missing");
-      std::string data((std::istreambuf_iterator<char>(pt_in)), std::istreambuf_iterator<char>());
+      const std::string data = read_file(pt_path(step));
       if (rx::sha256_hex(data) != meta["pt_sha256"].get<std::string>())
         throw DataError(pt_path(step) + ": checksum mismatch (" + std::to_string(data.size()) + " bytes, expected " +
                         std::to_string(meta.value("pt_bytes", 0)) + "): truncated or corrupt");

@@ -11,7 +11,7 @@
 #include "common/comm/mpi/mpi_communicator.h"
 #include "common/config/job_config.h"
 #include "common/report/report_client.h"
-#include "common/util/atomic_file.h"
+#include "common/util/file_util.h"
 #include "common/util/error.h"
 #include "worker/commands.h"
 #include "worker/trainer.h"

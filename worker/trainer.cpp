@@ -16,7 +16,7 @@
 #include "common/model/state_dict.h"
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
-#include "common/util/atomic_file.h"
+#include "common/util/file_util.h"
 #include "common/util/error.h"
 #include "common/util/rng.h"
 #include "worker/lr_schedule.h"
@@ -138,10 +138,12 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
   optimizer_ = make_optimizer(t.at("optimizer"), model_->parameters());
 
   const auto& ck = cfg_.at("checkpoint");
-  if (ck.at("every_steps").get<int64_t>() > 0 || ck.at("every_epochs").get<int64_t>() > 0 ||
-      ck.at("resume").get<std::string>() == "auto")
-    checkpoints_ = std::make_unique<CheckpointStore>(cfg_.at("output").at("dir").get<std::string>() + "/checkpoints",
-                                                     ck.at("keep").get<int>());
+  // The store is always there (a preemption checkpoints even when no cadence is set); the cadences
+  // and resume decide when it is used.
+  checkpoints_ = std::make_unique<CheckpointStore>(cfg_.at("output").at("dir").get<std::string>() + "/checkpoints",
+                                                   ck.at("keep").get<int>());
+  checkpointing_ = ck.at("every_steps").get<int64_t>() > 0 || ck.at("every_epochs").get<int64_t>() > 0 ||
+                   ck.at("resume").get<std::string>() == "auto";
   if (ck.at("resume").get<std::string>() == "auto") {
     // Every rank loads the same files (the output folder is shared by the job's ranks), then proves
     // it holds the same parameters as rank 0 and the same cursor.
@@ -329,13 +331,10 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     }
     const int64_t position = start_position + (step + 1 - first_step) * per_step * comm_.world_size();
     if (stop_requested()) {
-      if (!checkpoints_)
-        checkpoints_ = std::make_unique<CheckpointStore>(cfg_.at("output").at("dir").get<std::string>() + "/checkpoints",
-                                                         cfg_.at("checkpoint").at("keep").get<int>());
       save_checkpoint(epoch, position, stats);
       throw Preempted("stopped by signal after step " + std::to_string(global_step_) + "; checkpoint written");
     }
-    if (checkpoints_ && every_steps > 0 && global_step_ % every_steps == 0 && step + 1 < steps_per_epoch_)
+    if (every_steps > 0 && global_step_ % every_steps == 0 && step + 1 < steps_per_epoch_)
       save_checkpoint(epoch, position, stats);
   }
   return stats;
@@ -393,7 +392,7 @@ json Trainer::run() {
     record.add_epoch(entry);
     epoch_records_.push_back(entry);
     const int64_t every_epochs = cfg_.at("checkpoint").at("every_epochs").get<int64_t>();
-    if (checkpoints_ && (final_epoch || (every_epochs > 0 && (epoch + 1) % every_epochs == 0)))
+    if (checkpointing_ && (final_epoch || (every_epochs > 0 && (epoch + 1) % every_epochs == 0)))
       save_checkpoint(epoch + 1, 0, {});
   }
   if (last_eval.is_null() && comm_.world_size() > 0) {  // resumed after the last epoch finished

@@ -82,6 +82,7 @@ class Trainer {
   double train_start_ = 0;
   // Checkpoint/resume state (see worker/checkpoint.h).
   std::unique_ptr<CheckpointStore> checkpoints_;
+  bool checkpointing_ = false;  // a cadence or resume is configured (else only preemption writes one)
   nlohmann::json resume_;  // the loaded cursor, or null
   nlohmann::json epoch_records_ = nlohmann::json::array();
   double best_accuracy_ = 0;

@@ -16,6 +16,7 @@
 #include "common/config/job_config.h"
 #include "common/data/shard_plan.h"
 #include "common/util/error.h"
+#include "common/util/file_util.h"
 #include "coordinator/jobs/api_error.h"
 #include "coordinator/jobs/scheduler.h"
 #include "coordinator/util/util.h"
@@ -37,27 +38,6 @@ const json& at_path(const json& j, const std::string& dotted) {
     cur = &cur->at(part);
   }
   return *cur;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path, "cannot read");
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw IoError(tmp, "cannot write");
-    out << bytes;
-    if (!out.flush()) throw IoError(tmp, "write failed");
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) throw IoError(path, "rename failed: " + ec.message());
 }
 
 // Sample count in an IDX images file (plain or .gz): big-endian uint32 at offset 4.

@@ -15,6 +15,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
+#include "common/util/file_util.h"
 #include "coordinator/util/util.h"
 
 extern char** environ;
@@ -145,13 +146,6 @@ void parse_exit(const std::string& rc_sig, SlurmJobInfo& info) {
   }
 }
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw IoError(path, "cannot read the sbatch template");
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
 
 }  // namespace
 
@@ -247,7 +241,7 @@ LaunchHandle SlurmLauncher::start(const LaunchSpec& spec) {
   RX_CHECK(!spec.secret.empty(), "job secret must be set");
   if (spec.job_dir.find_first_of("%\\") != std::string::npos)
     throw IoError(spec.job_dir, "Slurm would expand '%' or '\\' in the output path; use another --state-dir");
-  const std::string script = render_sbatch(read_all(opts_.template_path),
+  const std::string script = render_sbatch(read_file(opts_.template_path),
                                            {{"RX_CONFIG", spec.job_dir + "/config.json"},
                                             {"RX_RUN_DIR", spec.job_dir + "/run"},
                                             {"RX_WORKER", opts_.worker},

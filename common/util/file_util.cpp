@@ -1,4 +1,4 @@
-#include "common/util/atomic_file.h"
+#include "common/util/file_util.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -6,10 +6,21 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "common/util/error.h"
 
 namespace rx {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw IoError(path, "cannot open for reading");
+  std::ostringstream os;
+  os << in.rdbuf();
+  if (in.bad()) throw IoError(path, "read failed");
+  return os.str();
+}
 
 void write_file_atomic(const std::string& path, const std::string& content) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
