@@ -26,3 +26,17 @@ function(rx_add_mpi_test)
   set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "mpi;${T_LABELS}"
     ENVIRONMENT "RX_SOURCE_DIR=${PROJECT_SOURCE_DIR};RX_BINARY_DIR=${PROJECT_BINARY_DIR};OMPI_MCA_rmaps_base_oversubscribe=1")
 endfunction()
+
+# rx_add_gpu_test(NAME name COMMAND cmd ... [TIMEOUT s])
+#   A GPU test (label gpu). It is built and registered in every build; where no GPU is visible, where
+#   there are fewer GPUs than it needs, or in a CPU build it prints "SKIPPED: no CUDA ..." with the
+#   reason, which CTest reports as a skip. launch/gpu_check.sh runs the same tests on a GPU machine.
+function(rx_add_gpu_test)
+  cmake_parse_arguments(T "" "NAME;TIMEOUT" "COMMAND" ${ARGN})
+  add_test(NAME ${T_NAME} COMMAND ${T_COMMAND})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS gpu SKIP_REGULAR_EXPRESSION "SKIPPED: no CUDA"
+    ENVIRONMENT "RX_SOURCE_DIR=${PROJECT_SOURCE_DIR};RX_BINARY_DIR=${PROJECT_BINARY_DIR};OMPI_MCA_rmaps_base_oversubscribe=1")
+endfunction()

@@ -82,8 +82,13 @@ std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch
       if (rx::sha256_hex(data) != meta["pt_sha256"].get<std::string>())
         throw DataError(pt_path(step) + ": checksum mismatch (" + std::to_string(data.size()) + " bytes, expected " +
                         std::to_string(meta.value("pt_bytes", 0)) + "): truncated or corrupt");
+      // [Load onto the model's device] Tensors are mapped onto the device the model lives on, not the
+      // one they were saved from: a checkpoint written on a GPU resumes on the CPU (and vice versa).
+      // Without it Module::load would swap CUDA storage into a CPU model.
+      const auto params = model.parameters();
+      const torch::Device device = params.empty() ? torch::Device(torch::kCPU) : params.front().device();
       torch::serialize::InputArchive archive;
-      archive.load_from(data.data(), data.size());
+      archive.load_from(data.data(), data.size(), device);
       model.load(archive);
       torch::serialize::InputArchive opt_archive;
       archive.read("optimizer", opt_archive);
@@ -92,7 +97,7 @@ std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch
       if (archive.try_read("cpu_rng_state", rng)) {
         auto gen = at::detail::getDefaultCPUGenerator();
         std::lock_guard<std::mutex> lock(gen.mutex());
-        gen.set_state(rng);
+        gen.set_state(rng.to(torch::kCPU));  // mapped onto the model's device with everything else
       }
       spdlog::info("resuming from checkpoint {} (epoch {}, position {})", json_path(step), meta.value("epoch", 0),
                    meta.value("epoch_position", 0));

@@ -1,5 +1,5 @@
 // resnext_worker: `train` (data-parallel training, one rank per process under mpirun/srun or alone)
-// and `describe` (the architecture report).
+// `describe` (the architecture report) and `devices` (what this build and node can train on).
 #include <iostream>
 #include <string>
 #include <vector>
@@ -13,7 +13,8 @@ constexpr int kExitUsage = 2;
 void usage(std::ostream& os) {
   os << "usage: resnext_worker train --config FILE [--out DIR] [--set key=value ...]\n"
         "       resnext_worker --config FILE ...          (same as train)\n"
-        "       resnext_worker describe --model NAME [--input HxWxC] [--classes K] [--json]\n";
+        "       resnext_worker describe --model NAME [--input HxWxC] [--classes K] [--json]\n"
+        "       resnext_worker devices [--json]           (CUDA build? visible GPUs, versions)\n";
 }
 }  // namespace
 
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
       return args.empty() ? kExitUsage : 0;
     }
     if (args[0] == "describe") return rx::worker::describe_command({args.begin() + 1, args.end()});
+    if (args[0] == "devices") return rx::worker::devices_command({args.begin() + 1, args.end()});
     if (args[0] == "train") return rx::worker::train_command({args.begin() + 1, args.end()});
     if (args[0].rfind("--", 0) == 0) return rx::worker::train_command(args);
     throw rx::UsageError("unknown command \"" + args[0] + "\"");

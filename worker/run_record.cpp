@@ -9,6 +9,8 @@
 #include "common/config/job_config.h"
 
 #ifdef RX_WITH_CUDA
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <cuda_runtime_api.h>
 #include <nccl.h>
 #endif
 
@@ -23,6 +25,11 @@ static std::string utc_now() {
   return buf;
 }
 
+namespace {
+// 13000 -> "13.0" (CUDA's major*1000 + minor*10).
+std::string cuda_version_string(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
+}  // namespace
+
 json runtime_versions() {
   char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {};
   int len = 0;
@@ -36,12 +43,36 @@ json runtime_versions() {
             {"cuda", nullptr},
             {"nccl", nullptr}};
 #ifdef RX_WITH_CUDA
-  int nccl = 0;
-  ncclGetVersion(&nccl);
-  v["nccl"] = nccl;
-  v["cuda"] = torch::cuda::is_available() ? "available" : "not available";
+  int nccl = 0, runtime = 0, driver = 0;
+  ncclGetVersion(&nccl);  // major*10000 + minor*100 + patch since NCCL 2.9
+  v["nccl"] = std::to_string(nccl / 10000) + "." + std::to_string((nccl % 10000) / 100) + "." + std::to_string(nccl % 100);
+  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) v["cuda"] = cuda_version_string(runtime);
+  // The driver's CUDA version is 0 where no driver is installed (a CPU-only machine running a CUDA build).
+  if (cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0) v["cuda_driver"] = cuda_version_string(driver);
+  if (at::detail::getCUDAHooks().hasCuDNN()) {
+    const long cudnn = at::detail::getCUDAHooks().versionCuDNN();  // major*10000 + minor*100 + patch (cuDNN 9)
+    v["cudnn"] = std::to_string(cudnn / 10000) + "." + std::to_string((cudnn % 10000) / 100) + "." +
+                 std::to_string(cudnn % 100);
+  }
 #endif
   return v;
+}
+
+json device_info([[maybe_unused]] torch::Device device) {
+  json d = {{"type", device.is_cuda() ? "cuda" : "cpu"}, {"name", device.str()}};
+#ifdef RX_WITH_CUDA
+  if (device.is_cuda()) {
+    cudaDeviceProp prop{};
+    if (cudaGetDeviceProperties(&prop, device.index()) == cudaSuccess) {
+      d["name"] = prop.name;
+      d["total_memory_bytes"] = static_cast<int64_t>(prop.totalGlobalMem);
+      d["compute_capability"] = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+      d["multiprocessors"] = prop.multiProcessorCount;
+    }
+    d["index"] = device.index();
+  }
+#endif
+  return d;
 }
 
 RunRecordBuilder::RunRecordBuilder(const json& cfg, const comm::Communicator& comm, torch::Device device) {
@@ -55,6 +86,7 @@ RunRecordBuilder::RunRecordBuilder(const json& cfg, const comm::Communicator& co
              {"model", cfg.at("model")},
              {"host", host},
              {"device", device.str()},
+             {"device_info", device_info(device)},
              {"versions", runtime_versions()},
              {"started_at", utc_now()},
              {"epochs", json::array()}};

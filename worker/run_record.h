@@ -26,7 +26,10 @@ class RunRecordBuilder {
   nlohmann::json record_;
 };
 
-// Library versions this binary runs with (LibTorch, MPI, compiler; CUDA/NCCL in a CUDA build).
+// Library versions this binary runs with (LibTorch, MPI, compiler; in a CUDA build the CUDA runtime,
+// the driver's CUDA version where a driver is present, cuDNN and NCCL).
 nlohmann::json runtime_versions();
+// The training device: type and name; for a GPU also its product name, memory, compute capability.
+nlohmann::json device_info(torch::Device device);
 
 }  // namespace rx::worker

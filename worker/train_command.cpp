@@ -40,13 +40,16 @@ void setup_threads(int requested, int local_size) {
   }
 }
 
-torch::Device pick_device(int local_rank) {
-#ifdef RX_WITH_CUDA
-  if (torch::cuda::is_available() && torch::cuda::device_count() > 0)
-    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % torch::cuda::device_count()));
-#endif
-  (void)local_rank;
-  return torch::Device(torch::kCPU);
+// training.device: "auto" takes cuda:<local rank mod GPUs> when this build and node have a GPU (ranks
+// beyond the GPU count share them; comm/factory.h then stages MPI through host memory), else the CPU.
+torch::Device pick_device(const std::string& wanted, int local_rank) {
+  const bool cuda_build = comm::has_nccl_backend();
+  const int gpus = cuda_build && torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  if (wanted == "cpu" || (wanted == "auto" && gpus == 0)) return torch::Device(torch::kCPU);
+  if (gpus == 0)
+    throw ConfigError("training.device", cuda_build ? "\"cuda\" but no CUDA device is visible on this node"
+                                                    : "\"cuda\" but this build has no CUDA (see launch/build_cuda.sh)");
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % gpus));
 }
 }  // namespace
 
@@ -97,7 +100,7 @@ int train_command(const std::vector<std::string>& args) {
 
   try {
     setup_threads(cfg["training"]["threads"].get<int>(), boot->local_size());
-    const torch::Device device = pick_device(boot->local_rank());
+    const torch::Device device = pick_device(cfg["training"]["device"].get<std::string>(), boot->local_rank());
     auto comm = comm::make_communicator(cfg["distributed"]["backend"].get<std::string>(), device.is_cuda());
     if (rank == 0)
       spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(), comm->backend_name(),

@@ -131,6 +131,7 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
     model::load_state_dict(*model_, model::read_state_dict(pretrained), lo, pretrained);
   }
   model_->to(device_);
+  if (device_.is_cuda()) timer_.set_device_sync([] { torch::cuda::synchronize(); });
   // [Identical start] Rank 0's parameters and buffers win, then every rank proves it holds them.
   parallel::broadcast_module_state(*model_, comm_, 0, timeout());
   parallel::verify_replicas(*model_, comm_, "after the initial broadcast", timeout());

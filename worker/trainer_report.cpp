@@ -106,7 +106,7 @@ json Trainer::evaluate() {
 }
 
 json Trainer::gather_rank_stats() {
-  const auto cuda = metrics::cuda_peak_memory(device_.is_cuda() ? device_.index() : 0);
+  const auto cuda = metrics::cuda_peak_memory(device_.is_cuda() ? device_.index() : -1);
   const double train_ms = timer_.sum_ms();
   const int64_t steps = std::max<int64_t>(1, global_step_);
   std::vector<double> mine = {static_cast<double>(images_trained_) / std::max(train_ms / 1000.0, 1e-9),

@@ -1,5 +1,6 @@
 #include "common/comm/factory.h"
 
+#include "common/comm/staging.h"
 #include "common/comm/mpi/mpi_communicator.h"
 #include "common/util/error.h"
 #ifdef RX_WITH_CUDA
@@ -24,19 +25,24 @@ std::unique_ptr<Communicator> make_communicator(const std::string& backend, bool
   if (backend != "auto" && backend != "mpi" && backend != "nccl") {
     throw ConfigError(kField, "unknown backend '" + backend + "' (expected auto, mpi or nccl)");
   }
-  const bool want_nccl = backend == "nccl" || (backend == "auto" && cuda_device);
+  bool want_nccl = backend == "nccl";
+  if (backend == "auto" && cuda_device) {
+    auto mpi = make_mpi_communicator(MPI_COMM_WORLD);
+    want_nccl = has_nccl_backend() && mpi->local_size() <= static_cast<int>(torch::cuda::device_count());
+    if (!want_nccl) return stage_through(std::move(mpi), torch::kCPU);
+  }
   if (!want_nccl) {
-    if (cuda_device) {
-      throw ConfigError(kField, "the mpi backend moves CPU tensors only; use nccl (or auto) to train on CUDA");
-    }
-    return make_mpi_communicator(MPI_COMM_WORLD);
+    auto mpi = make_mpi_communicator(MPI_COMM_WORLD);
+    return cuda_device ? stage_through(std::move(mpi), torch::kCPU) : std::move(mpi);
   }
   if (!has_nccl_backend()) {
     throw ConfigError(kField, "this build has no NCCL (built without a CUDA LibTorch)");
   }
   if (!cuda_device) throw ConfigError(kField, "nccl needs a CUDA device; use mpi (or auto) on CPU");
 #ifdef RX_WITH_CUDA
-  return make_nccl_communicator(MPI_COMM_WORLD);
+  auto nccl = make_nccl_communicator(MPI_COMM_WORLD);
+  const torch::Device device(torch::kCUDA, static_cast<c10::DeviceIndex>(nccl->local_rank()));
+  return stage_through(std::move(nccl), device);  // CPU control-plane tensors ride on the GPU
 #else
   return nullptr;  // unreachable
 #endif

@@ -120,8 +120,9 @@ const json& get_path(const json& root, const std::string& dotted) {
 
 void cross_validate(const json& r) {
   if (get_path(r, "data.format").is_null()) throw ConfigError("data.format", "is required (cifar10, cifar100, idx, synthetic)");
-  if (get_path(r, "data.path").is_null() || get_path(r, "data.path").get<std::string>().empty())
-    throw ConfigError("data.path", "is required");
+  if (get_path(r, "data.path").is_null() ||
+      (get_path(r, "data.path").get<std::string>().empty() && get_path(r, "data.format") != "synthetic"))
+    throw ConfigError("data.path", "is required (only data.format \"synthetic\" may leave it empty: generated in memory)");
   auto ms = get_path(r, "training.lr_schedule.milestones").get<std::vector<double>>();
   for (size_t i = 1; i < ms.size(); ++i)
     if (ms[i] <= ms[i - 1]) throw ConfigError("training.lr_schedule.milestones", "must be strictly increasing");

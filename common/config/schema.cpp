@@ -58,6 +58,8 @@ const std::vector<Field>& schema() {
       {"training.accumulate_steps", Kind::kInt, 1, 1, 1024},
       {"training.eval_every_epochs", Kind::kInt, 1, 0, 100000, {}, false, "0 = only at the end"},
       {"training.log_every_steps", Kind::kInt, 20, 1, 1e9},
+      {"training.device", Kind::kString, "auto", 0, 0, {"auto", "cpu", "cuda"}, false,
+       "auto = cuda:<local rank mod GPUs> when a CUDA build sees a GPU, else cpu"},
       {"training.threads", Kind::kInt, 0, 0, 1024, {}, false, "intra-op threads per rank; 0 = cores / local ranks"},
       // distributed
       {"distributed.backend", Kind::kString, "auto", 0, 0, {"auto", "mpi", "nccl"}},

@@ -46,7 +46,8 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
 // {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] in `dir` (.gz preferred when both exist).
 Dataset read_fashion_mnist(const std::string& dir, Split split);
 // format: "cifar10" | "cifar100" | "idx" (alias "fashion_mnist", "mnist") | "synthetic"
-// (synthetic = CIFAR-10 files in `path`, written by write_synthetic_cifar10).
+// (synthetic = CIFAR-10 files in `path`, written by write_synthetic_cifar10; with an empty `path`,
+// make_synthetic_cifar10(kSyntheticTrain/kSyntheticTest, kSyntheticSeed) generated in memory).
 // Unknown format -> ConfigError("data.format").
 Dataset load_dataset(const std::string& format, const std::string& path, Split split);
 
@@ -66,6 +67,8 @@ void write_idx(const std::string& images_path, const std::string& labels_path, c
 // small model learns it in a few hundred steps while a constant predictor stays at 10%. Deterministic
 // in (seed, split, count); labels are balanced (i % 10). For fast tests and benchmarks only.
 Dataset make_synthetic_cifar10(int64_t count, uint64_t seed, Split split);
+constexpr int64_t kSyntheticTrain = 50000, kSyntheticTest = 10000;
+constexpr uint64_t kSyntheticSeed = 1;
 // Writes make_synthetic_cifar10(train_count, seed, kTrain) / (test_count, seed, kTest) as CIFAR-10
 // files in `dir`, readable with read_cifar10 or load_dataset("synthetic", dir, ...).
 void write_synthetic_cifar10(const std::string& dir, int64_t train_count, int64_t test_count, uint64_t seed);

@@ -4,6 +4,7 @@
 
 #ifdef RX_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace rx::metrics {
@@ -17,6 +18,8 @@ int64_t peak_rss_bytes() {
 DeviceMemory cuda_peak_memory([[maybe_unused]] int device) {
   DeviceMemory m;
 #ifdef RX_WITH_CUDA
+  // A CPU run of a CUDA build (no GPU on the node, or training.device cpu) has no allocator to ask.
+  if (device < 0 || device >= static_cast<int>(c10::cuda::device_count())) return m;
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device);
   const auto all = static_cast<size_t>(c10::CachingDeviceAllocator::StatType::AGGREGATE);
   m.peak_allocated = stats.allocated_bytes[all].peak;

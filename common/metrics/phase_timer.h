@@ -1,10 +1,13 @@
 #pragma once
 // Per-phase wall time of a training step (data wait, forward, backward, exposed communication,
-// optimizer). On a CUDA device the caller synchronises before stop() so times are not just launch
-// times.
+// optimizer). On a CUDA device kernels run asynchronously, so a lap would only time their launch
+// and the wait would land in whichever phase next blocks (or in no phase at all): set_device_sync()
+// makes every lap first wait for the device.
 #include <array>
 #include <chrono>
+#include <functional>
 #include <string>
+#include <utility>
 
 namespace rx::metrics {
 
@@ -17,6 +20,7 @@ class PhaseTimer {
   void start() { t0_ = Clock::now(); }
   // Adds the time since the last start()/lap() to `phase` and restarts the clock.
   void lap(Phase p) {
+    if (device_sync_) device_sync_();
     const auto now = Clock::now();
     total_ms_[static_cast<size_t>(p)] += std::chrono::duration<double, std::milli>(now - t0_).count();
     t0_ = now;
@@ -28,10 +32,12 @@ class PhaseTimer {
     return s;
   }
   void reset() { total_ms_.fill(0); }
+  void set_device_sync(std::function<void()> sync) { device_sync_ = std::move(sync); }
 
  private:
   Clock::time_point t0_ = Clock::now();
   std::array<double, static_cast<size_t>(Phase::kCount)> total_ms_{};
+  std::function<void()> device_sync_;
 };
 
 }  // namespace rx::metrics

@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""GPU training throughput: resnext_worker (C++/LibTorch) beside PyTorch (bench/README.md "## GPU training").
+
+usage: python3 bench/gpu/gpu_bench.py --worker build-cuda/worker/resnext_worker --out runs/gpu-bench
+           [--budget-s 240] [--python PATH] [--quick]
+
+Per case (model, input HxW, batch), one after another so nothing shares the GPU:
+  worker  `resnext_worker train` alone (a world of 1) on in-memory synthetic CIFAR data through its
+          normal loader (8 threads; 224x224 is resized on the CPU), fp32 only (the worker has no
+          bf16/channels-last switch yet). Steady images/s = all logged windows but the first (cuDNN
+          warm-up); the run record's whole-run images/s and step split are kept too.
+  peer    bench/gpu/torch_peer.py: PyTorch eager fp32, bf16 autocast, bf16 + channels_last, input
+          generated on the GPU; and last, if the budget allows, bf16 torch.compile of resnext29_8x64d.
+FLOPs/image = 3 (forward + backward) x 2 x MACs of one forward (`resnext_worker describe --json`).
+Writes <out>/gpu_bench.json and prints a markdown table. Every subprocess has a timeout; once the
+budget is spent the remaining steps are recorded as skipped. Exit 0 when the first case's worker and
+eager fp32 peer both produced a figure, else 1. --quick: a CPU-sized smoke run (tiny batches, few steps).
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER = os.path.join(HERE, "torch_peer.py")
+# Dense bf16 tensor-core peak (TFLOP/s): H100 SXM and H200 (SXM) share it; any other card -> null.
+BF16_PEAK = 989.4
+WINDOW = re.compile(r"step (\d+)/(\d+) loss (\S+) lr \S+ images/s ([0-9.]+) \(total ([0-9.]+)\)")
+
+GPU = dict(device="cuda", cases=[("resnext29_8x64d", 32, 128), ("resnext50_32x4d", 32, 128),
+                                 ("resnext50_32x4d", 224, 64)],
+           worker_steps=60, log_every=20, loader_threads=8, test_samples=256, warmup=10, steps=40,
+           compile_model="resnext29_8x64d", worker_timeout=90, peer_timeout=120, min_start=25, min_compile=75)
+QUICK = dict(device="cpu", cases=[("resnext11_4x16d", 32, 4), ("resnext50_32x4d", 32, 4), ("resnext50_32x4d", 64, 2)],
+             worker_steps=6, log_every=2, loader_threads=1, test_samples=8, warmup=2, steps=3,
+             compile_model="resnext11_4x16d", worker_timeout=120, peer_timeout=120, min_start=5, min_compile=5)
+PEER_VARIANTS = ["fp32", "bf16", "bf16-cl"]
+
+
+class Runner:
+    """Runs subprocesses against one wall-clock budget and records every command."""
+
+    def __init__(self, budget_s):
+        self.start, self.budget_s, self.commands = time.monotonic(), budget_s, []
+
+    def left(self):
+        return self.budget_s - (time.monotonic() - self.start)
+
+    def run(self, cmd, log_path, timeout, env=None):
+        t0 = time.monotonic()
+        rec = {"cmd": cmd, "shell": shlex.join(cmd), "log": log_path, "timeout_s": round(timeout, 1)}
+        with open(log_path, "w") as log:
+            try:  # own session: on timeout the whole group goes (torch.compile's worker pool, MPI helpers)
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            except OSError as e:  # a missing binary is a failed step, not a crash of the whole run
+                log.write(f"cannot start: {e}\n")
+                proc, rec["rc"] = None, 127
+        if proc is not None:
+            try:
+                rec["rc"] = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                rec["rc"], rec["timed_out"] = None, True
+                for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGKILL too: children may outlive the leader
+                    try:
+                        os.killpg(proc.pid, sig)
+                        proc.wait(timeout=5)
+                    except (ProcessLookupError, subprocess.TimeoutExpired):
+                        pass
+        rec["seconds"] = round(time.monotonic() - t0, 2)
+        self.commands.append(rec)
+        with open(log_path, errors="replace") as f:
+            return rec, f.read()
+
+
+def tail(text, n=15):
+    return "\n".join(text.strip().splitlines()[-n:])
+
+
+def describe(runner, worker, model, hw, out):
+    """MACs and parameters of one forward at batch 1 from the worker's own architecture report."""
+    rec, text = runner.run([worker, "describe", "--model", model, "--input", f"{hw}x{hw}x3", "--classes", "10",
+                            "--json"], os.path.join(out, f"describe_{model}_{hw}.log"), min(30, max(5, runner.left())))
+    try:
+        totals = json.loads(text[text.index("{"):])["totals"]
+        return {"macs": totals["macs"], "params": totals["params"]}
+    except (ValueError, KeyError) as e:
+        return {"error": f"describe failed (rc {rec.get('rc')}): {e}: {tail(text, 3)}"}
+
+
+def run_worker(runner, args, cfg, model, hw, batch, case_dir):
+    if runner.left() < cfg["min_start"]:
+        return {"status": "skipped", "error": f"budget: {max(0, runner.left()):.0f}s left of {args.budget_s:.0f}s"}
+    wdir = os.path.join(case_dir, "worker")
+    os.makedirs(wdir, exist_ok=True)
+    result_path = os.path.join(wdir, "result.json")
+    if os.path.exists(result_path):
+        os.remove(result_path)  # never read a stale record from an earlier run
+    steps = cfg["worker_steps"]
+    job = {"name": f"gpu_bench_{model}_{hw}_b{batch}",
+           "model": {"preset": model, "num_classes": 10},
+           "data": {"format": "synthetic", "path": "", "max_train_samples": steps * batch,
+                    "max_test_samples": cfg["test_samples"], "num_workers": cfg["loader_threads"],
+                    "channels_last": False, "augment": {"resize": hw if hw != 32 else 0}},
+           "training": {"epochs": 1, "batch_size": batch, "max_steps_per_epoch": steps,
+                        "log_every_steps": cfg["log_every"], "eval_every_epochs": 0,
+                        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
+                                      "weight_decay": 5e-4},
+                        "lr_schedule": {"name": "constant"}},
+           "checkpoint": {"every_epochs": 0},
+           "output": {"dir": wdir}}
+    cfg_path = os.path.join(case_dir, "worker_config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(job, f, indent=2)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    cmd = [args.worker, "train", "--config", cfg_path, "--out", wdir, "--set", f"training.device={cfg['device']}"]
+    rec, text = runner.run(cmd, os.path.join(case_dir, "worker.log"), min(cfg["worker_timeout"], runner.left()), env)
+    windows = [{"step": int(m.group(1)), "loss": float(m.group(3)), "images_per_sec": float(m.group(4))}
+               for m in WINDOW.finditer(text)]
+    out = {"command_seconds": rec["seconds"], "rc": rec["rc"], "windows": windows, "config": cfg_path}
+    steady = windows[1:] or windows
+    if steady:  # equal-sized windows: images / time over them is the harmonic mean of their rates
+        out["images_per_sec"] = len(steady) / sum(1.0 / max(w["images_per_sec"], 1e-9) for w in steady)
+        out["steady_windows"] = len(steady)
+    try:
+        with open(result_path) as f:
+            record = json.load(f)
+        r0 = record["ranks"][0]
+    except (OSError, ValueError, KeyError, IndexError) as e:  # no record: the run failed before its end
+        record, out["record_error"] = None, f"{type(e).__name__}: {e}"
+    if record is not None:
+        out.update(run_images_per_sec=r0.get("images_per_sec"), step_time_ms=r0.get("step_time_ms"),
+                   cuda_max_memory_allocated_bytes=r0.get("cuda_peak_allocated_bytes"),
+                   cuda_max_memory_reserved_bytes=r0.get("cuda_peak_reserved_bytes"),
+                   peak_rss_bytes=r0.get("peak_rss_bytes"), device_info=record.get("device_info"),
+                   versions=record.get("versions"), wall_seconds=record.get("wall_seconds"))
+    ok = rec["rc"] == 0 and "images_per_sec" in out
+    out["status"] = "ok" if ok else "error"
+    if not ok:
+        out["error"] = ("timed out" if rec.get("timed_out") else f"exit {rec['rc']}") + ": " + tail(text)
+    return out
+
+
+def run_peer(runner, args, cfg, model, hw, batch, variants, case_dir, name, timeout):
+    if runner.left() < (cfg["min_compile"] if name == "compile" else cfg["min_start"]):
+        return {v: {"status": "skipped", "error": f"budget: {max(0, runner.left()):.0f}s left of {args.budget_s:.0f}s"}
+                for v in variants}, None
+    timeout = min(timeout, runner.left())
+    cmd = [args.python, PEER, "--model", model, "--hw", str(hw), "--batch", str(batch), "--device", cfg["device"],
+           "--variants", ",".join(variants), "--warmup", str(cfg["warmup"]), "--steps", str(cfg["steps"]),
+           "--time-limit-s", str(max(1, int(timeout - 20)))]
+    rec, text = runner.run(cmd, os.path.join(case_dir, f"peer_{name}.log"), timeout)
+    results, env = {}, None
+    for line in text.splitlines():
+        if line.startswith("RESULT "):
+            try:
+                obj = json.loads(line[7:])
+            except ValueError:  # a line cut short by a kill
+                continue
+            if obj.get("kind") == "env":
+                env = obj
+            elif obj.get("kind") == "case":
+                results[obj["variant"]] = obj
+    why = "timed out" if rec.get("timed_out") else f"exit {rec['rc']}"
+    for v in variants:
+        results.setdefault(v, {"status": "error", "error": f"no result ({why}): {tail(text)}"})
+    return results, env
+
+
+def gpu_name(runner, out):
+    rec, text = runner.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                           os.path.join(out, "nvidia-smi.log"), 15)
+    fields = [f.strip() for f in text.strip().splitlines()[0].split(",")] if rec["rc"] == 0 and text.strip() else []
+    if len(fields) == 3:
+        return {"name": fields[0], "driver": fields[1], "memory": fields[2], "source": "nvidia-smi"}
+    return None  # no nvidia-smi: main() falls back to the peer's torch.cuda.get_device_name
+
+
+def bf16_peak(name):
+    n = (name or "").upper()
+    if "NVL" in n or "PCIE" in n:
+        return None  # lower clocks/power: not the SXM figure
+    return BF16_PEAK if ("H200" in n or ("H100" in n and ("SXM" in n or "HBM3" in n))) else None
+
+
+def add_flops(entry, fpi, peak):
+    ips = entry.get("images_per_sec") if entry.get("status") == "ok" else None
+    if ips and fpi:
+        entry["tflops"] = ips * fpi / 1e12
+        entry["fraction_of_bf16_peak"] = entry["tflops"] / peak if peak else None
+
+
+def ratio(a, b):
+    a, b = a.get("images_per_sec"), b.get("images_per_sec")
+    return a / b if a and b and a > 0 and b > 0 else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", required=True, help="the resnext_worker binary")
+    ap.add_argument("--out", required=True, help="output folder (configs, logs, gpu_bench.json)")
+    ap.add_argument("--budget-s", type=float, default=240, help="wall-clock cap for the whole run")
+    ap.add_argument("--python", default=sys.executable, help="python with torch for the peer")
+    ap.add_argument("--quick", action="store_true", help="CPU smoke run: tiny models, batches and steps")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    args = ap.parse_args()
+    cfg = QUICK if args.quick else GPU
+    os.makedirs(args.out, exist_ok=True)
+    runner = Runner(args.budget_s)
+    report = {"schema": "gpu_bench/1", "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "quick": args.quick, "budget_s": args.budget_s, "device": cfg["device"],
+              "worker": os.path.abspath(args.worker), "python": args.python, "cases": []}
+    card = gpu_name(runner, args.out) if cfg["device"] == "cuda" else None
+    peer_env = None
+    for i, (model, hw, batch) in enumerate(cfg["cases"]):
+        case_dir = os.path.join(args.out, f"{i + 1}_{model}_{hw}_b{batch}")
+        os.makedirs(case_dir, exist_ok=True)
+        case = {"model": model, "hw": hw, "batch": batch, "describe": describe(runner, args.worker, model, hw, case_dir)}
+        case["worker"] = run_worker(runner, args, cfg, model, hw, batch, case_dir)
+        case["peer"], env = run_peer(runner, args, cfg, model, hw, batch, PEER_VARIANTS, case_dir, "eager",
+                                     cfg["peer_timeout"])
+        peer_env = peer_env or env
+        if model == cfg["compile_model"] and not args.no_compile:
+            case["compile_pending"] = case_dir
+        report["cases"].append(case)
+    for case in report["cases"]:  # last: compilation may take minutes, so it only gets what is left
+        case_dir = case.pop("compile_pending", None)
+        if case_dir:
+            res, env = run_peer(runner, args, cfg, case["model"], case["hw"], case["batch"], ["bf16-compile"],
+                                case_dir, "compile", runner.left())
+            case["peer"].update(res)
+            peer_env = peer_env or env
+    if card is None and peer_env and peer_env.get("device_name"):
+        card = {"name": peer_env["device_name"], "source": "torch.cuda.get_device_name"}
+    peak = bf16_peak(card and card["name"])
+    report.update(card=card, bf16_dense_peak_tflops=peak, peer_env=peer_env)
+    for case in report["cases"]:
+        fpi = 6 * case["describe"]["macs"] if "macs" in case["describe"] else None
+        case["flops_per_image"] = fpi
+        worker, peer = case["worker"], case["peer"]
+        add_flops(worker, fpi, peak)
+        for entry in peer.values():
+            add_flops(entry, fpi, peak)
+        case["ratios"] = {"worker_over_torch_eager_fp32": ratio(worker, peer.get("fp32", {})),
+                          "worker_over_torch_eager_bf16_cl": ratio(worker, peer.get("bf16-cl", {})),
+                          "worker_over_torch_compile_bf16": ratio(worker, peer.get("bf16-compile", {}))}
+    first = report["cases"][0]
+    ok = first["worker"].get("status") == "ok" and first["peer"].get("fp32", {}).get("status") == "ok"
+    report.update(ok=ok, elapsed_s=round(time.monotonic() - runner.start, 1), commands=runner.commands)
+    with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    print_table(report)
+    return 0 if ok else 1
+
+
+def print_table(report):
+    card = report["card"]["name"] if report.get("card") else report["device"]
+    peak = report.get("bf16_dense_peak_tflops")
+    print(f"\n### GPU training throughput ({card}; {report['elapsed_s']}s of a {report['budget_s']:.0f}s budget)\n")
+    print("| model | input | batch | runner | precision | images/s | TFLOP/s | % bf16 peak | peak alloc GiB | note |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+
+    def fmt(v, spec):
+        return format(v, spec) if isinstance(v, (int, float)) else "-"
+
+    for c in report["cases"]:
+        rows = [("worker (C++)", "fp32", c["worker"])] + [("torch compile" if "compile" in v else "torch eager", v, e)
+                                                           for v, e in c["peer"].items()]
+        for runner, variant, e in rows:
+            mem = e.get("cuda_max_memory_allocated_bytes")
+            pct = e.get("fraction_of_bf16_peak")
+            note = e.get("error", "")[:80].replace("\n", " ").replace("|", "/") if e.get("status") != "ok" else ""
+            if e.get("compile_s"):
+                note = f"compile {e['compile_s']:.0f}s"
+            if runner.startswith("worker") and e.get("run_images_per_sec"):
+                note = f"whole run {e['run_images_per_sec']:.0f} img/s"
+            print(f"| {c['model']} | {c['hw']}x{c['hw']} | {c['batch']} | {runner} | {variant} "
+                  f"| {fmt(e.get('images_per_sec'), '.1f')} | {fmt(e.get('tflops'), '.3g')} "
+                  f"| {fmt(pct * 100 if pct is not None else None, '.1f')} | {fmt(mem / 2**30 if mem else None, '.2f')} "
+                  f"| {note} |")
+    print("\n| model | input | batch | worker / torch eager fp32 | worker / torch bf16+CL | worker / torch.compile bf16 |")
+    print("|---|---|---|---|---|---|")
+    for c in report["cases"]:
+        r = c["ratios"]
+        print(f"| {c['model']} | {c['hw']}x{c['hw']} | {c['batch']} | {fmt(r['worker_over_torch_eager_fp32'], '.3f')} "
+              f"| {fmt(r['worker_over_torch_eager_bf16_cl'], '.3f')} | {fmt(r['worker_over_torch_compile_bf16'], '.3f')} |")
+    print(f"\nFLOPs/image = 6 x forward MACs; % of the dense bf16 peak ({fmt(peak, '.1f')} TFLOP/s) for every row, "
+          f"fp32 rows included. ok={report['ok']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""resnext_worker on a GPU, end to end (CTest label gpu; one test per scenario).
+
+usage: gpu_worker_e2e.py record|resume|shared_gpu   with RX_BINARY_DIR set (CTest, launch/gpu_check.sh)
+
+Skips with "SKIPPED: no CUDA ..." (exit 0) unless `resnext_worker devices --json` reports a CUDA build
+with a visible GPU. Data: the synthetic set generated in memory (data.path ""), so no files are needed.
+Every process has a timeout; a failure prints what was seen and exits 1.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+BIN = os.environ["RX_BINARY_DIR"]
+WORKER = os.environ.get("RX_WORKER", os.path.join(BIN, "worker", "resnext_worker"))
+MPIEXEC = os.environ.get("RX_MPIEXEC", "mpiexec").split() + ["--allow-run-as-root", "--oversubscribe",
+                                                            "--bind-to", "none"]
+CONFIG = {
+    "name": "gpu-e2e",
+    "model": {"preset": "resnext11_4x16d", "num_classes": 10},
+    "data": {"format": "synthetic", "path": "", "max_train_samples": 2048, "max_test_samples": 512,
+             "num_workers": 4},
+    "training": {"epochs": 1, "batch_size": 64, "log_every_steps": 8, "seed": 3,
+                 "optimizer": {"name": "sgd", "lr": 0.05}},
+    "checkpoint": {"every_epochs": 1},
+}
+
+
+def check(cond, msg, log=""):
+    if not cond:
+        print("FAIL:", msg)
+        if log:
+            print(log[-4000:])
+        sys.exit(1)
+
+
+def devices():
+    p = subprocess.run([WORKER, "devices", "--json"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       timeout=120)
+    check(p.returncode == 0, f"devices exited {p.returncode}", p.stdout)
+    return json.loads(p.stdout)
+
+
+def run(tmp, out, np=0, extra=(), env=None, timeout=240):
+    cfg = os.path.join(tmp, "config.json")
+    with open(cfg, "w") as f:
+        json.dump(CONFIG, f)
+    cmd = ([] if np == 0 else MPIEXEC + ["-np", str(np)]) + [WORKER, "train", "--config", cfg, "--out", out]
+    cmd += list(extra)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                       env=dict(os.environ, **(env or {})))
+    check(p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}", p.stdout)
+    with open(os.path.join(out, "result.json")) as f:
+        return json.load(f), p.stdout
+
+
+def check_gpu_rank(rk, card):
+    alloc, reserved = rk["cuda_peak_allocated_bytes"], rk["cuda_peak_reserved_bytes"]
+    total = card["total_memory_bytes"]
+    check(0 < alloc <= reserved < total, f"rank {rk['rank']}: CUDA peaks allocated {alloc} reserved {reserved} "
+                                         f"not within (0, card memory {total})")
+    check(rk["peak_memory_bytes"] == alloc, f"rank {rk['rank']}: peak_memory_bytes is not the CUDA peak")
+
+
+def record(tmp, dev):
+    r, log = run(tmp, os.path.join(tmp, "run"), extra=["--set", "training.device=cuda"])
+    info, v = r["device_info"], r["versions"]
+    check(info["type"] == "cuda" and info["name"] == dev["devices"][0]["name"] and info["name"].strip(),
+          f"device_info {info}")
+    check(info["total_memory_bytes"] > 0 and info.get("compute_capability"), f"device_info {info}")
+    for key in ("cuda", "cuda_driver", "cudnn", "nccl", "libtorch"):
+        check(v.get(key), f"versions lacks {key}: {v}")
+    check(r["backend"] == "nccl", f"one rank on a GPU should use nccl, got {r['backend']}")
+    check(r["device"].startswith("cuda"), f"device {r['device']}")
+    check_gpu_rank(r["ranks"][0], info)
+    check(r["ranks"][0]["images_per_sec"] > 0, "no throughput")
+    check(r["final_test_accuracy"] > 0.5, f"the synthetic set is easy; accuracy {r['final_test_accuracy']}", log)
+    print(f"record: {info['name']}, versions {v}, peak allocated {r['ranks'][0]['cuda_peak_allocated_bytes']}")
+
+
+def resume(tmp, dev):
+    """Checkpoint written on the GPU; resumed on the GPU and (no GPU visible) on the CPU: same parameters."""
+    first = os.path.join(tmp, "gpu")
+    r0, _ = run(tmp, first)
+    check(r0["device"].startswith("cuda"), f"first run was not on the GPU: {r0['device']}")
+    want = r0["ranks"][0]["param_checksum"]
+    for where, env in (("gpu", {}), ("cpu", {"CUDA_VISIBLE_DEVICES": ""})):
+        out = os.path.join(tmp, "resume-" + where)
+        shutil.copytree(os.path.join(first, "checkpoints"), os.path.join(out, "checkpoints"))
+        r, log = run(tmp, out, extra=["--resume"], env=env)
+        check(r["device"].startswith("cuda" if where == "gpu" else "cpu"), f"resume on {where} ran on {r['device']}")
+        check("resuming from checkpoint" in log, f"resume on {where} did not load the checkpoint", log)
+        got = r["ranks"][0]["param_checksum"]
+        check(got == want, f"parameters resumed on {where} differ: checksum {got} vs {want}", log)
+        check(abs(r["final_test_accuracy"] - r0["final_test_accuracy"]) <= 0.01,
+              f"accuracy after resume on {where}: {r['final_test_accuracy']} vs {r0['final_test_accuracy']}")
+        print(f"resume on {where}: checksum {got} equal, accuracy {r['final_test_accuracy']:.4f}")
+
+
+def shared_gpu(tmp, dev):
+    """Two ranks under mpiexec on this node's GPU(s): staged mpi when they share one GPU, else nccl."""
+    r, log = run(tmp, os.path.join(tmp, "run"), np=2, extra=["--set", "training.device=cuda"])
+    expected = "nccl" if dev["cuda_devices"] >= 2 else "mpi"
+    check(r["backend"] == expected, f"backend {r['backend']}, expected {expected} with {dev['cuda_devices']} GPU(s)")
+    sums = [rk["param_checksum"] for rk in r["ranks"]]
+    check(len(sums) == 2 and sums[0] == sums[1], f"replicas differ: {sums}", log)
+    for rk in r["ranks"]:
+        check_gpu_rank(rk, r["device_info"])
+    check(r["final_test_accuracy"] > 0.5, f"accuracy {r['final_test_accuracy']}", log)
+    print(f"shared_gpu: backend {r['backend']}, checksums {sums}, {r['total_images_per_sec']:.0f} images/s")
+
+
+SCENARIOS = {"record": record, "resume": resume, "shared_gpu": shared_gpu}
+
+if __name__ == "__main__":
+    check(len(sys.argv) == 2 and sys.argv[1] in SCENARIOS, f"usage: {sys.argv[0]} {'|'.join(SCENARIOS)}")
+    dev = devices()
+    if not dev["cuda_build"]:
+        print("SKIPPED: no CUDA in this build (CPU LibTorch; see launch/build_cuda.sh)")
+        sys.exit(0)
+    if dev["cuda_devices"] == 0:
+        print("SKIPPED: no CUDA GPU visible")
+        sys.exit(0)
+    with tempfile.TemporaryDirectory(prefix="rx-gpu-e2e-") as tmp:
+        SCENARIOS[sys.argv[1]](tmp, dev)
+    print("PASS")
