@@ -54,24 +54,26 @@ bundle() {
   [ "$mib" -le "$LIMIT_MIB" ] || die "bundle over ${LIMIT_MIB} MiB"
 }
 
-# Headers this build actually included (from ninja's dependency log) for the libraries the GPU
-# machine lacks, their dev libraries, and CMake package files: enough to rebuild there.
+# The headers of the libraries the GPU machine lacks (whole header trees; Boost as the closure of the
+# libraries this build included, [Header closure] in launch/gpu/gpu_check.py), packed into
+# sysroot/headers.tar.xz (unpacked only by a fallback build), their dev libraries, and CMake package
+# files: enough to rebuild there.
 make_sysroot() {
-  local build=$1 root=$2 ml=/usr/lib/x86_64-linux-gnu
+  local build=$1 root=$2 ml=/usr/lib/x86_64-linux-gnu bundle
+  bundle=$(dirname "$root")
+  mkdir -p "$root/usr/lib/x86_64-linux-gnu/cmake"
   # MPI headers go where the relocated Open MPI reports its include folder (ompi_info --path incdir,
   # which CMake's FindMPI asks), inside mpi/.
   local mpi_inc
-  mpi_inc=$(dirname "$root")/mpi/$(ompi_info --path incdir --parsable | sed -n 's|^path:incdir:/usr/||p')
-  mkdir -p "$root/usr/lib/x86_64-linux-gnu/cmake" "$root/usr/include" "$mpi_inc/openmpi"
-  ninja -C "$build" -t deps | awk '/^ +\//{print $1}' | sort -u | while read -r h; do
-    case "$h" in
-      /usr/include/boost/*|/usr/include/spdlog/*|/usr/include/fmt/*|/usr/include/nlohmann/*|/usr/include/gtest/*|\
-      /usr/include/openssl/*|/usr/include/x86_64-linux-gnu/openssl/*|/usr/include/zlib.h|/usr/include/zconf.h)
-        mkdir -p "$root$(dirname "$h")" && cp "$h" "$root$h" ;;
-      $ml/openmpi/include/*) mkdir -p "$mpi_inc/$(dirname "${h#"$ml"/openmpi/include/}")" &&
-                             cp "$h" "$mpi_inc/${h#"$ml"/openmpi/include/}" ;;
-    esac
-  done
+  mpi_inc=mpi/$(ompi_info --path incdir --parsable | sed -n 's|^path:incdir:/usr/||p')
+  local list=$bundle/.headers
+  (cd /usr/include && ls -d spdlog fmt nlohmann gtest gmock openssl x86_64-linux-gnu/openssl zlib.h zconf.h) |
+    sed 's|^|usr/include/|' > "$list"
+  ninja -C "$build" -t deps | awk '/^ +\/usr\/include\/boost\//{print $1}' |
+    python3 launch/gpu/gpu_check.py boost-closure /usr/include/boost | sed 's|^|usr/include/boost/|' >> "$list"
+  tar -cJf "$root/headers.tar.xz" -C / --transform "s|^${ml#/}/openmpi/include|$mpi_inc|" \
+    --transform "s|^usr/include|sysroot/usr/include|" -T "$list" "${ml#/}/openmpi/include"
+  rm "$list"
   local l
   for l in libspdlog.so libfmt.so libcrypto.so libz.so libgtest.a libgtest_main.a libgmock.a libgmock_main.a; do  # the link and its file
     cp -P "$ml/$l" "$root/usr/lib/x86_64-linux-gnu/"
@@ -86,6 +88,9 @@ make_sysroot() {
 # Rebuilds the worker and the GPU tests on the GPU machine against its own LibTorch ([Fallback build]).
 rebuild_there() {
   local dir=$1 torch_dir=$2 site=$3 out=/tmp/rx-gpu-build root=$1/sysroot
+  # Python's tarfile, not tar -J: the image is not known to have xz.
+  python3 -c 'import sys, tarfile; t = tarfile.open(sys.argv[1]); t.extraction_filter = getattr(tarfile, "data_filter", None); t.extractall(sys.argv[2])' \
+    "$root/headers.tar.xz" "$dir" || die "fallback build: cannot unpack $root/headers.tar.xz"
   local nccl_h
   nccl_h=$(find "$site/nvidia" /usr/local/cuda/include -name nccl.h 2>/dev/null | head -n1)
   [ -n "$nccl_h" ] || die "fallback build: no nccl.h in $site/nvidia or /usr/local/cuda"
