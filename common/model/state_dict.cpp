@@ -53,10 +53,12 @@ void load_state_dict(torch::nn::Module& model, const NamedTensors& tensors, cons
     }
   }
   std::vector<std::string> missing;
-  for (const auto& [key, t] : targets)
+  for (const auto& target : targets) {
+    const std::string& key = target.first;  // C++17 lambdas cannot capture structured bindings (clang)
     if (!is_head(key) && !found.count(key) &&
         std::none_of(misshaped.begin(), misshaped.end(), [&](const std::string& m) { return m.rfind(key + " ", 0) == 0; }))
       missing.push_back(key);
+  }
 
   if (!unexpected.empty() || !misshaped.empty() || !missing.empty()) {
     std::ostringstream os;
