@@ -47,8 +47,9 @@ const Asset* find(std::string_view name) {
 Response serve(const Request& req, const std::vector<std::string>& parts) {
   const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
   if (!get) {
-    Response res = error_response(405, "method_not_allowed", std::string(req.method_string()) + " not allowed; use GET",
-                                  "", req.version(), req.keep_alive());
+    Response res =
+        error_response(405, "method_not_allowed", std::string(req.method_string()) + " not allowed; use GET",
+                       "", req.version(), req.keep_alive());
     res.set(http::field::allow, "GET");
     return res;
   }
