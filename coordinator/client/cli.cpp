@@ -185,7 +185,8 @@ int client_main(const std::string& command, const std::vector<std::string>& argv
       for (const char* s : {"running", "queued"}) {
         auto res = call(c, "GET", std::string("/v1/jobs?limit=1000&state=") + s);
         if (!res) return 1;
-        for (const auto& j : json::parse(res->body)["jobs"]) ids.push_back(j["id"].get<std::string>());
+        const json page = json::parse(res->body);
+        for (const auto& j : page["jobs"]) ids.push_back(j["id"].get<std::string>());
       }
       if (ids.empty()) {
         std::cout << "no queued or running jobs\n";

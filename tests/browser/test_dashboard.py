@@ -77,6 +77,23 @@ def check_job_page(b, c, jid):
     return {"step_points": len(got), "epochs": len(ep[0]["data"]), "ranks": len(ranks)}
 
 
+def check_plots_svg(run_dir, c, jid):
+    """The worker's plots.svg beside result.json: well-formed SVG with one loss point per epoch and one
+    throughput bar per rank."""
+    import xml.etree.ElementTree as ET
+    _, result = c.json("GET", f"/v1/jobs/{jid}/result")
+    with open(os.path.join(run_dir, "result.json")) as f:
+        assert json.load(f)["final_test_accuracy"] == result["final_test_accuracy"]
+    root = ET.parse(os.path.join(run_dir, "plots.svg")).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.tag == ns + "svg", root.tag
+    polylines = root.findall(f".//{ns}polyline")
+    assert len(polylines) == 4, len(polylines)  # train loss, test and train accuracy, lr
+    assert len(polylines[0].get("points").split()) == len(result["epochs"]), polylines[0].get("points")
+    bars = [r for r in root.findall(f".//{ns}g/{ns}rect") if r.get("fill") != "none"]
+    assert len(bars) == len(result["ranks"]), len(bars)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--coordinator", required=True)
@@ -127,6 +144,7 @@ def main():
         if job["state"] != "succeeded":
             _, _, logs = c.request("GET", f"/v1/jobs/{jid}/logs?tail=40", headers=auth)
             raise AssertionError(f"job ended {job['state']}: {job['error']}\n{logs}")
+        check_plots_svg(os.path.join(state, "jobs", jid, "run"), c, jid)
         b.wait("the row to show the finished job", f"{row} && {row}.dataset.state === 'succeeded'", timeout=15)
         acc = b.eval(f"{row}.children[7].textContent")
         assert acc == f"{100 * job['test_accuracy']:.2f}%", (acc, job["test_accuracy"])
