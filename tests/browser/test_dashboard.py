@@ -133,7 +133,7 @@ def main():
         b.click("#token-save")
         assert TOKEN not in b.eval("location.href"), "the token leaked into the URL"
         row = f"document.querySelector('tr[data-id=\"{jid}\"]')"
-        b.wait("the job's row", row, timeout=30)
+        b.wait("the job's row", f"!!{row}", timeout=30)
         b.eval("(() => { const s = document.getElementById('state-filter'); s.value = 'cancelled'; "
                "s.dispatchEvent(new Event('change')); })()")
         b.wait("the state filter to hide the job", f"!{row} && /0 job/.test(document.getElementById('jobs-status')"
