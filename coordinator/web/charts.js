@@ -6,7 +6,7 @@ const RXCharts = (() => {
   Chart.defaults.animation = false;
   Chart.defaults.maintainAspectRatio = false;
   const COLORS = ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2'];
-  const HIGHLIGHT = '#d62728';
+  const HIGHLIGHT = '#000000';  // not one of COLORS
 
   function line(id, yTitles) {
     const scales = {x: {type: 'linear', title: {display: true, text: ''}}};
@@ -33,7 +33,7 @@ const RXCharts = (() => {
     chart.update('none');
   }
 
-  // bars: [{label, values: [..]}] over `labels`; `highlight` (an index or -1) gets a red outline.
+  // bars: [{label, values: [..]}] over `labels`; `highlight` (an index or -1) gets a thick black outline.
   function setBars(chart, labels, bars, highlight) {
     chart.data.labels = labels;
     chart.data.datasets = bars.map((b, i) => ({

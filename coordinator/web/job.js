@@ -102,7 +102,7 @@
     if (hi >= 0) {
       alerts.push(el('div', {class: 'alert', id: 'straggler'},
                      `Straggler: rank ${s.rank}, gradients ready ${num(s.mean_lag_ms, 3)} ms after the earliest rank on ` +
-                     `average over ${s.steps_measured} steps (outlined in red below)`));
+                     `average over ${s.steps_measured} steps (outlined in black below)`));
     }
     const h = hang(job, points, result);
     if (h) alerts.push(el('div', {class: 'alert error', id: 'hang'}, 'Hang / failure report: ' + h));

@@ -78,6 +78,11 @@ class Browser:
             e = p["entry"]
             self.problems.append(("log:" + e.get("source", ""), f'{e.get("text")} {e.get("url", "")}'))
 
+    def drop_problems(self, pred):
+        """Forgets the collected problems for which pred(kind, text) is true (expected ones)."""
+        with self._cond:
+            self.problems = [p for p in self.problems if not pred(*p)]
+
     def send(self, method, params=None, timeout=30.0, session=True):
         with self._cond:
             self._next_id += 1
