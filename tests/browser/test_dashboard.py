@@ -83,6 +83,32 @@ def check_job_page(b, c, jid):
     return {"step_points": len(got), "epochs": len(ep[0]["data"]), "ranks": len(ranks)}
 
 
+def check_static(c):
+    """The embedded files over plain HTTP: types, CSP, cache validators, and nothing else served."""
+    types = {"/ui/": "text/html", "/ui/job.html": "text/html", "/ui/job.js": "text/javascript",
+             "/ui/common.js": "text/javascript", "/ui/charts.js": "text/javascript",
+             "/ui/chart.min.js": "text/javascript", "/ui/style.css": "text/css"}
+    for path, ctype in types.items():
+        status, h, body = c.request("GET", path)
+        assert status == 200 and h["Content-Type"].startswith(ctype), (path, status, h)
+        csp = h.get("Content-Security-Policy", "")
+        assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp, (path, csp)
+        assert h.get("X-Content-Type-Options") == "nosniff" and h.get("Cache-Control") == "no-cache", (path, h)
+        assert body, path
+        status, h2, body2 = c.request("GET", path, headers={"If-None-Match": h["ETag"]})
+        assert status == 304 and body2 == "" and h2["ETag"] == h["ETag"], (path, status, h2)
+        status, _, body3 = c.request("HEAD", path)
+        assert status == 200 and body3 == "", (path, status)
+    status, h, _ = c.request("GET", "/")
+    assert status == 200 and h["Content-Type"].startswith("text/html"), (status, h)  # urllib followed the 302
+    for path in ["/ui/nope.js", "/ui/..%2Fjobs.db", "/ui/../jobs.db", "/ui/a/job.js", "/uix", "/ui/coordinator.log"]:
+        status, _, body = c.request("GET", path)
+        assert status == 404 and "not_found" in body, (path, status, body)
+    status, h, _ = c.request("POST", "/ui/", raw=b"{}")
+    assert status == 405 and h.get("Allow") == "GET", (status, h)
+    return len(types)
+
+
 def check_plots_svg(run_dir, c, jid):
     """The worker's plots.svg beside result.json: well-formed SVG with one loss point per epoch and one
     throughput bar per rank."""
@@ -124,6 +150,8 @@ def main():
     auth = {"Authorization": f"Bearer {TOKEN}"}
     ok = False
     try:
+        n = check_static(c)
+        print(f"test_dashboard: {n} embedded files served with their types, CSP and ETags")
         b.open_tab()
         body = {"name": "dash-e2e", "ranks": 2, "config": "fashion_mnist_small",
                 "overrides": {"training.epochs": 2, "training.log_every_steps": 2, "data.max_train_samples": 1024,
