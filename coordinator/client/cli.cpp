@@ -3,6 +3,9 @@
 // exits 2 (UsageError, caught in main).
 #include "coordinator/client/cli.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,9 +14,6 @@
 #include <iostream>
 #include <sstream>
 #include <thread>
-
-#include <unistd.h>
-#include <sys/ioctl.h>
 
 #include <nlohmann/json.hpp>
 
