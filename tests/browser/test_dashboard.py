@@ -146,10 +146,11 @@ def main():
     with open(token_file, "w") as f:
         f.write(f"alice:{TOKEN}\n")
     c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker, "--token-file", token_file])
-    b = Browser(a.chromium, os.path.join(state, "profile"), os.path.join(state, "chromium.log"))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     ok = False
+    b = None
     try:
+        b = Browser(a.chromium, os.path.join(state, "profile"), os.path.join(state, "chromium.log"))
         n = check_static(c)
         print(f"test_dashboard: {n} embedded files served with their types, CSP and ETags")
         b.open_tab()
@@ -228,7 +229,8 @@ def main():
         ok = True
         return 0
     finally:
-        b.close()
+        if b:
+            b.close()
         c.kill(signal.SIGTERM)
         if ok:
             shutil.rmtree(state, ignore_errors=True)
