@@ -9,6 +9,7 @@
 
 #include "common/util/error.h"
 #include "coordinator/client/cli.h"
+#include "coordinator/client/usage.h"
 #include "coordinator/serve.h"
 
 namespace {
@@ -22,10 +23,11 @@ const char* kUsage =
     "  resnext_coordinator submit CONFIG.json|PRESET --ranks N [--set key=value]... [--name NAME]\n"
     "        [--idempotency-key K]\n"
     "  resnext_coordinator list [--state S] [--limit N] [--offset N]\n"
-    "  resnext_coordinator status ID [--watch] [--interval-ms MS]\n"
+    "  resnext_coordinator status ID | status [ID...] --watch [--interval-ms MS]\n"
     "  resnext_coordinator logs ID [--tail N]\n"
     "  resnext_coordinator cancel ID\n"
-    "client flags: --url http://127.0.0.1:8080, --token T (or env RX_TOKEN), --json, --timeout-ms MS\n";
+    "client flags: --url http://127.0.0.1:8080, --token T (or env RX_TOKEN), --json, --timeout-ms MS\n"
+    "`resnext_coordinator COMMAND --help` describes one command.\n";
 
 std::string exe_dir() {
   std::error_code ec;
@@ -43,6 +45,10 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = args[0];
   args.erase(args.begin());
+  if (const std::string u = rx::coord::command_usage(cmd); !u.empty() && rx::coord::wants_help(args)) {
+    std::fputs(u.c_str(), stdout);
+    return 0;
+  }
   try {
     if (cmd == "serve") return rx::coord::serve_main(args, exe_dir());
     if (cmd == "submit" || cmd == "list" || cmd == "status" || cmd == "logs" || cmd == "cancel")

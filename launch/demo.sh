@@ -14,7 +14,7 @@ pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do [ -s "$state/port" ] && break; kill -0 $pid || { cat "$state/coordinator.log"; exit 1; }; sleep 0.1; done
 url="http://127.0.0.1:$(cat "$state/port")"
-echo "coordinator on $url (state in $state)"
+echo "coordinator on $url (state in $state); dashboard: $url/"
 id=$($coord submit fashion_mnist_small --ranks "$RANKS" --url "$url" --json "$@" | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 echo "submitted job $id; following it (Ctrl-C stops following, not the job)"
 $coord status "$id" --watch --url "$url"

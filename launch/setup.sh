@@ -13,6 +13,8 @@ PACKAGES=(
   dataset-fashion-mnist              # real data: /usr/share/datasets/fashion-mnist
   python3 python3-torch python3-torchvision python3-numpy   # test-only cross-checks and the DDP baseline
   curl wrk procps psmisc
+  libjs-chart.js                     # Chart.js, embedded in the coordinator's dashboard at build time
+  chromium                           # headless browser for the dashboard test (tests/browser)
   slurm-wlm munge                    # single-node Slurm for the launcher tests
 )
 

@@ -13,6 +13,7 @@
 #include "common/report/report_client.h"
 #include "common/util/file_util.h"
 #include "common/util/error.h"
+#include "worker/run_plots.h"
 #include "worker/commands.h"
 #include "worker/trainer.h"
 
@@ -133,6 +134,7 @@ int train_command(const std::vector<std::string>& args) {
     if (rank == 0) {
       const std::string dir = cfg["output"]["dir"].get<std::string>();
       write_file_atomic(dir + "/result.json", record.dump(2) + "\n");
+      write_run_plots(dir, record);  // plots.svg beside it
       spdlog::info("final test accuracy {:.4f} (best {:.4f}), {:.1f} images/s total; record: {}/result.json",
                    record["final_test_accuracy"].get<double>(), record["best_test_accuracy"].get<double>(),
                    record["total_images_per_sec"].get<double>(), dir);

@@ -3,6 +3,9 @@
 // exits 2 (UsageError, caught in main).
 #include "coordinator/client/cli.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/config/job_config.h"
+#include "coordinator/client/progress.h"
 #include "common/report/http_client.h"
 #include "common/util/error.h"
 #include "common/util/args.h"
@@ -169,6 +173,31 @@ int client_main(const std::string& command, const std::vector<std::string>& argv
     else
       print_table(j["jobs"]);
     return 0;
+  }
+  if (command == "status" && a.has("watch") && !as_json) {
+    WatchOptions w;
+    w.interval_ms = a.get_int("interval-ms", 2000, 50, 3600000);
+    w.tty = isatty(STDOUT_FILENO) == 1;
+    winsize ws{};
+    if (w.tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) w.columns = ws.ws_col;
+    std::vector<std::string> ids = pos;
+    if (ids.empty()) {  // every queued or running job
+      for (const char* s : {"running", "queued"}) {
+        auto res = call(c, "GET", std::string("/v1/jobs?limit=1000&state=") + s);
+        if (!res) return 1;
+        const json page = json::parse(res->body);
+        for (const auto& j : page["jobs"]) ids.push_back(j["id"].get<std::string>());
+      }
+      if (ids.empty()) {
+        std::cout << "no queued or running jobs\n";
+        return 0;
+      }
+    }
+    return watch_jobs(ids, [&](const std::string& id) -> std::optional<json> {
+      auto res = call(c, "GET", "/v1/jobs/" + id);
+      if (!res) return std::nullopt;
+      return json::parse(res->body);
+    }, w, std::cout);
   }
   if (command == "status") {
     const std::string id = need_id();

@@ -18,6 +18,7 @@ const char* route_name(RouteId r) {
     case RouteId::kJobReports: return "POST /v1/jobs/{id}/reports";
     case RouteId::kJobShard: return "GET /v1/jobs/{id}/shards/{rank}";
     case RouteId::kJobShardData: return "GET /v1/jobs/{id}/shards/{rank}/data";
+    case RouteId::kUi: return "GET /ui/";
     case RouteId::kNotFound: return "not_found";
     case RouteId::kMethodNotAllowed: return "method_not_allowed";
     case RouteId::kTooLarge: return "too_large";

@@ -10,7 +10,7 @@ namespace rx::coord {
 
 enum class RouteId : int {
   kHealthz, kMetrics, kJobsList, kJobsSubmit, kJobGet, kJobMetrics, kJobLogs, kJobResult, kJobCancel,
-  kJobReports, kJobShard, kJobShardData, kNotFound, kMethodNotAllowed, kTooLarge, kCount
+  kJobReports, kJobShard, kJobShardData, kUi, kNotFound, kMethodNotAllowed, kTooLarge, kCount
 };
 const char* route_name(RouteId r);
 

@@ -8,6 +8,7 @@
 
 #include "common/util/error.h"
 #include "coordinator/http/json_guard.h"
+#include "coordinator/http/ui_assets.h"
 #include "coordinator/jobs/api_error.h"
 
 namespace rx::coord {
@@ -119,6 +120,10 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     rid = RouteId::kMetrics;
     if (!get) return method_not_allowed(req, "GET");
     return make(req, http::status::ok, st.jobs.prometheus() + st.http.prometheus(), "text/plain; version=0.0.4");
+  }
+  if (p.empty() || p[0] == "ui") {  // [Dashboard] static pages, no token needed to load them
+    rid = RouteId::kUi;
+    return ui::serve(req, p);
   }
   if (p.size() < 2 || p[0] != "v1" || p[1] != "jobs") {
     rid = RouteId::kNotFound;
