@@ -121,6 +121,7 @@ void JobService::recover() {
         u.pid = h->pid;
         u.pgid = h->pgid;
         u.proc_start = h->start_time;
+        if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h->pid);
         spdlog::info("job {}: adopted processes (pid {}) of an interrupted launch", id, h->pid);
       } else {
         u.state = JobState::kFailed;
@@ -334,7 +335,9 @@ std::shared_ptr<const std::string> JobService::cancel(const Principal& who, cons
     spdlog::info("job {}: cancel requested by {} (SIGTERM to pgid {})", id, owner, u.pgid);
     // A launching job has no process yet: launch() sends the SIGTERM once it has one. The signal (or
     // scancel, which may be slow) goes out after mu_ is released.
-    if (u.pid > 0) {
+    if (u.pid > 0 && launcher_->kind() == "slurm") {
+      pending_cancels_.push_back(id);  // scancel from the tick thread, never an I/O thread
+    } else if (u.pid > 0) {
       lock.unlock();
       launcher_->cancel(LaunchHandle{u.pid, u.pgid, u.proc_start}, false);
     }
@@ -704,7 +707,10 @@ void JobService::launch(const LaunchSpec& spec) {
     if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h->pid);
     u.state = JobState::kRunning;
     spdlog::info("job {}: started, pid {} ({} ranks)", u.id, h->pid, u.world_size);
-    if (u.cancel_requested) launcher_->cancel(*h, false);
+    if (u.cancel_requested && launcher_->kind() == "slurm")
+      pending_cancels_.push_back(u.id);
+    else if (u.cancel_requested)
+      launcher_->cancel(*h, false);
   } else {
     u.state = JobState::kFailed;
     u.finished_ms = now_ms();
@@ -767,13 +773,20 @@ void JobService::tick() {
     int64_t cancel_ms;
   };
   std::vector<Running> running;
+  std::vector<LaunchHandle> to_cancel;
   {
-    std::shared_lock lock(mu_);
+    std::unique_lock lock(mu_);
+    for (const auto& id : pending_cancels_) {
+      const Job& j = jobs_.at(id);
+      if (!is_terminal(j.state) && j.pid > 0) to_cancel.push_back({j.pid, j.pgid, j.proc_start});
+    }
+    pending_cancels_.clear();
     for (const auto& [id, j] : jobs_)
       if (j.state == JobState::kRunning || submitted(j))
         running.push_back({id, {j.pid, j.pgid, j.proc_start}, j.cancel_requested, j.cancel_ms});
   }
-  // /proc scans and waitid happen outside the lock; only state changes take it.
+  // /proc scans, waitid and Slurm commands happen outside the lock; only state changes take it.
+  for (const auto& h : to_cancel) launcher_->cancel(h, false);
   for (const auto& r : running) {
     if (auto ex = launcher_->poll(r.h)) {
       finish(r.id, *ex);

@@ -142,7 +142,7 @@ class JobService {
   std::unordered_map<std::string, std::shared_ptr<const std::string>> cache_;
   std::shared_ptr<const std::string> cached(const std::string& id) const;
   std::unordered_map<std::string, std::string> idempotency_;  // owner \n key -> id
-  std::unordered_map<std::string, int64_t> report_counts_;     // id -> reports stored
+  std::vector<std::string> pending_cancels_;  // Slurm jobs whose scancel the next tick sends
 };
 
 }  // namespace rx::coord

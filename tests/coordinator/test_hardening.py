@@ -95,11 +95,13 @@ def scenario_conn_cap(binary, state):
 
 
 STAND_INS = {
-    "sbatch": 'touch "$RX_FAKE_DIR/sbatch.started"; sleep 6; echo 4242\n',
+    "sbatch": 'echo $$ >> "$RX_FAKE_DIR/sbatch.calls"; touch "$RX_FAKE_DIR/sbatch.started"; '
+              'sleep "${RX_SBATCH_SLEEP:-6}"; echo 4242\n',
+    "squeue": 'echo 4343\n',
     "scontrol": 'touch "$RX_FAKE_DIR/scontrol.started"; sleep 6; '
                 'echo "JobId=4242 JobName=x JobState=RUNNING Reason=None Dependency=(null) ExitCode=0:0"\n',
     "sacct": 'sleep 6; echo "RUNNING|0:0"\n',
-    "scancel": "exit 0\n",
+    "scancel": 'touch "$RX_FAKE_DIR/scancel.started"; sleep 6\n',
 }
 
 
@@ -131,16 +133,63 @@ def scenario_slow_slurm(binary, state, source_dir):
             (st, _, _), secs = timed(lambda: c.request("GET", path))
             check(st == 200 and secs < 2.0, f"GET {path} -> {st} in {secs:.1f} s while scontrol runs")
         (st, _), secs = timed(lambda: c.json("POST", f"/v1/jobs/{jid}/cancel", {}))
-        check(st == 202, f"cancel -> {st}")
+        check(st == 202 and secs < 2.0, f"cancel -> {st} in {secs:.1f} s: it waited for scancel")
+        wait_for("the stand-in scancel to start", lambda: os.path.exists(os.path.join(state, "scancel.started")),
+                 timeout=30)
+        (st, _, _), secs = timed(lambda: c.request("GET", "/healthz"))
+        check(st == 200 and secs < 2.0, f"GET /healthz -> {st} in {secs:.1f} s while scancel runs")
     finally:
         if c.proc.poll() is None:
             c.kill(signal.SIGKILL)
     print("test_hardening slow_slurm: ok")
 
 
+def scenario_slurm_restart(binary, state, source_dir):
+    """The coordinator dies while sbatch runs: the restarted one finds the job in Slurm's queue by name
+    and adopts it; sbatch is never called a second time."""
+    bindir = os.path.join(state, "bin")
+    os.makedirs(bindir)
+    for name, body in STAND_INS.items():
+        p = os.path.join(bindir, name)
+        with open(p, "w") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(p, 0o755)
+    env = dict(os.environ, PATH=bindir + ":" + os.environ["PATH"], RX_FAKE_DIR=state, RX_SBATCH_SLEEP="30")
+    args = ["--launcher", "slurm", "--slots", "2", "--worker", "/bin/true",
+            "--slurm-template", os.path.join(source_dir, "launch/slurm/train.sbatch")]
+    calls = os.path.join(state, "sbatch.calls")
+    c = Coordinator(binary, state, args, env=env)
+    try:
+        status, j = c.json("POST", "/v1/jobs", {"config": "fashion_mnist_small", "ranks": 1})
+        check(status == 201, (status, j))
+        jid = j["id"]
+        wait_for("the stand-in sbatch to start", lambda: os.path.exists(calls))
+        check(c.db_row(jid)[2] == "launching", f"on disk before the fork: {c.db_row(jid)}")
+        c.kill(signal.SIGKILL)
+        c = Coordinator(binary, state, args, env=dict(env, RX_SBATCH_SLEEP="0"))
+        j = c.job(jid)
+        check(j["state"] in ("running", "queued") and j["slurm_job_id"] == "4343", f"after restart: {j}")
+        with open(calls) as f:
+            pids = [int(x) for x in f.read().split()]
+        check(len(pids) == 1, f"sbatch ran {len(pids)} times")
+    finally:
+        if c.proc.poll() is None:
+            c.kill(signal.SIGKILL)
+        try:
+            with open(calls) as f:
+                for pid in f.read().split():
+                    try:
+                        os.killpg(int(pid), signal.SIGKILL)
+                    except OSError:
+                        pass
+        except OSError:
+            pass
+    print("test_hardening slurm_restart: ok")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["emfile", "conn_cap", "slow_slurm"])
+    ap.add_argument("scenario", choices=["emfile", "conn_cap", "slow_slurm", "slurm_restart"])
     ap.add_argument("--coordinator", required=True)
     a = ap.parse_args()
     state = tempfile.mkdtemp(prefix="rx_coord_hard_")
@@ -149,8 +198,10 @@ def main():
             scenario_emfile(a.coordinator, state)
         elif a.scenario == "conn_cap":
             scenario_conn_cap(a.coordinator, state)
-        else:
+        elif a.scenario == "slow_slurm":
             scenario_slow_slurm(a.coordinator, state, os.environ.get("RX_SOURCE_DIR", "."))
+        else:
+            scenario_slurm_restart(a.coordinator, state, os.environ.get("RX_SOURCE_DIR", "."))
         return 0
     except Exception:
         sys.stderr.write(log_text(state)[-4000:])
