@@ -60,6 +60,7 @@ def scenario_emfile(binary, state):
         lines0, cpu0 = log_text(state).count("\n"), cpu_seconds(c.proc.pid)
         time.sleep(1.0)
         lines1, cpu1 = log_text(state).count("\n"), cpu_seconds(c.proc.pid)
+        print(f"out of fds for 1 s: {lines1 - lines0} log lines, {cpu1 - cpu0:.2f} s CPU")
         check(lines1 - lines0 < 20, f"{lines1 - lines0} log lines in 1 s while out of fds")
         check(cpu1 - cpu0 < 0.5, f"{cpu1 - cpu0:.2f} s of CPU in 1 s while out of fds")
     finally:
