@@ -455,6 +455,8 @@ void JobService::launch(const LaunchSpec& spec) {
     h = launcher_->start(spec);
   } catch (const std::exception& e) {
     error = std::string("launch failed: ") + e.what();
+  } catch (...) {  // whatever a launcher throws, the job must leave "launching"
+    error = "launch failed: unknown error";
   }
   std::unique_lock lock(mu_);
   Job& slot = jobs_.at(spec.job_id);

@@ -354,11 +354,18 @@ TEST_F(HardeningTest, DatasetCacheIsCanonicalAndBounded) {
 
 // Finding 12: an exception escaping a handler ended the process.
 TEST_F(HardeningTest, AnyExceptionIsA500AndTheServiceGoesOn) {
-  fake_->on_start = [](const LaunchSpec&) { throw 42; };  // not even a std::exception
-  auto r = submit_raw("atok", kTiny);
+  // A launcher that throws something that is not even a std::exception: the launch fails cleanly...
+  fake_->on_start = [](const LaunchSpec&) { throw 42; };
+  const std::string id = submit();
+  fake_->on_start = nullptr;
+  EXPECT_EQ(body(get_as("atok", "/v1/jobs/" + id))["state"], "failed");
+  // ...and where no one catches it (cancel), the request answers 500 instead of ending the process.
+  const std::string run = submit();
+  fake_->on_cancel = [](const LaunchHandle&) { throw 42; };
+  auto r = call(http::verb::post, "/v1/jobs/" + run + "/cancel", "{}", {{"Authorization", "Bearer atok"}});
+  fake_->on_cancel = nullptr;
   EXPECT_EQ(r.result_int(), 500) << r.body();
   EXPECT_EQ(body(r)["error"]["code"], "internal");
-  fake_->on_start = nullptr;
   EXPECT_EQ(call(http::verb::get, "/healthz").result_int(), 200);
   boost::asio::io_context ioc;
   int after = 0;

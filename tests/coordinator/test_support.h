@@ -24,6 +24,7 @@ struct FakeState {
   std::set<int64_t> alive_on_reattach;
   int64_t next_pid = 1000;
   std::function<void(const LaunchSpec&)> on_start;  // runs inside start(), after the pid is assigned
+  std::function<void(const LaunchHandle&)> on_cancel;  // runs inside cancel()
   std::map<std::string, int64_t> launched_alive;     // job id -> pid find_launched() reports
 };
 
@@ -43,7 +44,10 @@ class FakeLauncher : public Launcher {
     return LaunchHandle{it->second, it->second};
   }
   std::optional<ExitInfo> poll(const LaunchHandle& h) override { return s_->exits[h.pid]; }
-  void cancel(const LaunchHandle& h, bool force) override { s_->cancels.emplace_back(h.pid, force); }
+  void cancel(const LaunchHandle& h, bool force) override {
+    s_->cancels.emplace_back(h.pid, force);
+    if (s_->on_cancel) s_->on_cancel(h);
+  }
   bool reattach(const LaunchHandle& h) override { return s_->alive_on_reattach.count(h.pid) > 0; }
 
  private:
