@@ -1,5 +1,5 @@
 // [serve] Wires the parts together: JobService (store + scheduler + launcher), the Beast listener on
-// an io_context run by --threads threads, a 200 ms tick timer that reaps/starts jobs, and a signal_set
+// an io_context run by --threads threads, a tick thread (every 200 ms) that reaps/starts jobs, and a signal_set
 // for SIGINT/SIGTERM. Shutdown stops accepting and leaves running jobs alone: they keep their own
 // sessions and are re-attached by the next coordinator on the same --state-dir.
 #include "coordinator/serve.h"
@@ -9,13 +9,14 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <boost/asio/steady_timer.hpp>
+#include <condition_variable>
 #include <cstdlib>
+#include <mutex>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <thread>
 
+#include <spdlog/fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
@@ -45,11 +46,28 @@ std::string env_or(const char* name, const std::string& def) {
 
 }  // namespace
 
+void run_guarded(net::io_context& ioc) {
+  // [No crash] A handler that throws leaves io_context::run(); log it and go back in, so one bad
+  // request (or a bug in a completion handler) costs that request, not every user's service.
+  for (;;) {
+    try {
+      ioc.run();
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("I/O thread: uncaught exception: {}", e.what());
+    } catch (...) {
+      spdlog::error("I/O thread: uncaught non-standard exception");
+    }
+  }
+}
+
 int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir) {
   Args a(argv,
          {"listen", "state-dir", "slots", "launcher", "token-file", "worker", "configs-dir", "threads",
-          "idle-timeout-s", "cancel-grace-s", "mpirun", "log-level", "slurm-template", "sbatch-arg"},
-         {});
+          "idle-timeout-s", "cancel-grace-s", "mpirun", "log-level", "slurm-template", "sbatch-arg", "data-root",
+          "weights-root", "max-connections", "max-queued-per-owner", "max-ranks", "max-reports-per-job",
+          "max-report-bytes", "max-log-bytes", "max-config-string"},
+         {"insecure"});
   if (!a.positionals().empty()) throw UsageError("serve: unexpected argument '" + a.positionals()[0] + "'");
   const auto state_dir = a.get("state-dir");
   if (!state_dir) throw UsageError("serve: --state-dir DIR is required");
@@ -73,6 +91,11 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   boost::system::error_code ec;
   const auto address = net::ip::make_address(host, ec);
   if (ec) throw UsageError("--listen: '" + host + "' is not an IP address");
+  // [Exposure] Without tokens anyone who can connect may submit jobs that run as this user, so only
+  // loopback is allowed unless the operator says --insecure in so many words.
+  if (!address.is_loopback() && !a.get("token-file") && !a.has("insecure"))
+    throw UsageError("--listen " + listen +
+                     " is reachable from other hosts: pass --token-file FILE (or --insecure to run without auth)");
 
   std::string worker = a.get_or("worker", first_existing({exe_dir + "/../worker/resnext_worker",
                                                           exe_dir + "/resnext_worker"}));
@@ -92,6 +115,20 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   opts.slots = a.get_int("slots", static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), 1, 1 << 20);
   opts.configs_dir = configs_dir;
   opts.cancel_grace_ms = int64_t{1000} * a.get_int("cancel-grace-s", 10, 0, 3600);
+  // [Path policy] Relative roots, like relative config paths, are taken from the coordinator's working
+  // directory (the workers inherit it). Defaults: Debian's dataset folder, the project's data/ and weights/.
+  opts.paths.data_roots = a.all("data-root");
+  if (opts.paths.data_roots.empty()) opts.paths.data_roots = {"/usr/share/datasets", "data"};
+  opts.paths.weights_roots = a.all("weights-root");
+  if (opts.paths.weights_roots.empty()) opts.paths.weights_roots = {"weights"};
+  for (auto* roots : {&opts.paths.data_roots, &opts.paths.weights_roots})
+    for (auto& r : *roots) r = PathPolicy::canonical_root(r);
+  opts.paths.max_string_bytes = static_cast<size_t>(a.get_int("max-config-string", 4096, 64, 1 << 20));
+  opts.limits.max_queued_per_owner = a.get_int("max-queued-per-owner", 100, 1, 1 << 20);
+  opts.limits.max_ranks = a.get_int("max-ranks", 0, 0, 1 << 20);
+  opts.limits.max_reports_per_job = a.get_int("max-reports-per-job", 20000, 1, 1 << 30);
+  opts.limits.max_report_bytes = static_cast<size_t>(a.get_int("max-report-bytes", 256 << 10, 1024, 1 << 20));
+  opts.limits.max_log_bytes = static_cast<size_t>(a.get_int("max-log-bytes", 1 << 20, 1024, 1 << 30));
   Tokens tokens = a.get("token-file") ? Tokens::load(*a.get("token-file")) : Tokens();
   const int threads = a.get_int("threads", 2, 1, 256);
   const auto idle = std::chrono::seconds(a.get_int("idle-timeout-s", 30, 1, 3600));
@@ -118,6 +155,7 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   }
   JobService service(opts, std::move(job_launcher), std::move(tokens));
   ServiceState state(service);
+  state.max_connections = a.get_int("max-connections", 512, 1, 1 << 20);
 
   net::io_context ioc{threads};
   auto listener = std::make_shared<Listener>(ioc, net::ip::tcp::endpoint{address, static_cast<unsigned short>(port)},
@@ -130,38 +168,50 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
     std::ofstream(opts.state_dir + "/port.tmp") << listener->port() << "\n";
     fs::rename(opts.state_dir + "/port.tmp", opts.state_dir + "/port");
   }
+  spdlog::info("data roots: {}; weights roots: {}", fmt::join(opts.paths.data_roots, ", "),
+               fmt::join(opts.paths.weights_roots, ", "));
   spdlog::info("listening on {} (slots {}, worker {}, configs {}, state {}, auth {})", url, opts.slots, worker,
                configs_dir.empty() ? "<none>" : configs_dir, opts.state_dir,
                service.tokens().enabled() ? "tokens" : "off");
   listener->run();
 
-  net::steady_timer timer(ioc);
-  std::function<void()> arm = [&] {
-    timer.expires_after(std::chrono::milliseconds(200));
-    timer.async_wait([&](boost::system::error_code e) {
-      if (e) return;
+  // [Tick thread] Reaping, polling (scontrol/sacct for Slurm, each with its own timeout) and starting
+  // jobs (sbatch) run on their own thread, so a slow slurmctld never holds an HTTP I/O thread.
+  std::mutex tick_mu;
+  std::condition_variable tick_cv;
+  bool stopping = false;
+  std::thread ticker([&] {
+    std::unique_lock lock(tick_mu);
+    while (!tick_cv.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping; })) {
+      lock.unlock();
       try {
         service.tick();
       } catch (const std::exception& ex) {
         spdlog::error("tick: {}", ex.what());
+      } catch (...) {
+        spdlog::error("tick: non-standard exception");
       }
-      arm();
-    });
-  };
-  arm();
+      lock.lock();
+    }
+  });
 
   net::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code, int sig) {
     spdlog::info("signal {}: shutting down (running jobs keep running)", sig);
     listener->stop();
-    timer.cancel();
     ioc.stop();
   });
 
   std::vector<std::thread> pool;
-  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { ioc.run(); });
-  ioc.run();
+  for (int i = 1; i < threads; ++i) pool.emplace_back([&] { run_guarded(ioc); });
+  run_guarded(ioc);
   for (auto& t : pool) t.join();
+  {
+    std::lock_guard lock(tick_mu);
+    stopping = true;
+  }
+  tick_cv.notify_all();
+  ticker.join();
   return 0;
 }
 

@@ -9,13 +9,19 @@
 
 namespace rx::coord {
 
+using namespace std::chrono_literals;
+
 namespace beast = boost::beast;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
 Listener::Listener(net::io_context& ioc, const tcp::endpoint& endpoint, ServiceState& state,
                    std::chrono::seconds idle_timeout)
-    : ioc_(ioc), acceptor_(net::make_strand(ioc)), state_(state), idle_timeout_(idle_timeout) {
+    : ioc_(ioc),
+      acceptor_(net::make_strand(ioc)),
+      state_(state),
+      idle_timeout_(idle_timeout),
+      retry_(acceptor_.get_executor()) {
   beast::error_code ec;
   const std::string where = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
   acceptor_.open(endpoint.protocol(), ec);
@@ -35,6 +41,7 @@ void Listener::stop() {
   net::post(acceptor_.get_executor(), [self = shared_from_this()] {
     beast::error_code ec;
     self->acceptor_.close(ec);
+    self->retry_.cancel();
   });
 }
 
@@ -44,9 +51,20 @@ void Listener::do_accept() {
 }
 
 void Listener::on_accept(beast::error_code ec, tcp::socket socket) {
-  if (ec == net::error::operation_aborted) return;  // stopped
+  if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;  // stopped
   if (ec) {
-    spdlog::warn("accept: {}", ec.message());
+    if (backoff_.count() == 0) spdlog::warn("accept: {}; retrying with backoff", ec.message());
+    backoff_ = std::min<std::chrono::milliseconds>(std::max<std::chrono::milliseconds>(backoff_ * 2, 10ms), 1000ms);
+    retry_.expires_after(backoff_);
+    retry_.async_wait([self = shared_from_this()](beast::error_code e) {
+      if (!e) self->do_accept();
+    });
+    return;
+  }
+  if (backoff_.count() != 0) spdlog::info("accept: recovered");
+  backoff_ = 0ms;
+  if (state_.connections.load() >= state_.max_connections) {
+    socket.close(ec);  // over the cap: refuse by closing, keep serving the others
   } else {
     socket.set_option(tcp::no_delay(true), ec);
     std::make_shared<Session>(std::move(socket), state_, idle_timeout_)->run();

@@ -1,11 +1,13 @@
 #pragma once
 // [Listener] Accepts connections and hands each to a Session on its own strand, as in Beast's async
-// server example. Binding port 0 picks a free port; port() reports the one bound.
+// server example. Binding port 0 picks a free port; port() reports the one bound. Past
+// ServiceState::max_connections a new connection is closed at once (its fd is not kept).
 #include <chrono>
 #include <memory>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include "coordinator/http/router.h"
 
@@ -28,6 +30,10 @@ class Listener : public std::enable_shared_from_this<Listener> {
   boost::asio::ip::tcp::acceptor acceptor_;
   ServiceState& state_;
   std::chrono::seconds idle_timeout_;
+  // [Accept backoff] A failed accept (EMFILE when every fd is taken) waits before the next try, doubling
+  // up to 1 s and logging once per failure streak, instead of spinning and logging forever.
+  boost::asio::steady_timer retry_;
+  std::chrono::milliseconds backoff_{0};
 };
 
 }  // namespace rx::coord

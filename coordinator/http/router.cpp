@@ -97,11 +97,19 @@ json parse_body(const Request& req) {
   return j;
 }
 
-std::string require_user(const Request& req, ServiceState& st) {
+// [Read access] With --token-file every route but /healthz needs a token (reads included); a user
+// sees only their own jobs, an admin token every job. Workers use their per-job secret instead.
+Principal require_user(const Request& req, ServiceState& st) {
   const auto auth = req[http::field::authorization];
-  auto who = st.jobs.tokens().authenticate(std::string_view(auth.data(), auth.size()));
+  auto who = st.jobs.tokens().identify(std::string_view(auth.data(), auth.size()));
   if (!who) throw ApiError(401, "unauthorized", "missing or invalid bearer token", "Authorization");
   return *who;
+}
+
+Principal require_reader(const Request& req, ServiceState& st, const std::string& id) {
+  Principal who = require_user(req, st);
+  st.jobs.check_visible(who, id);
+  return who;
 }
 
 Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
@@ -119,6 +127,7 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
   if (p.size() == 1 && p[0] == "metrics") {
     rid = RouteId::kMetrics;
     if (!get) return method_not_allowed(req, "GET");
+    require_user(req, st);  // job ids and throughput are not for strangers
     return make(req, http::status::ok, st.jobs.prometheus() + st.http.prometheus(), "text/plain; version=0.0.4");
   }
   if (p.empty() || p[0] == "ui") {  // [Dashboard] static pages, no token needed to load them
@@ -132,6 +141,7 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
   if (p.size() == 2) {
     if (get) {
       rid = RouteId::kJobsList;
+      const Principal who = require_user(req, st);
       std::optional<JobState> state;
       if (auto s = t.param("state")) {
         state = parse_job_state(*s);
@@ -140,11 +150,11 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
       const auto limit = int_param(t, "limit", 50, 1, 1000);
       const auto offset = int_param(t, "offset", 0, 0, int64_t{1} << 40);
       return make(req, http::status::ok,
-                  st.jobs.list(state, static_cast<size_t>(limit), static_cast<size_t>(offset)).dump());
+                  st.jobs.list(state, static_cast<size_t>(limit), static_cast<size_t>(offset), &who).dump());
     }
     if (post) {
       rid = RouteId::kJobsSubmit;
-      const std::string owner = require_user(req, st);
+      const std::string owner = require_user(req, st).name;
       const json body = parse_body(req);
       auto out = st.jobs.submit(owner, body, std::string(req["Idempotency-Key"]));
       auto res = make(req, out.created ? http::status::created : http::status::ok, *out.body);
@@ -158,6 +168,7 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
   if (p.size() == 3) {
     rid = RouteId::kJobGet;
     if (!get) return method_not_allowed(req, "GET");
+    require_reader(req, st, id);
     auto body = st.jobs.job_body(id);
     if (!body) throw ApiError(404, "not_found", "no job '" + id + "'", "id");
     return make(req, http::status::ok, *body);
@@ -166,24 +177,26 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
   if (p.size() == 4 && sub == "metrics") {
     rid = RouteId::kJobMetrics;
     if (!get) return method_not_allowed(req, "GET");
+    require_reader(req, st, id);
     return make(req, http::status::ok, st.jobs.metrics(id).dump());
   }
   if (p.size() == 4 && sub == "logs") {
     rid = RouteId::kJobLogs;
     if (!get) return method_not_allowed(req, "GET");
+    require_reader(req, st, id);
     const auto tail = int_param(t, "tail", 100, 1, 100000);
     return make(req, http::status::ok, st.jobs.logs(id, static_cast<int>(tail)), "text/plain; charset=utf-8");
   }
   if (p.size() == 4 && sub == "result") {
     rid = RouteId::kJobResult;
     if (!get) return method_not_allowed(req, "GET");
+    require_reader(req, st, id);
     return make(req, http::status::ok, st.jobs.result(id).dump());
   }
   if (p.size() == 4 && sub == "cancel") {
     rid = RouteId::kJobCancel;
     if (!post) return method_not_allowed(req, "POST");
-    const std::string owner = require_user(req, st);
-    auto body = st.jobs.cancel(owner, id);
+    auto body = st.jobs.cancel(require_user(req, st), id);
     return make(req, http::status::accepted, *body);
   }
   if (p.size() == 4 && sub == "reports") {
@@ -204,11 +217,19 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     auto [ptr, ec] = std::from_chars(p[4].data(), p[4].data() + p[4].size(), rank);
     if (ec != std::errc() || ptr != p[4].data() + p[4].size())
       throw ApiError(400, "invalid_path", "rank must be an integer", "rank");
+    // The job's workers ask with their secret; people with a token that may read the job.
+    const auto secret = req["X-Job-Secret"];
+    if (!secret.empty())
+      st.jobs.check_job_secret(id, std::string(secret.data(), secret.size()));
+    else
+      require_reader(req, st, id);
     if (!t.param("epoch")) throw ApiError(400, "missing_query", "is required", "epoch");
     const auto epoch = int_param(t, "epoch", 0, 0, int64_t{1} << 40);
-    std::optional<int64_t> ds;
-    if (t.param("dataset_size")) ds = int_param(t, "dataset_size", 0, 1, int64_t{1} << 40);
-    return make(req, http::status::ok, st.jobs.shard(id, rank, epoch, ds).dump());
+    // The size is the job's (read from its data), never the caller's: a caller-chosen size made the
+    // coordinator allocate in proportion to it.
+    if (t.param("dataset_size"))
+      throw ApiError(400, "invalid_query", "not accepted: the dataset size comes from the job's data", "dataset_size");
+    return make(req, http::status::ok, st.jobs.shard(id, rank, epoch).dump());
   }
   if (p.size() == 6 && sub == "shards" && p[5] == "data") {
     rid = RouteId::kJobShardData;
@@ -268,6 +289,9 @@ Response route(const Request& req, ServiceState& st) {
     } catch (const std::exception& e) {
       spdlog::error("{} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
       res = error_response(500, "internal", e.what(), "", req.version(), req.keep_alive());
+    } catch (...) {  // [No crash] whatever a handler throws is this request's 500, never the process's end
+      spdlog::error("{} {}: non-standard exception", std::string(req.method_string()), std::string(req.target()));
+      res = error_response(500, "internal", "internal error", "", req.version(), req.keep_alive());
     }
   }
   if (req.method() == http::verb::head) res.body().clear();  // content-length stays that of GET

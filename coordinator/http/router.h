@@ -1,6 +1,8 @@
 #pragma once
 // [Router] A pure function from request to response: no sockets, no I/O beyond what JobService does.
 // Sessions call it for every parsed request; tests call it directly with hand-built requests.
+#include <atomic>
+
 #include <boost/beast/http.hpp>
 
 #include "coordinator/http/http_metrics.h"
@@ -18,6 +20,8 @@ struct ServiceState {
   explicit ServiceState(JobService& j) : jobs(j) {}
   JobService& jobs;
   HttpMetrics http;
+  std::atomic<int> connections{0};  // open sessions (each holds one fd)
+  int max_connections = 512;        // serve --max-connections: above it new connections are closed at once
 };
 
 Response route(const Request& req, ServiceState& state);

@@ -9,7 +9,11 @@ namespace http = beast::http;
 namespace net = boost::asio;
 
 Session::Session(net::ip::tcp::socket&& socket, ServiceState& state, std::chrono::seconds idle_timeout)
-    : stream_(std::move(socket)), state_(state), idle_timeout_(idle_timeout) {}
+    : stream_(std::move(socket)), state_(state), idle_timeout_(idle_timeout) {
+  state_.connections.fetch_add(1);
+}
+
+Session::~Session() { state_.connections.fetch_sub(1); }
 
 void Session::run() {
   net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::do_read, shared_from_this()));
@@ -45,6 +49,8 @@ void Session::on_read(beast::error_code ec, std::size_t) {
     res = route(parser_->get(), state_);
   } catch (const std::exception& e) {  // route() catches everything itself; this is the last line
     res = error_response(500, "internal", e.what());
+  } catch (...) {
+    res = error_response(500, "internal", "internal error");
   }
   send(std::move(res));
 }

@@ -17,6 +17,7 @@ namespace rx::coord {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(boost::asio::ip::tcp::socket&& socket, ServiceState& state, std::chrono::seconds idle_timeout);
+  ~Session();
   void run();
 
  private:

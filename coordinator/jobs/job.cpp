@@ -7,6 +7,7 @@ namespace rx::coord {
 std::string to_string(JobState s) {
   switch (s) {
     case JobState::kQueued: return "queued";
+    case JobState::kLaunching: return "launching";
     case JobState::kRunning: return "running";
     case JobState::kSucceeded: return "succeeded";
     case JobState::kFailed: return "failed";
@@ -16,7 +17,7 @@ std::string to_string(JobState s) {
 }
 
 std::optional<JobState> parse_job_state(const std::string& s) {
-  for (auto st : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
+  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
     if (to_string(st) == s) return st;
   return std::nullopt;
 }

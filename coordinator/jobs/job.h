@@ -9,11 +9,16 @@
 
 namespace rx::coord {
 
-enum class JobState { kQueued, kRunning, kSucceeded, kFailed, kCancelled };
+// [Launching] A job is committed as kLaunching (secret hash, start time) before its processes are
+// forked, and as kRunning (pid, process start time) after. A coordinator that finds kLaunching on
+// restart looks for the processes the launch left behind and never launches the job again.
+enum class JobState { kQueued, kLaunching, kRunning, kSucceeded, kFailed, kCancelled };
 
 std::string to_string(JobState s);
 std::optional<JobState> parse_job_state(const std::string& s);
-inline bool is_terminal(JobState s) { return s != JobState::kQueued && s != JobState::kRunning; }
+inline bool is_terminal(JobState s) {
+  return s != JobState::kQueued && s != JobState::kLaunching && s != JobState::kRunning;
+}
 
 struct Job {
   int64_t seq = 0;  // submission order (FIFO and "newest first" listing)
@@ -24,11 +29,13 @@ struct Job {
   int world_size = 1;
   nlohmann::json config;  // resolved config
   std::string idempotency_key;
+  std::string request_hash;  // sha256 of the submit body, to tell a retry from a reused key
   int64_t created_ms = 0;
   int64_t started_ms = 0;   // 0 = not yet
   int64_t finished_ms = 0;  // 0 = not yet
   int64_t pid = 0;          // launcher process (mpirun); its pgid == sid == pid (setsid)
   int64_t pgid = 0;
+  uint64_t proc_start = 0;  // /proc/<pid>/stat field 22 of the launcher process (0: unknown)
   std::optional<int> exit_code;
   std::string error;
   std::string secret_hash;  // sha256 hex of the per-job secret
@@ -36,6 +43,7 @@ struct Job {
   int64_t cancel_ms = 0;
   nlohmann::json last_progress;  // last progress report body (null until one arrives)
   nlohmann::json result;         // the worker's run record (null until reported)
+  int64_t reports = 0;           // reports stored (counted at load; not a column)
   std::string slurm_job_id;      // --launcher slurm: the Slurm job id (== pid; derived, not stored)
 };
 

@@ -1,7 +1,6 @@
 #include "coordinator/jobs/job_service.h"
 
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <deque>
@@ -26,49 +25,14 @@ namespace rx::coord {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace {
-
-const json& at_path(const json& j, const std::string& dotted) {
-  static const json kNull;
-  const json* cur = &j;
-  std::stringstream ss(dotted);
-  std::string part;
-  while (std::getline(ss, part, '.')) {
-    if (!cur->is_object() || !cur->contains(part)) return kNull;
-    cur = &cur->at(part);
-  }
-  return *cur;
-}
-
-// Sample count in an IDX images file (plain or .gz): big-endian uint32 at offset 4.
-std::optional<int64_t> idx_count(const std::string& dir) {
-  for (const char* name : {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"}) {
-    const std::string p = dir + "/" + name;
-    if (!fs::exists(p)) continue;
-    gzFile f = gzopen(p.c_str(), "rb");
-    if (!f) continue;
-    unsigned char hdr[8];
-    int n = gzread(f, hdr, 8);
-    gzclose(f);
-    if (n != 8) continue;
-    return (int64_t{hdr[4]} << 24) | (int64_t{hdr[5]} << 16) | (int64_t{hdr[6]} << 8) | int64_t{hdr[7]};
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
 JobService::JobService(ServiceOptions opts, std::unique_ptr<Launcher> launcher, Tokens tokens)
     : opts_(std::move(opts)), launcher_(std::move(launcher)), tokens_(std::move(tokens)) {
   RX_CHECK(opts_.slots >= 1, "slots must be >= 1");
-  if (opts_.in_memory_store) {
-    store_ = std::make_unique<JobStore>(":memory:");
-  } else {
-    std::error_code ec;
-    fs::create_directories(opts_.state_dir + "/jobs", ec);
-    if (ec) throw IoError(opts_.state_dir, "cannot create state dir: " + ec.message());
-    store_ = std::make_unique<JobStore>(opts_.state_dir + "/jobs.db");
-  }
+  if (opts_.limits.max_ranks <= 0 || opts_.limits.max_ranks > opts_.slots) opts_.limits.max_ranks = opts_.slots;
+  std::error_code ec;
+  fs::create_directories(opts_.state_dir + "/jobs", ec);
+  if (ec) throw IoError(opts_.state_dir, "cannot create state dir: " + ec.message());
+  store_ = std::make_unique<JobStore>(opts_.state_dir + "/jobs.db");
 }
 
 void JobService::set_self_url(const std::string& url) {
@@ -77,6 +41,11 @@ void JobService::set_self_url(const std::string& url) {
 }
 
 std::string JobService::job_dir(const std::string& id) const { return opts_.state_dir + "/jobs/" + id; }
+
+size_t JobService::cached_datasets() {
+  std::lock_guard<std::mutex> lock(data_mu_);
+  return datasets_.size();
+}
 
 void JobService::render(const Job& job) {
   auto body = std::make_shared<const std::string>(job_to_json(job).dump());
@@ -98,16 +67,40 @@ void JobService::commit(Job& slot, const Job& updated) {
 
 void JobService::recover() {
   std::unique_lock lock(mu_);
+  const auto counts = store_->report_counts();
   for (Job& j : store_->load_all()) {
     const std::string id = j.id;
+    if (auto c = counts.find(id); c != counts.end()) j.reports = c->second;
     order_[j.seq] = id;
     if (!j.idempotency_key.empty()) idempotency_[j.owner + "\n" + j.idempotency_key] = id;
     auto& slot = jobs_[id];
     slot = j;
     if (launcher_->kind() == "slurm" && j.pid > 0) slot.slurm_job_id = std::to_string(j.pid);
     render(slot);
+    if (j.state == JobState::kLaunching) {
+      // The coordinator stopped between recording the launch and recording its outcome: adopt what
+      // the launch left running, or fail the job. Never launch it again.
+      LaunchSpec spec{id, job_dir(id), j.world_size, "", opts_.self_url};
+      auto h = launcher_->find_launched(spec, j.started_ms);
+      Job u = slot;
+      if (h) {
+        u.state = JobState::kRunning;
+        u.pid = h->pid;
+        u.pgid = h->pgid;
+        u.proc_start = h->start_time;
+        if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h->pid);
+        spdlog::info("job {}: adopted processes (pid {}) of an interrupted launch", id, h->pid);
+      } else {
+        u.state = JobState::kFailed;
+        u.finished_ms = now_ms();
+        u.error = "coordinator stopped while launching the job and no process of that launch lives";
+        spdlog::warn("job {}: {}", id, u.error);
+      }
+      commit(slot, u);
+      continue;
+    }
     if (j.state != JobState::kRunning && !submitted(j)) continue;
-    if (launcher_->reattach(LaunchHandle{j.pid, j.pgid})) {
+    if (launcher_->reattach(LaunchHandle{j.pid, j.pgid, j.proc_start})) {
       spdlog::info("job {}: re-attached to running process group {}", id, j.pgid);
       continue;
     }
@@ -147,11 +140,22 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
     if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides")
       throw ApiError(400, "unknown_field", "unknown field '" + it.key() + "'", it.key());
   if (idem_key.size() > 200) throw ApiError(400, "invalid_header", "Idempotency-Key too long", "Idempotency-Key");
-
+  const std::string request_hash = sha256_hex(body.dump());
+  // [Idempotency] The same key with the same body is a retry (answered with the first job); the same
+  // key with another body is a client bug, refused rather than silently answered with the wrong job.
+  auto retry = [&](const std::string& id) -> SubmitOutcome {
+    const Job& j = jobs_.at(id);
+    if (!j.request_hash.empty() && j.request_hash != request_hash)
+      throw ApiError(409, "idempotency_key_reused",
+                     "Idempotency-Key '" + idem_key + "' was used for job " + id +
+                         " with a different request body; use a new key for a new job",
+                     "Idempotency-Key");
+    return {false, id, cached(id)};
+  };
   {  // an idempotent retry is answered before validating anything else
     std::shared_lock lock(mu_);
     auto it = idempotency_.find(owner + "\n" + idem_key);
-    if (!idem_key.empty() && it != idempotency_.end()) return {false, it->second, cached(it->second)};
+    if (!idem_key.empty() && it != idempotency_.end()) return retry(it->second);
   }
 
   if (!body.contains("ranks")) throw ApiError(400, "missing_field", "is required", "ranks");
@@ -159,6 +163,11 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   if (!r.is_number_integer()) throw ApiError(400, "invalid_field", "must be an integer", "ranks");
   const int64_t ranks = r.get<int64_t>();
   if (ranks < 1) throw ApiError(400, "invalid_field", "must be >= 1", "ranks");
+  if (ranks > opts_.limits.max_ranks)
+    throw ApiError(400, "exceeds_capacity",
+                   "needs " + std::to_string(ranks) + " ranks; at most " + std::to_string(opts_.limits.max_ranks) +
+                       " per job (serve --max-ranks)",
+                   "ranks");
   if (!fits_capacity(static_cast<int>(std::min<int64_t>(ranks, 1 << 30)), opts_.slots))
     throw ApiError(400, "exceeds_capacity",
                    "needs " + std::to_string(ranks) + " slots; the coordinator has " + std::to_string(opts_.slots),
@@ -183,6 +192,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   } catch (const ConfigError& e) {
     throw ApiError(400, "invalid_config", e.message(), e.field());
   }
+  opts_.paths.check(resolved);  // 400 naming data.path / model.pretrained; 413 for an over-long string
 
   Job job;
   job.id = "j" + random_hex(6);
@@ -191,13 +201,21 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   job.world_size = static_cast<int>(ranks);
   job.config = std::move(resolved);
   job.idempotency_key = idem_key;
+  job.request_hash = request_hash;
   job.created_ms = now_ms();
 
   std::unique_lock lock(mu_);
   if (!idem_key.empty()) {  // lost a race with a concurrent retry
     auto it = idempotency_.find(owner + "\n" + idem_key);
-    if (it != idempotency_.end()) return {false, it->second, cached(it->second)};
+    if (it != idempotency_.end()) return retry(it->second);
   }
+  int queued = 0;
+  for (const auto& [jid, j] : jobs_) queued += j.owner == owner && j.state == JobState::kQueued;
+  if (queued >= opts_.limits.max_queued_per_owner)
+    throw ApiError(429, "too_many_queued",
+                   owner + " already has " + std::to_string(queued) + " queued jobs (limit " +
+                       std::to_string(opts_.limits.max_queued_per_owner) +
+                       ", serve --max-queued-per-owner); wait for some to start or cancel them");
   store_->insert(job);
   order_[job.seq] = job.id;
   if (!idem_key.empty()) idempotency_[owner + "\n" + idem_key] = job.id;
@@ -205,7 +223,12 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   slot = job;
   render(slot);
   spdlog::info("job {} submitted by {}: {} ranks, name '{}'", job.id, owner, job.world_size, job.name);
-  schedule_locked();
+  // [Slow launchers] sbatch may take seconds: a Slurm job is started by the next tick (its own thread),
+  // never on the I/O thread that answers this request. A local fork+exec is quick and starts here.
+  std::vector<LaunchSpec> pending;
+  if (launcher_->kind() != "slurm") pending = schedule_locked();
+  lock.unlock();
+  for (const auto& spec : pending) launch(spec);
   return {true, job.id, cached(job.id)};
 }
 
@@ -229,13 +252,26 @@ std::optional<Job> JobService::get(const std::string& id) const {
   return it->second;
 }
 
-json JobService::list(std::optional<JobState> state, size_t limit, size_t offset) const {
+bool JobService::visible(const Principal& who, const Job& j) const {
+  return !tokens_.enabled() || who.admin || j.owner == who.name;
+}
+
+void JobService::check_visible(const Principal& who, const std::string& id) const {
+  std::shared_lock lock(mu_);
+  auto it = jobs_.find(id);
+  // Someone else's job answers exactly like a missing one: ids are not confirmed to strangers.
+  if (it == jobs_.end() || !visible(who, it->second))
+    throw ApiError(404, "not_found", "no job '" + id + "'", "id");
+}
+
+json JobService::list(std::optional<JobState> state, size_t limit, size_t offset, const Principal* who) const {
   std::shared_lock lock(mu_);
   json arr = json::array();
   size_t matched = 0;
   for (auto it = order_.rbegin(); it != order_.rend(); ++it) {
     const Job& j = jobs_.at(it->second);
     if (state && j.state != *state) continue;
+    if (who && !visible(*who, j)) continue;
     if (matched >= offset && arr.size() < limit) arr.push_back(job_to_json(j));
     ++matched;
   }
@@ -244,10 +280,14 @@ json JobService::list(std::optional<JobState> state, size_t limit, size_t offset
 }
 
 std::shared_ptr<const std::string> JobService::cancel(const std::string& owner, const std::string& id) {
+  return cancel(Principal{owner, false}, id);
+}
+
+std::shared_ptr<const std::string> JobService::cancel(const Principal& who, const std::string& id) {
+  const std::string& owner = who.name;
   std::unique_lock lock(mu_);
   Job& slot = find_or_404(id);
-  if (tokens_.enabled() && slot.owner != owner)
-    throw ApiError(403, "forbidden", "job '" + id + "' belongs to " + slot.owner);
+  if (!visible(who, slot)) throw ApiError(403, "forbidden", "job '" + id + "' belongs to " + slot.owner);
   if (is_terminal(slot.state))
     throw ApiError(409, "conflict", "job '" + id + "' already " + to_string(slot.state));
   Job u = slot;
@@ -259,8 +299,15 @@ std::shared_ptr<const std::string> JobService::cancel(const std::string& owner, 
     u.cancel_requested = true;
     u.cancel_ms = now_ms();
     commit(slot, u);
-    launcher_->cancel(LaunchHandle{u.pid, u.pgid}, false);
     spdlog::info("job {}: cancel requested by {} (SIGTERM to pgid {})", id, owner, u.pgid);
+    // A launching job has no process yet: launch() sends the SIGTERM once it has one. The signal (or
+    // scancel, which may be slow) goes out after mu_ is released.
+    if (u.pid > 0 && launcher_->kind() == "slurm") {
+      pending_cancels_.push_back(id);  // scancel from the tick thread, never an I/O thread
+    } else if (u.pid > 0) {
+      lock.unlock();
+      launcher_->cancel(LaunchHandle{u.pid, u.pgid, u.proc_start}, false);
+    }
   }
   return cached(id);
 }
@@ -277,6 +324,18 @@ void JobService::report(const std::string& id, const std::string& secret, const 
   Job& slot = find_or_404(id);
   if (slot.secret_hash.empty() || !ct_equal(sha256_hex(secret), slot.secret_hash))
     throw ApiError(401, "unauthorized", "missing or wrong X-Job-Secret");
+  // [Report bounds] A job that ended takes no more reports (its record is final); a running one
+  // gets a bounded number of bounded reports, so a leaked secret cannot fill the disk.
+  if (is_terminal(slot.state))
+    throw ApiError(409, "job_ended", "job '" + id + "' already " + to_string(slot.state) + "; reports are closed");
+  if (slot.reports >= opts_.limits.max_reports_per_job)
+    throw ApiError(429, "too_many_reports",
+                   "job '" + id + "' already sent " + std::to_string(slot.reports) +
+                       " reports (serve --max-reports-per-job)");
+  if (const size_t n = body.dump().size(); n > opts_.limits.max_report_bytes)
+    throw ApiError(413, "report_too_large",
+                   "report is " + std::to_string(n) + " bytes; at most " +
+                       std::to_string(opts_.limits.max_report_bytes) + " (serve --max-report-bytes)");
   if (!body.is_object() || !body.contains("type") || !body.at("type").is_string())
     throw ApiError(400, "invalid_field", "must be \"progress\" or \"result\"", "type");
   const std::string type = body.at("type").get<std::string>();
@@ -292,6 +351,7 @@ void JobService::report(const std::string& id, const std::string& secret, const 
   } else {
     throw ApiError(400, "invalid_field", "must be \"progress\" or \"result\"", "type");
   }
+  ++u.reports;
   store_->append_report(u, now_ms(), body.dump());
   slot = u;
   render(slot);
@@ -318,207 +378,27 @@ json JobService::result(const std::string& id) const {
   return j.result;
 }
 
-std::string JobService::logs(const std::string& id, int tail) const {
-  {
-    std::shared_lock lock(mu_);
-    find_or_404(id);
-  }
-  // Read backwards in blocks until `tail` lines are covered, so a huge log costs O(tail), not O(size).
-  std::ifstream in(job_dir(id) + "/worker.log", std::ios::binary);
-  if (!in) return "";
-  in.seekg(0, std::ios::end);
-  const int64_t size = in.tellg();
-  int64_t start = size;
-  std::string buf;
-  constexpr int64_t kBlock = 64 << 10;
-  while (start > 0) {
-    const int64_t n = std::min(kBlock, start);
-    start -= n;
-    std::string chunk(static_cast<size_t>(n), '\0');
-    in.seekg(start);
-    in.read(chunk.data(), n);
-    buf.insert(0, chunk);
-    // tail lines need tail+1 newlines before the last (possibly unterminated) line's end.
-    if (std::count(buf.begin(), buf.end(), '\n') > tail) break;
-  }
-  size_t pos = buf.size();
-  if (pos > 0 && buf[pos - 1] == '\n') --pos;  // the final newline ends the last line
-  int lines = 0;
-  while (pos > 0) {
-    if (buf[pos - 1] == '\n' && ++lines == tail) break;
-    --pos;
-  }
-  std::string out = buf.substr(pos);
-  if (!out.empty() && out.back() != '\n') out += '\n';
-  return out;
-}
-
-int64_t JobService::dataset_size_for(const Job& job) const {
-  const std::string format = at_path(job.config, "data.format").is_string()
-                                 ? at_path(job.config, "data.format").get<std::string>()
-                                 : "";
-  const std::string path =
-      at_path(job.config, "data.path").is_string() ? at_path(job.config, "data.path").get<std::string>() : "";
-  std::optional<int64_t> n;
-  std::error_code ec;
-  if (format == "cifar10" || format == "synthetic") {  // data_batch_1..5.bin, 1 + 3072 bytes a record
-    int64_t bytes = 0;
-    for (int b = 1; b <= 5; ++b) {
-      auto sz = fs::file_size(path + "/data_batch_" + std::to_string(b) + ".bin", ec);
-      if (!ec) bytes += static_cast<int64_t>(sz);
-    }
-    if (bytes > 0) n = bytes / 3073;
-  } else if (format == "cifar100") {  // train.bin, 2 + 3072 bytes a record
-    auto sz = fs::file_size(path + "/train.bin", ec);
-    if (!ec && sz > 0) n = static_cast<int64_t>(sz) / 3074;
-  } else if (format == "idx") {
-    n = idx_count(path);
-  }
-  if (!n)
-    throw ApiError(422, "dataset_size_unknown",
-                   "cannot determine the training set size for data.format '" + format +
-                       "'; pass ?dataset_size=N",
-                   "dataset_size");
-  const json& cap = at_path(job.config, "data.max_train_samples");
-  if (cap.is_number_integer() && cap.get<int64_t>() > 0) n = std::min(*n, cap.get<int64_t>());
-  return *n;
-}
-
-json JobService::shard(const std::string& id, int rank, int64_t epoch, std::optional<int64_t> dataset_size) {
-  Job job;
-  {
-    std::shared_lock lock(mu_);
-    job = find_or_404(id);
-  }
-  return compute_shard(job, rank, epoch, dataset_size);
-}
-
-json JobService::compute_shard(const Job& job, int rank, int64_t epoch, std::optional<int64_t> dataset_size) const {
-  if (rank < 0 || rank >= job.world_size)
-    throw ApiError(404, "not_found", "rank must be in [0, " + std::to_string(job.world_size) + ")", "rank");
-  if (epoch < 0) throw ApiError(400, "invalid_field", "must be >= 0", "epoch");
-  data::ShardSpec spec;
-  spec.dataset_size = dataset_size ? *dataset_size : dataset_size_for(job);
-  spec.world_size = job.world_size;
-  spec.rank = rank;
-  spec.epoch = epoch;
-  const json& seed = at_path(job.config, "training.seed");
-  spec.seed = seed.is_number_integer() ? seed.get<uint64_t>() : 0;
-  const json& mode = at_path(job.config, "data.shard_mode");
-  try {
-    spec.mode = data::parse_shard_mode(mode.is_string() ? mode.get<std::string>() : "global");
-    json indices = data::shard_indices(spec);
-    const std::string sha = sha256_hex(indices.dump());
-    return json{{"rank", rank},       {"world_size", job.world_size}, {"epoch", epoch},
-                {"mode", data::to_string(spec.mode)}, {"dataset_size", spec.dataset_size},
-                {"indices", std::move(indices)},     {"sha256", sha}};
-  } catch (const ConfigError& e) {
-    throw ApiError(400, "invalid_field", e.message(), e.field().empty() ? "dataset_size" : e.field());
-  }
-}
-
-std::shared_ptr<const data::Dataset> JobService::dataset(const std::string& format, const std::string& path,
-                                                         bool test) {
-  std::lock_guard<std::mutex> lock(data_mu_);
-  auto& slot = datasets_[format + "\n" + path + (test ? "\ntest" : "")];
-  if (!slot) {
-    try {
-      slot = std::make_shared<const data::Dataset>(
-          data::load_dataset(format, path, test ? data::Split::kTest : data::Split::kTrain));
-    } catch (const Error& e) {
-      throw ApiError(500, "dataset_unreadable", e.what(), "data.path");
-    }
-    spdlog::info("loaded {} dataset {} ({} samples) for shard serving", format, path, slot->count);
-  }
-  return slot;
-}
-
-namespace {
-void put_be32(std::string& out, uint32_t v) {
-  out += static_cast<char>(v >> 24);
-  out += static_cast<char>(v >> 16);
-  out += static_cast<char>(v >> 8);
-  out += static_cast<char>(v);
-}
-}  // namespace
-
-ShardData JobService::shard_data(const std::string& id, const std::string& secret, int rank, const std::string& part,
-                                 bool test) {
-  check_job_secret(id, secret);
-  Job job;
-  {
-    std::shared_lock lock(mu_);
-    job = find_or_404(id);
-  }
-  if (rank < 0 || rank >= job.world_size)
-    throw ApiError(404, "not_found", "rank must be in [0, " + std::to_string(job.world_size) + ")", "rank");
-  const json& source = at_path(job.config, "data.source");
-  if (!source.is_string() || source.get<std::string>() != "coordinator")
-    throw ApiError(409, "shared_dataset", "job reads a shared dataset (data.source is not \"coordinator\")",
-                   "data.source");
-  const std::string format = at_path(job.config, "data.format").get<std::string>();
-  auto ds = dataset(format, at_path(job.config, "data.path").get<std::string>(), test);
-  int64_t n = ds->count;
-  const json& cap = at_path(job.config, test ? "data.max_test_samples" : "data.max_train_samples");
-  if (cap.is_number_integer() && cap.get<int64_t>() > 0) n = std::min(n, cap.get<int64_t>());
-  const data::Range r = data::static_block(n, job.world_size, rank);
-  ShardData out;
-  out.begin = r.begin;
-  out.end = r.end;
-  out.dataset_size = n;
-  const int64_t count = r.end - r.begin;
-  const int64_t sb = ds->sample_bytes();
-  std::string& b = out.body;
-  if (format == "idx") {
-    if (part == "images") {
-      out.format = "idx-images";
-      b.reserve(static_cast<size_t>(16 + count * sb));
-      put_be32(b, 0x00000803);
-      put_be32(b, static_cast<uint32_t>(count));
-      put_be32(b, static_cast<uint32_t>(ds->height));
-      put_be32(b, static_cast<uint32_t>(ds->width));
-      if (count > 0) b.append(reinterpret_cast<const char*>(ds->sample(r.begin)), static_cast<size_t>(count * sb));
-    } else if (part == "labels") {
-      out.format = "idx-labels";
-      put_be32(b, 0x00000801);
-      put_be32(b, static_cast<uint32_t>(count));
-      for (int64_t i = r.begin; i < r.end; ++i) b += static_cast<char>(ds->labels[static_cast<size_t>(i)]);
-    } else {
-      throw ApiError(400, "invalid_query", "must be images or labels for IDX datasets", "part");
-    }
-  } else {  // CIFAR binary records: [coarse,] label, CHW pixels
-    const bool c100 = format == "cifar100";
-    out.format = c100 ? "cifar100" : "cifar10";
-    b.reserve(static_cast<size_t>(count * (sb + (c100 ? 2 : 1))));
-    for (int64_t i = r.begin; i < r.end; ++i) {
-      const int32_t label = ds->labels[static_cast<size_t>(i)];
-      if (c100) b += static_cast<char>(label / 5);  // same stand-in coarse label as write_cifar100
-      b += static_cast<char>(label);
-      b.append(reinterpret_cast<const char*>(ds->sample(i)), static_cast<size_t>(sb));
-    }
-  }
-  out.sha256 = sha256_hex(b);
-  return out;
-}
-
 int JobService::busy_slots_locked() const {
   int busy = 0;
   for (const auto& [id, j] : jobs_)
-    if (j.state == JobState::kRunning) busy += j.world_size;
+    if (j.state == JobState::kRunning || j.state == JobState::kLaunching) busy += j.world_size;
   return busy;
 }
 
-void JobService::schedule_locked() {
+std::vector<LaunchSpec> JobService::schedule_locked() {
   std::vector<QueuedJob> queue;
   for (const auto& [seq, id] : order_) {
     const Job& j = jobs_.at(id);
     if (j.state == JobState::kQueued && !submitted(j)) queue.push_back({id, j.world_size});
   }
-  if (queue.empty()) return;
-  for (const auto& id : pick_fifo(queue, opts_.slots - busy_slots_locked())) start_locked(jobs_.at(id));
+  std::vector<LaunchSpec> out;
+  if (queue.empty()) return out;
+  for (const auto& id : pick_fifo(queue, opts_.slots - busy_slots_locked()))
+    if (auto spec = prepare_launch_locked(jobs_.at(id))) out.push_back(std::move(*spec));
+  return out;
 }
 
-void JobService::start_locked(Job& slot) {
+std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot) {
   Job u = slot;
   const std::string dir = job_dir(u.id);
   const std::string secret = random_hex(32);
@@ -531,28 +411,82 @@ void JobService::start_locked(Job& slot) {
     try {
       json plan = json::array();
       for (int r = 0; r < u.world_size; ++r) {
-        json s = compute_shard(u, r, 0, std::nullopt);
+        json s = compute_shard(u, r, 0);
         plan.push_back({{"rank", r}, {"count", s["indices"].size()}, {"sha256", s["sha256"]}});
       }
       write_file_atomic(dir + "/shard_plan.json", plan.dump(2) + "\n");
     } catch (const std::exception&) {
-      // dataset size unknown here (synthetic data, files elsewhere): workers can still ask with ?dataset_size=
+      // dataset size unknown here (synthetic data generated in memory): the plan is the worker's own
     }
-    const LaunchHandle h = launcher_->start(LaunchSpec{u.id, dir, u.world_size, secret, opts_.self_url});
-    u.pid = h.pid;
-    u.pgid = h.pgid;
-    if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h.pid);
-    u.state = JobState::kRunning;
-    u.started_ms = now_ms();
-    u.secret_hash = sha256_hex(secret);
-    spdlog::info("job {}: started, pid {} ({} ranks)", u.id, h.pid, u.world_size);
   } catch (const std::exception& e) {
     u.state = JobState::kFailed;
     u.finished_ms = now_ms();
     u.error = std::string("launch failed: ") + e.what();
     spdlog::error("job {}: {}", u.id, u.error);
+    commit(slot, u);
+    return std::nullopt;
   }
-  commit(slot, u);
+  // [Launching] Committed before the fork. If that fails nothing was started: the job fails in memory
+  // (the store still says queued, so a restart may run it once); a restart after the fork finds
+  // "launching" and adopts or fails the job, never launching it twice.
+  u.state = JobState::kLaunching;
+  u.started_ms = now_ms();
+  u.secret_hash = sha256_hex(secret);
+  try {
+    commit(slot, u);
+  } catch (const std::exception& e) {
+    Job f = slot;
+    f.state = JobState::kFailed;
+    f.finished_ms = now_ms();
+    f.error = std::string("cannot record the launch: ") + e.what();
+    slot = f;
+    render(slot);
+    spdlog::error("job {}: {}", u.id, f.error);
+    return std::nullopt;
+  }
+  return LaunchSpec{u.id, dir, u.world_size, secret, opts_.self_url};
+}
+
+void JobService::launch(const LaunchSpec& spec) {
+  // Outside mu_: sbatch can be slow, and nothing else needs to wait for it (the job is "launching").
+  std::optional<LaunchHandle> h;
+  std::string error;
+  try {
+    h = launcher_->start(spec);
+  } catch (const std::exception& e) {
+    error = std::string("launch failed: ") + e.what();
+  } catch (...) {  // whatever a launcher throws, the job must leave "launching"
+    error = "launch failed: unknown error";
+  }
+  std::unique_lock lock(mu_);
+  Job& slot = jobs_.at(spec.job_id);
+  Job u = slot;  // may carry a cancel that arrived while launching
+  if (h) {
+    u.pid = h->pid;
+    u.pgid = h->pgid;
+    u.proc_start = h->start_time;
+    if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h->pid);
+    u.state = JobState::kRunning;
+    spdlog::info("job {}: started, pid {} ({} ranks)", u.id, h->pid, u.world_size);
+    if (u.cancel_requested && launcher_->kind() == "slurm")
+      pending_cancels_.push_back(u.id);
+    else if (u.cancel_requested)
+      launcher_->cancel(*h, false);
+  } else {
+    u.state = JobState::kFailed;
+    u.finished_ms = now_ms();
+    u.error = error;
+    spdlog::error("job {}: {}", u.id, u.error);
+  }
+  try {
+    commit(slot, u);
+  } catch (const std::exception& e) {
+    // The processes run whatever the disk says: memory follows them (so the job is polled, reaped and
+    // never started again); the store keeps "launching", which a restart resolves via find_launched.
+    slot = u;
+    render(slot);
+    spdlog::error("job {}: started but cannot record it: {}", u.id, e.what());
+  }
 }
 
 void JobService::finish(const std::string& id, const ExitInfo& ex) {
@@ -600,13 +534,20 @@ void JobService::tick() {
     int64_t cancel_ms;
   };
   std::vector<Running> running;
+  std::vector<LaunchHandle> to_cancel;
   {
-    std::shared_lock lock(mu_);
+    std::unique_lock lock(mu_);
+    for (const auto& id : pending_cancels_) {
+      const Job& j = jobs_.at(id);
+      if (!is_terminal(j.state) && j.pid > 0) to_cancel.push_back({j.pid, j.pgid, j.proc_start});
+    }
+    pending_cancels_.clear();
     for (const auto& [id, j] : jobs_)
       if (j.state == JobState::kRunning || submitted(j))
-        running.push_back({id, {j.pid, j.pgid}, j.cancel_requested, j.cancel_ms});
+        running.push_back({id, {j.pid, j.pgid, j.proc_start}, j.cancel_requested, j.cancel_ms});
   }
-  // /proc scans and waitid happen outside the lock; only state changes take it.
+  // /proc scans, waitid and Slurm commands happen outside the lock; only state changes take it.
+  for (const auto& h : to_cancel) launcher_->cancel(h, false);
   for (const auto& r : running) {
     if (auto ex = launcher_->poll(r.h)) {
       finish(r.id, *ex);
@@ -617,14 +558,19 @@ void JobService::tick() {
       launcher_->cancel(r.h, true);
     }
   }
-  std::unique_lock lock(mu_);
-  schedule_locked();
+  std::vector<LaunchSpec> pending;
+  {
+    std::unique_lock lock(mu_);
+    pending = schedule_locked();
+  }
+  for (const auto& spec : pending) launch(spec);
 }
 
 std::string JobService::prometheus() const {
   std::shared_lock lock(mu_);
   std::map<std::string, int> by_state;
-  for (auto st : {JobState::kQueued, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
+  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
+                  JobState::kCancelled})
     by_state[to_string(st)] = 0;
   std::ostringstream os;
   for (const auto& [id, j] : jobs_) by_state[to_string(j.state)]++;

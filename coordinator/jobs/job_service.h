@@ -5,6 +5,7 @@
 // pre-serialised body (re-rendered on every change), so the hot read path never touches SQLite.
 #include <atomic>
 #include <cstdint>
+#include <list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -19,10 +20,21 @@
 #include "common/data/dataset.h"
 #include "coordinator/jobs/job.h"
 #include "coordinator/jobs/job_store.h"
+#include "coordinator/jobs/path_policy.h"
 #include "coordinator/jobs/tokens.h"
 #include "coordinator/launch/launcher.h"
 
 namespace rx::coord {
+
+// [Limits] Per-owner and per-job bounds (serve flags in parentheses); exceeding one is a 429 or 413
+// with a message naming the limit and its flag.
+struct Limits {
+  int max_queued_per_owner = 100;           // (--max-queued-per-owner) queued jobs per owner -> 429
+  int max_ranks = 0;                        // (--max-ranks) ranks per job; 0 = slots; > max -> 400
+  int64_t max_reports_per_job = 20000;      // (--max-reports-per-job) -> 429
+  size_t max_report_bytes = 256 << 10;      // (--max-report-bytes) one report body -> 413
+  size_t max_log_bytes = 1 << 20;           // (--max-log-bytes) a logs response keeps the newest bytes
+};
 
 struct ServiceOptions {
   std::string state_dir;        // holds jobs.db and jobs/<id>/
@@ -30,7 +42,8 @@ struct ServiceOptions {
   std::string configs_dir;      // presets: <configs_dir>/<name>.json
   std::string self_url;         // what workers use to reach us (set once the port is bound)
   int64_t cancel_grace_ms = 10000;  // SIGTERM -> SIGKILL
-  bool in_memory_store = false;     // tests: ":memory:" SQLite
+  PathPolicy paths;                 // where data.path / model.pretrained may point; string bounds
+  Limits limits;
 };
 
 // The bytes of a rank's static block in the dataset's own format (data.source "coordinator").
@@ -60,14 +73,20 @@ class JobService {
 
   SubmitOutcome submit(const std::string& owner, const nlohmann::json& body, const std::string& idempotency_key);
   std::shared_ptr<const std::string> job_body(const std::string& id) const;  // null when unknown
-  nlohmann::json list(std::optional<JobState> state, size_t limit, size_t offset) const;
+  // 404 unless `who` may read job `id` (its owner, an admin, or anyone with auth off).
+  void check_visible(const Principal& who, const std::string& id) const;
+  // who == nullptr: every job; else only the jobs `who` may read.
+  nlohmann::json list(std::optional<JobState> state, size_t limit, size_t offset,
+                      const Principal* who = nullptr) const;
   std::shared_ptr<const std::string> cancel(const std::string& owner, const std::string& id);
+  std::shared_ptr<const std::string> cancel(const Principal& who, const std::string& id);
   void report(const std::string& id, const std::string& secret, const nlohmann::json& body);
   void check_job_secret(const std::string& id, const std::string& secret) const;  // 404 / 401
   nlohmann::json metrics(const std::string& id);
   nlohmann::json result(const std::string& id) const;
-  std::string logs(const std::string& id, int tail) const;
-  nlohmann::json shard(const std::string& id, int rank, int64_t epoch, std::optional<int64_t> dataset_size);
+  std::string logs(const std::string& id, int tail) const;  // at most limits.max_log_bytes (newest kept)
+  // The index plan; the dataset size always comes from the job's own data (never from the caller).
+  nlohmann::json shard(const std::string& id, int rank, int64_t epoch);
   // part: "images" | "labels" for IDX datasets, ignored (records) for CIFAR. 401 on a wrong secret,
   // 409 when the job reads a shared dataset.
   // The rank's static block of the train split (or, with `test`, of the test split, which is how a
@@ -76,6 +95,7 @@ class JobService {
                        bool test = false);
   std::optional<Job> get(const std::string& id) const;  // a copy (tests, CLI)
   std::string job_dir(const std::string& id) const;
+  size_t cached_datasets();  // datasets held for shard serving (tests)
 
   // Reaps finished jobs, escalates overdue cancels, starts queued jobs that fit. Call periodically.
   void tick();
@@ -87,8 +107,11 @@ class JobService {
   const Job& find_or_404(const std::string& id) const;
   void commit(Job& slot, const Job& updated);  // store.update + in-memory + cache
   void render(const Job& job);
-  void schedule_locked();
-  void start_locked(Job& job);
+  // Picks queued jobs that fit and records each as launching; the caller launches them after
+  // releasing mu_.
+  std::vector<LaunchSpec> schedule_locked();
+  std::optional<LaunchSpec> prepare_launch_locked(Job& job);
+  void launch(const LaunchSpec& spec);  // without mu_ held
   void finish(const std::string& id, const ExitInfo& ex);
   void update_live(const std::string& id, const LiveInfo& live);
   // queued in an external queue (handed to Slurm), as opposed to waiting for a slot here
@@ -96,13 +119,17 @@ class JobService {
   int busy_slots_locked() const;
   nlohmann::json load_config(const nlohmann::json& config_field) const;
   int64_t dataset_size_for(const Job& job) const;
-  nlohmann::json compute_shard(const Job& job, int rank, int64_t epoch, std::optional<int64_t> dataset_size) const;
+  nlohmann::json compute_shard(const Job& job, int rank, int64_t epoch) const;
+  bool visible(const Principal& who, const Job& j) const;
 
   std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path, bool test = false);
 
   ServiceOptions opts_;
+  // [Dataset cache] Keyed by format + canonical path + split, so spellings of one folder share a copy;
+  // at most kMaxCachedDatasets are kept, the least recently used is dropped (jobs holding it keep theirs).
+  static constexpr size_t kMaxCachedDatasets = 2;
   std::mutex data_mu_;  // guards datasets_ (loads happen under it: one load per dataset)
-  std::map<std::string, std::shared_ptr<const data::Dataset>> datasets_;
+  std::list<std::pair<std::string, std::shared_ptr<const data::Dataset>>> datasets_;  // most recent first
   std::unique_ptr<Launcher> launcher_;
   Tokens tokens_;
   mutable std::shared_mutex mu_;
@@ -115,6 +142,7 @@ class JobService {
   std::unordered_map<std::string, std::shared_ptr<const std::string>> cache_;
   std::shared_ptr<const std::string> cached(const std::string& id) const;
   std::unordered_map<std::string, std::string> idempotency_;  // owner \n key -> id
+  std::vector<std::string> pending_cancels_;  // Slurm jobs whose scancel the next tick sends
 };
 
 }  // namespace rx::coord

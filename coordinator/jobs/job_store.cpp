@@ -1,5 +1,6 @@
 #include "coordinator/jobs/job_store.h"
 
+#include <map>
 #include <memory>
 
 #include "common/util/error.h"
@@ -14,7 +15,7 @@ using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
 
 const char* kColumns =
     "id, name, owner, state, world_size, config, idem_key, created_ms, started_ms, finished_ms, pid, pgid, "
-    "exit_code, error, secret_hash, cancel_requested, cancel_ms, last_progress, result";
+    "exit_code, error, secret_hash, cancel_requested, cancel_ms, last_progress, result, request_hash, proc_start";
 
 std::string col_text(sqlite3_stmt* st, int i) {
   auto* p = sqlite3_column_text(st, i);
@@ -49,6 +50,28 @@ JobStore::JobStore(const std::string& path) : path_(path) {
       "CREATE TABLE IF NOT EXISTS reports (n INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, "
       "received_ms INTEGER, body TEXT)");
   exec("CREATE INDEX IF NOT EXISTS reports_by_job ON reports(job_id, n)");
+  // Columns added after the first release: a state dir from before gains them (empty/0).
+  for (const char* col : {"request_hash TEXT", "proc_start INTEGER"}) {
+    const std::string name = std::string(col).substr(0, std::string(col).find(' '));
+    sqlite3_stmt* raw = nullptr;
+    const std::string probe = "SELECT " + name + " FROM jobs LIMIT 0";
+    if (sqlite3_prepare_v2(db_, probe.c_str(), -1, &raw, nullptr) == SQLITE_OK) {
+      sqlite3_finalize(raw);
+      continue;
+    }
+    sqlite3_finalize(raw);
+    exec(std::string("ALTER TABLE jobs ADD COLUMN ") + col);
+  }
+}
+
+std::map<std::string, int64_t> JobStore::report_counts() {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT job_id, COUNT(*) FROM reports GROUP BY job_id", -1, &raw, nullptr) != SQLITE_OK)
+    throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
+  Stmt st(raw);
+  std::map<std::string, int64_t> out;
+  while (sqlite3_step(raw) == SQLITE_ROW) out[col_text(raw, 0)] = sqlite3_column_int64(raw, 1);
+  return out;
 }
 
 JobStore::~JobStore() { sqlite3_close(db_); }
@@ -86,11 +109,13 @@ void JobStore::bind_job(sqlite3_stmt* st, const Job& j) {
   sqlite3_bind_int64(st, 17, j.cancel_ms);
   text(18, j.last_progress.is_null() ? std::string() : j.last_progress.dump());
   text(19, j.result.is_null() ? std::string() : j.result.dump());
+  text(20, j.request_hash);
+  sqlite3_bind_int64(st, 21, static_cast<int64_t>(j.proc_start));
 }
 
 void JobStore::insert(Job& job) {
   std::string sql = std::string("INSERT INTO jobs (") + kColumns +
-                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK)
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
@@ -104,7 +129,8 @@ void JobStore::update(const Job& job) {
   const char* sql =
       "UPDATE jobs SET id=?1, name=?2, owner=?3, state=?4, world_size=?5, config=?6, idem_key=?7, created_ms=?8, "
       "started_ms=?9, finished_ms=?10, pid=?11, pgid=?12, exit_code=?13, error=?14, secret_hash=?15, "
-      "cancel_requested=?16, cancel_ms=?17, last_progress=?18, result=?19 WHERE id=?1";
+      "cancel_requested=?16, cancel_ms=?17, last_progress=?18, result=?19, request_hash=?20, "
+      "proc_start=?21 WHERE id=?1";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK)
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
@@ -163,6 +189,8 @@ std::vector<Job> JobStore::load_all() {
     j.cancel_ms = sqlite3_column_int64(raw, 17);
     j.last_progress = parse_or_null(col_text(raw, 18));
     j.result = parse_or_null(col_text(raw, 19));
+    j.request_hash = col_text(raw, 20);
+    j.proc_start = static_cast<uint64_t>(sqlite3_column_int64(raw, 21));
     out.push_back(std::move(j));
   }
   return out;

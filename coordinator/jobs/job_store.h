@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -28,6 +29,7 @@ class JobStore {
   void append_report(const Job& job, int64_t received_ms, const std::string& body);
   std::vector<Job> load_all();  // ordered by seq
   std::vector<std::pair<int64_t, std::string>> reports(const std::string& job_id);
+  std::map<std::string, int64_t> report_counts();  // job id -> reports stored
 
  private:
   void exec(const std::string& sql);

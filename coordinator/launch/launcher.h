@@ -19,6 +19,9 @@ struct LaunchSpec {
 struct LaunchHandle {
   int64_t pid = 0;   // the launcher process (mpirun)
   int64_t pgid = 0;  // its process group == session id (the launcher calls setsid)
+  // [Process identity] /proc/<pid>/stat field 22 (start time in clock ticks since boot) of `pid`;
+  // a pid whose start time differs is a recycled pid: never adopted, never signalled. 0 = unknown.
+  uint64_t start_time = 0;
 };
 
 struct ExitInfo {
@@ -45,6 +48,11 @@ class Launcher {
   virtual void cancel(const LaunchHandle& h, bool force) = 0;
   // After a coordinator restart: true if the job's processes still live (it is then polled as usual).
   virtual bool reattach(const LaunchHandle& h) = 0;
+  // After a restart that found a job still "launching": the processes that launch left behind, if
+  // any live (identified by what start() records in the job dir before exec), else nullopt.
+  virtual std::optional<LaunchHandle> find_launched(const LaunchSpec&, int64_t /*launching_since_ms*/) {
+    return std::nullopt;
+  }
   // Answered from the last poll (no external calls). Local jobs never wait once started.
   virtual LiveInfo live_info(const LaunchHandle&) { return {}; }
   virtual std::string kind() const { return "local"; }

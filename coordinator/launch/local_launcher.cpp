@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "common/util/error.h"
+#include "coordinator/launch/proc_identity.h"
 
 extern char** environ;
 
@@ -77,6 +78,9 @@ LaunchHandle LocalLauncher::start(const LaunchSpec& spec) {
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);
 
+  // [Launch record] The child writes its pid here before exec, so a coordinator that dies between
+  // fork and committing "running" can still find (and adopt) the job instead of launching it again.
+  const std::string pid_path = spec.job_dir + "/launch.pid";
   const std::string log_path = spec.job_dir + "/worker.log";
   int log_fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log_fd < 0) throw IoError(log_path, std::strerror(errno));
@@ -103,6 +107,21 @@ LaunchHandle LocalLauncher::start(const LaunchSpec& spec) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     signal(SIGPIPE, SIG_DFL);
+    {
+      char digits[24];
+      int n = 0;
+      char rev[24];
+      for (long v = static_cast<long>(getpid()); v > 0 && n < 20; v /= 10)
+        rev[n++] = static_cast<char>('0' + v % 10);
+      for (int k = 0; k < n; ++k) digits[k] = rev[n - 1 - k];
+      digits[n++] = '\n';
+      int pf = ::open(pid_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (pf >= 0) {
+        ssize_t w = write(pf, digits, static_cast<size_t>(n));
+        (void)w;
+        ::close(pf);
+      }
+    }
     if (null_fd >= 0) dup2(null_fd, 0);
     dup2(log_fd, 1);
     dup2(log_fd, 2);
@@ -133,7 +152,28 @@ LaunchHandle LocalLauncher::start(const LaunchSpec& spec) {
     std::lock_guard<std::mutex> lock(mu_);
     children_[pid] = std::nullopt;
   }
-  return LaunchHandle{pid, pid};
+  auto st = proc_stat(pid);  // our unreaped child: the pid cannot have been recycled yet
+  return LaunchHandle{pid, pid, st ? st->start_time : 0};
+}
+
+// The job's session leader is a stranger when its pid lives with another start time. A dead leader
+// is fine: the session id stays taken while any member lives, so members found by it are ours.
+static bool leader_recycled(const LaunchHandle& h) {
+  if (h.start_time == 0) return false;
+  auto st = proc_stat(h.pid);
+  return st && st->start_time != h.start_time;
+}
+
+std::optional<LaunchHandle> LocalLauncher::find_launched(const LaunchSpec& spec, int64_t since_ms) {
+  std::ifstream f(spec.job_dir + "/launch.pid");
+  int64_t pid = 0;
+  if (!(f >> pid) || pid <= 1) return std::nullopt;
+  auto st = proc_stat(pid);
+  if (!st || st->state == 'Z' || st->session != pid) return std::nullopt;
+  // Started after the launch was recorded (1 s for the tick/btime granularity) and carries the job id.
+  if (start_time_to_unix_ms(st->start_time) + 1000 < since_ms) return std::nullopt;
+  if (!cmdline_has_arg(pid, spec.job_id)) return std::nullopt;
+  return LaunchHandle{pid, pid, st->start_time};
 }
 
 std::optional<ExitInfo> LocalLauncher::poll(const LaunchHandle& h) {
@@ -143,6 +183,8 @@ std::optional<ExitInfo> LocalLauncher::poll(const LaunchHandle& h) {
   if (it == children_.end()) {
     lock.unlock();
     // Re-attached after a restart: not our child, so the exit status is not ours to read.
+    if (leader_recycled(h))
+      return ExitInfo{std::nullopt, "exit status unknown: the job's pid now belongs to another process"};
     if (!session_members(static_cast<int>(h.pgid)).empty()) return std::nullopt;
     return ExitInfo{std::nullopt, "exit status unknown: the job ended while the coordinator was down"};
   }
@@ -170,6 +212,7 @@ std::optional<ExitInfo> LocalLauncher::poll(const LaunchHandle& h) {
 
 void LocalLauncher::cancel(const LaunchHandle& h, bool force) {
   if (h.pgid <= 1) return;  // never kill(-1) / kill(0)
+  if (leader_recycled(h)) return;  // a stranger's process group now
   if (!force) {
     kill(static_cast<pid_t>(-h.pgid), SIGTERM);  // mpirun forwards SIGTERM to the ranks
     return;
@@ -179,7 +222,7 @@ void LocalLauncher::cancel(const LaunchHandle& h, bool force) {
 }
 
 bool LocalLauncher::reattach(const LaunchHandle& h) {
-  return h.pgid > 1 && !session_members(static_cast<int>(h.pgid)).empty();
+  return h.pgid > 1 && !leader_recycled(h) && !session_members(static_cast<int>(h.pgid)).empty();
 }
 
 }  // namespace rx::coord

@@ -22,6 +22,7 @@ class LocalLauncher : public Launcher {
   std::optional<ExitInfo> poll(const LaunchHandle& h) override;
   void cancel(const LaunchHandle& h, bool force) override;
   bool reattach(const LaunchHandle& h) override;
+  std::optional<LaunchHandle> find_launched(const LaunchSpec& spec, int64_t launching_since_ms) override;
 
   // pids of live processes whose session id is `sid` (from /proc).
   static std::vector<int> session_members(int sid);

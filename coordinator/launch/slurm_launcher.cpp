@@ -358,6 +358,25 @@ bool SlurmLauncher::reattach(const LaunchHandle& h) {
   return !answered || info.known;
 }
 
+std::optional<LaunchHandle> SlurmLauncher::find_launched(const LaunchSpec& spec, int64_t) {
+  const std::vector<std::string> args = {"squeue", "-h", "-o", "%i", "--name=rx-" + spec.job_id};
+  const CommandResult r = run_command(args, opts_.command_timeout_ms);
+  if (r.status != 0) {
+    spdlog::warn("job {}: cannot ask Slurm for an interrupted launch: {}", spec.job_id, describe(args, r));
+    return std::nullopt;
+  }
+  std::istringstream lines(r.out);
+  std::string first;
+  if (!(lines >> first)) return std::nullopt;
+  try {
+    size_t used = 0;
+    const int64_t id = std::stoll(first, &used);
+    if (used == first.size() && id > 0) return LaunchHandle{id, id, 0};
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 LiveInfo SlurmLauncher::live_info(const LaunchHandle& h) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = seen_.find(h.pid);

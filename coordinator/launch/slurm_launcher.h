@@ -58,6 +58,8 @@ class SlurmLauncher : public Launcher {
   std::optional<ExitInfo> poll(const LaunchHandle& h) override;
   void cancel(const LaunchHandle& h, bool force) override;
   bool reattach(const LaunchHandle& h) override;
+  // A job left "launching": Slurm's queue is asked for a job named rx-<id> (sbatch --job-name).
+  std::optional<LaunchHandle> find_launched(const LaunchSpec& spec, int64_t launching_since_ms) override;
   LiveInfo live_info(const LaunchHandle& h) override;
   std::string kind() const override { return "slurm"; }
 

@@ -41,8 +41,6 @@ std::string random_hex(int bytes) {
   return out;
 }
 
-std::string sha256_hex(const std::string& bytes) { return rx::sha256_hex(bytes); }
-
 bool ct_equal(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;

@@ -23,14 +23,15 @@ def wait_for(what, fn, timeout=30.0, interval=0.05):
 
 
 class Coordinator:
-    def __init__(self, binary, state_dir, args, listen="127.0.0.1:0", env=None):
+    def __init__(self, binary, state_dir, args, listen="127.0.0.1:0", env=None, preexec_fn=None, read_token=None):
         self.binary, self.state_dir, self.args, self.env = binary, state_dir, list(args), env
+        self.read_token = read_token  # sent with GETs that name no Authorization (reads need a token)
         port_file = os.path.join(state_dir, "port")
         if os.path.exists(port_file):
             os.unlink(port_file)
         self.log = open(os.path.join(state_dir, "coordinator.log"), "ab")
         self.proc = subprocess.Popen([binary, "serve", "--listen", listen, "--state-dir", state_dir] + self.args,
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec_fn)
 
         def port():
             if self.proc.poll() is not None:
@@ -51,7 +52,10 @@ class Coordinator:
 
     def request(self, method, path, body=None, headers=None, raw=None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers or {})
+        headers = dict(headers or {})
+        if self.read_token and method in ("GET", "HEAD") and "Authorization" not in headers:
+            headers["Authorization"] = "Bearer " + self.read_token
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:

@@ -58,12 +58,18 @@ def main():
 
     state = tempfile.mkdtemp(prefix="rx_coord_api_")
     with open(os.path.join(state, "tokens"), "w") as f:
-        f.write("# name:token\nalice:atok\nbob:btok\n")
+        f.write("# name:token[ role]\nalice:atok\nbob:btok\nroot:rtok admin\n")
     args = ["--slots", "4", "--token-file", os.path.join(state, "tokens"), "--worker", a.fake_worker,
             "--cancel-grace-s", "2", "--idle-timeout-s", "5"]
-    c = Coordinator(a.coordinator, state, args)
+    c = Coordinator(a.coordinator, state, args, read_token="rtok")
     try:
         check(c.request("GET", "/healthz")[0] == 200, "healthz")
+        # Reads need a token too (issue 13): nothing but /healthz answers a stranger.
+        c.read_token = None
+        check(c.request("GET", "/v1/jobs")[0] == 401, "list without a token")
+        check(c.request("GET", "/metrics")[0] == 401, "metrics without a token")
+        check(c.request("GET", "/v1/jobs", headers={"Authorization": "bearer atok"})[0] == 200, "lower-case scheme")
+        c.read_token = "rtok"
 
         # --- a job that succeeds, with progress + result reports through the real mpirun ---------
         ok = submit(c, 1)
@@ -160,17 +166,18 @@ def main():
 
         # --- CLI ----------------------------------------------------------------------------------
         cli = [a.coordinator]
-        r = subprocess.run(cli + ["list", "--url", c.url, "--json"], capture_output=True, text=True)
+        r = subprocess.run(cli + ["list", "--url", c.url, "--json", "--token", "rtok"], capture_output=True, text=True)
         check(r.returncode == 0 and len(json.loads(r.stdout)["jobs"]) >= 5, r)
-        r = subprocess.run(cli + ["list", "--url", c.url], capture_output=True, text=True)
+        r = subprocess.run(cli + ["list", "--url", c.url, "--token", "rtok"], capture_output=True, text=True)
         check(r.returncode == 0 and "STATE" in r.stdout and ok in r.stdout, r.stdout)
-        r = subprocess.run(cli + ["status", ok, "--url", c.url], capture_output=True, text=True)
+        r = subprocess.run(cli + ["status", ok, "--url", c.url, "--token", "atok"], capture_output=True, text=True)
         check(r.returncode == 0 and "succeeded" in r.stdout, r.stdout)
         r = subprocess.run(cli + ["submit", "fashion_mnist_small", "--url", c.url, "--token", "atok", "--ranks", "1",
                                   "--set", "training.epochs=1", "--json"], capture_output=True, text=True)
         check(r.returncode == 0, r)
         cli_job = json.loads(r.stdout)["id"]
-        r = subprocess.run(cli + ["status", cli_job, "--url", c.url, "--watch", "--interval-ms", "100", "--json"],
+        r = subprocess.run(cli + ["status", cli_job, "--url", c.url, "--watch", "--interval-ms", "100", "--json",
+                                  "--token", "atok"],
                            capture_output=True, text=True, timeout=60)
         check(r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["state"] == "succeeded", r.stdout)
         r = subprocess.run(cli + ["submit", "fashion_mnist_small", "--url", c.url, "--ranks", "1"],
@@ -180,7 +187,8 @@ def main():
         check(r.returncode == 2 and "needs a value" in r.stderr and "terminate" not in r.stderr, r)
         r = subprocess.run(cli + ["frobnicate"], capture_output=True, text=True)
         check(r.returncode == 2, r)
-        r = subprocess.run(cli + ["logs", ok, "--url", c.url, "--tail", "3"], capture_output=True, text=True)
+        r = subprocess.run(cli + ["logs", ok, "--url", c.url, "--tail", "3", "--token", "atok"], capture_output=True,
+                           text=True)
         check(r.returncode == 0 and len(r.stdout.splitlines()) == 3, r.stdout)
 
         # --- persistence: SIGKILL the coordinator while a job runs and another waits --------------
@@ -197,7 +205,7 @@ def main():
         port = c.port
         c.kill(signal.SIGKILL)
         check(len(session_members(live_pg)) >= 3, "the job must outlive its coordinator")
-        c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
+        c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}", read_token="rtok")
         _, jobs_after = c.json("GET", "/v1/jobs?limit=1000")
         check(jobs_after == jobs_before, "jobs changed across the restart")
         for jid, m in metrics_before.items():
@@ -220,7 +228,7 @@ def main():
         for p in session_members(doomed_pg):
             os.kill(p, signal.SIGKILL)
         wait_for("doomed job's processes to die", lambda: session_members(doomed_pg) == [])
-        c = Coordinator(a.coordinator, state, args)
+        c = Coordinator(a.coordinator, state, args, read_token="rtok")
         j = c.job(doomed)
         check(j["state"] == "failed" and "coordinator restarted" in (j["error"] or ""), j)
 

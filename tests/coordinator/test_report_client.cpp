@@ -31,6 +31,7 @@ class ReportClientTest : public ::testing::Test {
     o.state_dir = dir_.path();
     o.slots = 4;
     o.configs_dir = source_dir() + "/configs";
+    o.paths.data_roots = {"/usr/share/datasets", "/tmp"};  // tests write datasets under /tmp
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_));
     state_ = std::make_unique<ServiceState>(*service_);
     listener_ = std::make_shared<Listener>(ioc_, net::ip::tcp::endpoint{net::ip::make_address("127.0.0.1"), 0},

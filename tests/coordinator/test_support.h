@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -22,6 +23,9 @@ struct FakeState {
   std::vector<std::pair<int64_t, bool>> cancels;
   std::set<int64_t> alive_on_reattach;
   int64_t next_pid = 1000;
+  std::function<void(const LaunchSpec&)> on_start;  // runs inside start(), after the pid is assigned
+  std::function<void(const LaunchHandle&)> on_cancel;  // runs inside cancel()
+  std::map<std::string, int64_t> launched_alive;     // job id -> pid find_launched() reports
 };
 
 class FakeLauncher : public Launcher {
@@ -31,10 +35,19 @@ class FakeLauncher : public Launcher {
     s_->started.push_back(spec);
     const int64_t pid = s_->next_pid++;
     s_->exits[pid] = std::nullopt;
+    if (s_->on_start) s_->on_start(spec);
     return {pid, pid};
   }
+  std::optional<LaunchHandle> find_launched(const LaunchSpec& spec, int64_t) override {
+    auto it = s_->launched_alive.find(spec.job_id);
+    if (it == s_->launched_alive.end()) return std::nullopt;
+    return LaunchHandle{it->second, it->second};
+  }
   std::optional<ExitInfo> poll(const LaunchHandle& h) override { return s_->exits[h.pid]; }
-  void cancel(const LaunchHandle& h, bool force) override { s_->cancels.emplace_back(h.pid, force); }
+  void cancel(const LaunchHandle& h, bool force) override {
+    s_->cancels.emplace_back(h.pid, force);
+    if (s_->on_cancel) s_->on_cancel(h);
+  }
   bool reattach(const LaunchHandle& h) override { return s_->alive_on_reattach.count(h.pid) > 0; }
 
  private:
