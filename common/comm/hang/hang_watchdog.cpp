@@ -180,7 +180,7 @@ void HangWatchdog::handle(const json& report, bool mine) {
   if (mine)
     spdlog::error("{}", message);
   else
-    spdlog::error("rank {} reported a hang: {}", report.value("detected_by", -1), message);
+    spdlog::error("rank {} reported: {}", report.value("detected_by", -1), message);
   try {
     if (on_hang_) on_hang_(report, mine);
   } catch (const std::exception& e) {
