@@ -61,6 +61,12 @@ def alive(pid):
 
 
 def hang(tmp):
+    # A hang timeout that cannot fire before the collective's own timeout is a config error naming the key.
+    p = subprocess.run([WORKER, "train", "--config", CONFIG, "--out", os.path.join(tmp, "bad"), "--set",
+                        "distributed.hang_timeout_s=300"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, timeout=120)
+    check(p.returncode == 2 and "distributed.hang_timeout_s: must be less than distributed.timeout_s" in p.stdout,
+          f"hang_timeout_s >= timeout_s: rc={p.returncode}", p.stdout)
     _stop_one_rank(tmp, 5, ["distributed.hang_timeout_s=5", "distributed.timeout_s=120"])
 
 
