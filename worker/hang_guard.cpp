@@ -21,9 +21,10 @@ std::string agree_run_id(comm::Communicator& boot) {
   int64_t id = 0;
   if (boot.rank() == 0) {
     std::random_device rd;
-    id = static_cast<int64_t>((static_cast<uint64_t>(rd()) << 31) ^ rd() ^
-                              static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
-                              static_cast<uint64_t>(getpid())) &
+    id = static_cast<int64_t>(
+             (static_cast<uint64_t>(rd()) << 31) ^ rd() ^
+             static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()) ^
+             static_cast<uint64_t>(getpid())) &
          0x7fffffffffffffffLL;
   }
   auto t = torch::tensor({id}, torch::kInt64);
@@ -34,8 +35,8 @@ std::string agree_run_id(comm::Communicator& boot) {
 }
 }  // namespace
 
-HangGuard guard_against_hangs(std::unique_ptr<comm::Communicator> comm, const json& cfg, comm::Communicator& boot,
-                              ReportSender* sender) {
+HangGuard guard_against_hangs(std::unique_ptr<comm::Communicator> comm, const json& cfg,
+                              comm::Communicator& boot, ReportSender* sender) {
   HangGuard g;
   const double timeout_s = cfg.at("distributed").at("hang_timeout_s").get<double>();
   // Every rank takes the same branch (same config, same world size), so the broadcast below matches.

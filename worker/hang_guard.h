@@ -5,9 +5,8 @@
 // {status "failed", error, hang, ...}) and sends it to the coordinator as a report of type "hang"
 // ({"type": "hang", "report": {...}}); every rank's next collective wait then throws HangDetected and
 // the job fails like any other failure (MPI_Abort, exit 1).
-#include <nlohmann/json.hpp>
-
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "common/comm/communicator.h"
 #include "common/comm/hang/hang_watchdog.h"
@@ -16,7 +15,7 @@
 namespace rx::worker {
 
 struct HangGuard {
-  std::unique_ptr<comm::Communicator> comm;  // the communicator to train with (traced or unchanged)
+  std::unique_ptr<comm::Communicator> comm;            // the communicator to train with (traced or unchanged)
   std::unique_ptr<comm::hang::HangWatchdog> watchdog;  // null when off
 };
 

@@ -12,8 +12,12 @@ namespace rx::worker {
 
 using Clock = std::chrono::steady_clock;
 
-ReportSender::ReportSender(std::string coordinator_url, std::string job_id, std::string secret, ReportRetry retry)
-    : url_(std::move(coordinator_url)), job_id_(std::move(job_id)), secret_(std::move(secret)), retry_(retry) {
+ReportSender::ReportSender(std::string coordinator_url, std::string job_id, std::string secret,
+                           ReportRetry retry)
+    : url_(std::move(coordinator_url)),
+      job_id_(std::move(job_id)),
+      secret_(std::move(secret)),
+      retry_(retry) {
   report::parse_url(url_);  // fail fast on a malformed URL
 }
 
@@ -34,12 +38,14 @@ int ReportSender::try_once(const nlohmann::json& body, std::chrono::milliseconds
 bool ReportSender::deliver(const nlohmann::json& body, double budget_s) {
   const std::string type = body.value("type", std::string("report"));
   const double budget = budget_s < 0 ? retry_.total_s : budget_s;
-  const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget));
+  const auto deadline =
+      Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(budget));
   double backoff = retry_.first_backoff_s;
   for (int attempt = 1;; ++attempt) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     std::string why;
-    const int rc = try_once(body, std::clamp(left, std::chrono::milliseconds(500), retry_.request_timeout), why);
+    const int rc =
+        try_once(body, std::clamp(left, std::chrono::milliseconds(500), retry_.request_timeout), why);
     if (rc == 0) {
       if (attempt > 1) spdlog::info("{} report delivered on attempt {}", type, attempt);
       return true;
@@ -48,7 +54,8 @@ bool ReportSender::deliver(const nlohmann::json& body, double budget_s) {
       spdlog::error("{} report rejected by the coordinator (not retried): {}", type, why);
       return false;
     }
-    const auto next = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(backoff));
+    const auto next =
+        Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(backoff));
     if (next >= deadline) {
       spdlog::error("{} report not delivered after {} attempts in {:.0f} s: {}", type, attempt, budget, why);
       return false;
@@ -66,9 +73,12 @@ void ReportSender::progress(const nlohmann::json& body) {
     progress_backoff_s_ = 0;
     return;
   }
-  progress_backoff_s_ = progress_backoff_s_ == 0 ? retry_.first_backoff_s : std::min(progress_backoff_s_ * 2, retry_.max_backoff_s);
-  progress_quiet_until_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(progress_backoff_s_));
-  spdlog::warn("progress report not delivered ({}); next try in {:.1f} s at the earliest", why, progress_backoff_s_);
+  progress_backoff_s_ = progress_backoff_s_ == 0 ? retry_.first_backoff_s
+                                                 : std::min(progress_backoff_s_ * 2, retry_.max_backoff_s);
+  progress_quiet_until_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(progress_backoff_s_));
+  spdlog::warn("progress report not delivered ({}); next try in {:.1f} s at the earliest", why,
+               progress_backoff_s_);
 }
 
 }  // namespace rx::worker

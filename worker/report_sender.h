@@ -10,15 +10,14 @@
 //    training run into a failure (the result is already safe in result.json).
 //  - progress(): one short try per event, skipped while the backoff of an earlier failure runs, so a
 //    down coordinator costs training at most one quick failed connect per backoff period.
-#include <nlohmann/json.hpp>
-
 #include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace rx::worker {
 
 struct ReportRetry {
-  double total_s = 300;        // report.retry_s
+  double total_s = 300;  // report.retry_s
   double first_backoff_s = 0.5;
   double max_backoff_s = 30;
   std::chrono::milliseconds request_timeout{10000};

@@ -67,8 +67,10 @@ TEST(HangReport, NamesTheRankThatDidNotEnter) {
   EXPECT_EQ(r1["phase"], "backward");
   EXPECT_TRUE(r["ranks"][0]["responding"].get<bool>());
   const std::string msg = r["message"];
-  EXPECT_NE(msg.find("collective #41 (allreduce of 27648 elements, step 12, bucket 3"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("missing: rank 1 (node1 pid 1001, process stopped, no heartbeat for 61.0 s"), std::string::npos)
+  EXPECT_NE(msg.find("collective #41 (allreduce of 27648 elements, step 12, bucket 3"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("missing: rank 1 (node1 pid 1001, process stopped, no heartbeat for 61.0 s"),
+            std::string::npos)
       << msg;
   EXPECT_NE(msg.find("phase backward"), std::string::npos) << msg;
   EXPECT_EQ(msg.find("rank 2 ("), std::string::npos) << msg;
@@ -185,7 +187,8 @@ TEST(HangWatchdog, ThreadRanksReportTheMissingRank) {
     traces.push_back(std::make_shared<CollectiveTrace>());
     comms.push_back(std::make_unique<TracedCommunicator>(std::move(group[r]), traces[r]));
     WatchdogOptions o{dir.string(), "unit", r, 2, /*hang_timeout_s=*/0.5, /*interval_s=*/0.1, 60, 10};
-    dogs.push_back(std::make_unique<HangWatchdog>(o, traces[r], [&](const json&, bool mine) { mine_count += mine; }));
+    dogs.push_back(
+        std::make_unique<HangWatchdog>(o, traces[r], [&](const json&, bool mine) { mine_count += mine; }));
   }
   mark_step(*comms[1], 7);
   mark_phase(*comms[1], "stuck in test");

@@ -13,15 +13,22 @@ namespace rx::comm::hang {
 using json = nlohmann::json;
 
 json to_json(const CollectiveInfo& c) {
-  return {{"seq", c.seq},     {"kind", c.kind},     {"what", c.what}, {"step", c.step},
+  return {{"seq", c.seq},     {"kind", c.kind},     {"what", c.what},  {"step", c.step},
           {"phase", c.phase}, {"bucket", c.bucket}, {"age_s", c.age_s}};
 }
 
 json to_json(const RankState& s) {
-  json j = {{"run_id", s.run_id},       {"rank", s.rank},           {"host", s.host},
-            {"pid", s.pid},             {"last_posted", s.last_posted}, {"last_done", s.last_done},
-            {"step", s.step},           {"phase", s.phase},         {"written_ms", s.written_ms},
-            {"oldest_pending", nullptr}, {"last", nullptr}};
+  json j = {{"run_id", s.run_id},
+            {"rank", s.rank},
+            {"host", s.host},
+            {"pid", s.pid},
+            {"last_posted", s.last_posted},
+            {"last_done", s.last_done},
+            {"step", s.step},
+            {"phase", s.phase},
+            {"written_ms", s.written_ms},
+            {"oldest_pending", nullptr},
+            {"last", nullptr}};
   if (s.oldest_pending) j["oldest_pending"] = to_json(*s.oldest_pending);
   if (s.last) j["last"] = to_json(*s.last);
   return j;
@@ -30,7 +37,8 @@ json to_json(const RankState& s) {
 namespace {
 template <typename T>
 T field(const json& j, const char* key) {
-  if (!j.is_object() || !j.contains(key)) throw DataError(std::string("rank state: missing field \"") + key + "\"");
+  if (!j.is_object() || !j.contains(key))
+    throw DataError(std::string("rank state: missing field \"") + key + "\"");
   try {
     return j.at(key).get<T>();
   } catch (const json::exception&) {
@@ -41,8 +49,9 @@ T field(const json& j, const char* key) {
 std::optional<CollectiveInfo> info_from_json(const json& j, const char* key) {
   if (!j.contains(key) || j.at(key).is_null()) return std::nullopt;
   const json& c = j.at(key);
-  return CollectiveInfo{field<int64_t>(c, "seq"),    field<std::string>(c, "kind"),  field<std::string>(c, "what"),
-                        field<int64_t>(c, "step"),   field<std::string>(c, "phase"), field<int>(c, "bucket"),
+  return CollectiveInfo{field<int64_t>(c, "seq"),       field<std::string>(c, "kind"),
+                        field<std::string>(c, "what"),  field<int64_t>(c, "step"),
+                        field<std::string>(c, "phase"), field<int>(c, "bucket"),
                         field<double>(c, "age_s")};
 }
 
@@ -95,10 +104,13 @@ std::string probe_process(const RankState& s) {
   if (close == std::string::npos || close + 2 >= stat.size()) return "unknown";
   switch (stat[close + 2]) {
     case 'T':
-    case 't': return "stopped";
+    case 't':
+      return "stopped";
     case 'Z':
-    case 'X': return "dead";
-    default: return "running";
+    case 'X':
+      return "dead";
+    default:
+      return "running";
   }
 }
 
@@ -150,24 +162,20 @@ json build_report(const ReportInput& in, const ProcessProbe& probe) {
     missing.push_back(static_cast<int>(r));
     missing_text << (missing.size() > 1 ? "; " : "") << "rank " << r << " (" << st->host << " pid " << st->pid
                  << ", process " << process << ", "
-                 << (responding ? "heartbeat alive" : "no heartbeat for " + fixed1(age) + " s") << ", last seen at "
-                 << seen.str() << ")";
+                 << (responding ? "heartbeat alive" : "no heartbeat for " + fixed1(age) + " s")
+                 << ", last seen at " << seen.str() << ")";
   }
   std::ostringstream msg;
-  msg << "hang: collective " << describe(c) << " not complete after " << fixed1(c.age_s) << " s (hang_timeout_s "
-      << in.hang_timeout_s << "); entered by rank(s) " << entered.dump() << "; ";
+  msg << "hang: collective " << describe(c) << " not complete after " << fixed1(c.age_s)
+      << " s (hang_timeout_s " << in.hang_timeout_s << "); entered by rank(s) " << entered.dump() << "; ";
   if (missing.empty())
     msg << "every rank entered it (a stuck transport or a diverged collective, not a missing rank)";
   else
     msg << "missing: " << missing_text.str();
-  return {{"collective", to_json(c)},
-          {"detected_by", in.reporter},
-          {"waited_s", c.age_s},
-          {"hang_timeout_s", in.hang_timeout_s},
-          {"detected_ms", in.now_ms},
-          {"entered", entered},
-          {"missing", missing},
-          {"ranks", ranks},
+  return {{"collective", to_json(c)}, {"detected_by", in.reporter},
+          {"waited_s", c.age_s},      {"hang_timeout_s", in.hang_timeout_s},
+          {"detected_ms", in.now_ms}, {"entered", entered},
+          {"missing", missing},       {"ranks", ranks},
           {"message", msg.str()}};
 }
 

@@ -8,10 +8,9 @@
 // "in" collective N when it has posted N (collectives are numbered in call order, identical on every
 // rank); unlike it, the states come from a side channel that does not need the missing rank's help
 // (comm/hang/hang_watchdog.h), so a stopped rank is named with where it was last seen.
-#include <nlohmann/json.hpp>
-
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,10 +34,10 @@ struct RankState {
   int rank = 0;
   std::string host;
   int64_t pid = 0;
-  int64_t last_posted = 0;  // highest collective number posted (entered)
-  int64_t last_done = 0;    // highest collective number seen complete
+  int64_t last_posted = 0;                       // highest collective number posted (entered)
+  int64_t last_done = 0;                         // highest collective number seen complete
   std::optional<CollectiveInfo> oldest_pending;  // the oldest posted, not yet complete collective
-  std::optional<CollectiveInfo> last;           // the last posted collective
+  std::optional<CollectiveInfo> last;            // the last posted collective
   int64_t step = -1;
   std::string phase;
   int64_t written_ms = 0;  // wall clock (ms since the epoch) when published
@@ -56,10 +55,10 @@ using ProcessProbe = std::function<std::string(const RankState&)>;
 std::string probe_process(const RankState& s);
 
 struct ReportInput {
-  int reporter = 0;              // the rank that noticed
-  CollectiveInfo hung;           // the collective it waits for
+  int reporter = 0;     // the rank that noticed
+  CollectiveInfo hung;  // the collective it waits for
   double hang_timeout_s = 60;
-  double stale_after_s = 3;      // a heartbeat older than this counts as "not responding"
+  double stale_after_s = 3;  // a heartbeat older than this counts as "not responding"
   int64_t now_ms = 0;
   std::vector<std::optional<RankState>> states;  // index = rank; nullopt: never published
 };

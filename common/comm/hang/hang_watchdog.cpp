@@ -19,7 +19,8 @@ using json = nlohmann::json;
 
 namespace {
 int64_t wall_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -111,7 +112,8 @@ void HangWatchdog::check() {
     // [Exit grace] The training thread fails the job at its next wait (HangDetected -> MPI_Abort). If it
     // is stuck elsewhere, this rank must not outlive the report: exit, and mpirun/srun end the rest.
     if (std::chrono::steady_clock::now() - tripped_at_ > std::chrono::duration<double>(opts_.exit_grace_s)) {
-      spdlog::critical("hang reported {:.0f} s ago and this rank is still running: exiting", opts_.exit_grace_s);
+      spdlog::critical("hang reported {:.0f} s ago and this rank is still running: exiting",
+                       opts_.exit_grace_s);
       spdlog::default_logger()->flush();
       std::_Exit(1);
     }

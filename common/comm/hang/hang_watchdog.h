@@ -15,13 +15,12 @@
 //    by a few seconds, which is small against the 60 s default.
 // The first rank to notice claims the report with link(2) on hang-<run id>.json (atomic, fails with
 // EEXIST for the others), so exactly one report is written; the others read it and fail with it.
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
@@ -32,13 +31,13 @@
 namespace rx::comm::hang {
 
 struct WatchdogOptions {
-  std::string dir;      // the shared heartbeat folder, e.g. <output.dir>/heartbeat
-  std::string run_id;   // identical on every rank of one run (stale files of other runs are ignored)
+  std::string dir;     // the shared heartbeat folder, e.g. <output.dir>/heartbeat
+  std::string run_id;  // identical on every rank of one run (stale files of other runs are ignored)
   int rank = 0;
   int world_size = 1;
   double hang_timeout_s = 60;
-  double interval_s = 1;     // heartbeat period; also how often the trace is checked
-  double exit_grace_s = 15;  // after tripping: if the process still runs then, it exits with code 1
+  double interval_s = 1;        // heartbeat period; also how often the trace is checked
+  double exit_grace_s = 15;     // after tripping: if the process still runs then, it exits with code 1
   double delivery_wait_s = 45;  // how long other ranks give the reporter to record and send its report
 };
 

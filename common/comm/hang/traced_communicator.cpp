@@ -77,8 +77,8 @@ namespace {
 
 class TracedWork : public Work {
  public:
-  TracedWork(std::shared_ptr<Work> inner, std::shared_ptr<CollectiveTrace> trace, int64_t seq, std::string backend,
-             int rank, std::string what)
+  TracedWork(std::shared_ptr<Work> inner, std::shared_ptr<CollectiveTrace> trace, int64_t seq,
+             std::string backend, int rank, std::string what)
       : inner_(std::move(inner)),
         trace_(std::move(trace)),
         seq_(seq),
@@ -104,8 +104,9 @@ class TracedWork : public Work {
       if (trace_->tripped()) throw HangDetected(backend_, rank_, trace_->trip_message());
       const auto now = Clock::now();
       if (now >= deadline)
-        throw CommError(backend_, rank_, what_ + " (collective #" + std::to_string(seq_) + ") timed out after " +
-                                             std::to_string(timeout.count()) + " ms");
+        throw CommError(backend_, rank_,
+                        what_ + " (collective #" + std::to_string(seq_) + ") timed out after " +
+                            std::to_string(timeout.count()) + " ms");
       if (now < spin_until)
         std::this_thread::yield();
       else
@@ -125,13 +126,16 @@ class TracedWork : public Work {
   bool done_ = false;
 };
 
-std::string elements(const char* op, int64_t n) { return std::string(op) + " of " + std::to_string(n) + " elements"; }
+std::string elements(const char* op, int64_t n) {
+  return std::string(op) + " of " + std::to_string(n) + " elements";
+}
 
 }  // namespace
 
 // ---- TracedCommunicator ---------------------------------------------------------------------------
 
-TracedCommunicator::TracedCommunicator(std::unique_ptr<Communicator> inner, std::shared_ptr<CollectiveTrace> trace)
+TracedCommunicator::TracedCommunicator(std::unique_ptr<Communicator> inner,
+                                       std::shared_ptr<CollectiveTrace> trace)
     : inner_(std::move(inner)), trace_(std::move(trace)) {}
 
 std::shared_ptr<Work> TracedCommunicator::traced(const std::string& kind, const std::string& what,
@@ -149,11 +153,13 @@ std::shared_ptr<Work> TracedCommunicator::traced(const std::string& kind, const 
 }
 
 std::shared_ptr<Work> TracedCommunicator::allreduce(torch::Tensor& tensor, const AllreduceOptions& opts) {
-  return traced("allreduce", elements("allreduce", tensor.numel()), [&] { return inner_->allreduce(tensor, opts); });
+  return traced("allreduce", elements("allreduce", tensor.numel()),
+                [&] { return inner_->allreduce(tensor, opts); });
 }
 
 std::shared_ptr<Work> TracedCommunicator::broadcast(torch::Tensor& tensor, const BroadcastOptions& opts) {
-  return traced("broadcast", elements("broadcast", tensor.numel()) + " from rank " + std::to_string(opts.root),
+  return traced("broadcast",
+                elements("broadcast", tensor.numel()) + " from rank " + std::to_string(opts.root),
                 [&] { return inner_->broadcast(tensor, opts); });
 }
 
@@ -167,7 +173,9 @@ std::shared_ptr<Work> TracedCommunicator::allgather(const torch::Tensor& input, 
 // interruptible like the others (same matching on every rank, since every rank goes through here).
 void TracedCommunicator::barrier(Millis timeout) {
   auto token = torch::zeros({1}, torch::kInt32);
-  traced("barrier", "barrier", [&] { return inner_->allreduce(token, {ReduceOp::kSum, timeout}); })->wait(timeout);
+  traced("barrier", "barrier", [&] {
+    return inner_->allreduce(token, {ReduceOp::kSum, timeout});
+  })->wait(timeout);
 }
 
 // ---- annotations ----------------------------------------------------------------------------------
