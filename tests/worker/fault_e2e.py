@@ -3,7 +3,8 @@
 
 usage: fault_e2e.py SCENARIO   with RX_SOURCE_DIR / RX_BINARY_DIR set by CTest.
   hang          kill -STOP one rank of a real 2-rank run (hang_timeout_s 5): the hang report names
-                exactly that rank within 5 s + margin, the job fails, no rank is left behind.
+                exactly that rank within 5 s + margin, the job fails, no rank is left behind; bare
+                mpirun, then again under a coordinator (HTTP server on 127.0.0.1) that must receive it.
   hang_default  the same with default settings (60 s); run by hand for bench/README.md, not in CTest.
   report_retry  the coordinator URL is down when the run finishes and comes up later (a real HTTP
                 server on 127.0.0.1): the retried result report arrives, the worker exits 0; and with
@@ -67,7 +68,19 @@ def hang(tmp):
                        text=True, timeout=120)
     check(p.returncode == 2 and "distributed.hang_timeout_s: must be less than distributed.timeout_s" in p.stdout,
           f"hang_timeout_s >= timeout_s: rc={p.returncode}", p.stdout)
-    _stop_one_rank(tmp, 5, ["distributed.hang_timeout_s=5", "distributed.timeout_s=120"])
+    short = ["distributed.hang_timeout_s=5", "distributed.timeout_s=120"]
+    _stop_one_rank(os.path.join(tmp, "bare"), 5, short)  # bare mpirun, no coordinator
+    # Under a coordinator (a real HTTP server on 127.0.0.1), the report also arrives as {"type": "hang"}.
+    got, port = os.path.join(tmp, "received.jsonl"), free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port), "s3cret", got])
+    try:
+        _stop_one_rank(os.path.join(tmp, "coord"), 5, short,
+                       ["--coordinator", f"http://127.0.0.1:{port}", "--job-id", "j1"], {"RX_JOB_SECRET": "s3cret"})
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    hangs = [b for b in map(json.loads, read(got).splitlines()) if b["type"] == "hang"]
+    check(len(hangs) == 1 and hangs[0]["report"]["missing"] == [1], f"coordinator got hang reports: {hangs}")
 
 
 def hang_default(tmp):
@@ -75,11 +88,12 @@ def hang_default(tmp):
     _stop_one_rank(tmp, 60, [])
 
 
-def _stop_one_rank(tmp, timeout_s, extra_sets):
+def _stop_one_rank(tmp, timeout_s, extra_sets, extra_args=(), env=None):
+    os.makedirs(tmp, exist_ok=True)
     out, log_path = os.path.join(tmp, "run"), os.path.join(tmp, "worker.log")
     sets = ["data.max_train_samples=4096", "data.max_test_samples=256", "training.epochs=4",
             "training.log_every_steps=4"] + extra_sets
-    p = start_worker(2, out, sets, log_path)
+    p = start_worker(2, out, sets, log_path, extra_args, env)
     stopped = None
     try:
         hb = os.path.join(out, "heartbeat", "rank-1.json")
