@@ -15,6 +15,8 @@
 #include "common/util/error.h"
 #include "worker/run_plots.h"
 #include "worker/commands.h"
+#include "worker/hang_guard.h"
+#include "worker/report_sender.h"
 #include "worker/trainer.h"
 
 namespace rx::worker {
@@ -102,45 +104,62 @@ int train_command(const std::vector<std::string>& args) {
   try {
     setup_threads(cfg["training"]["threads"].get<int>(), boot->local_size());
     const torch::Device device = pick_device(cfg["training"]["device"].get<std::string>(), boot->local_rank());
-    auto comm = comm::make_communicator(cfg["distributed"]["backend"].get<std::string>(), device.is_cuda());
-    if (rank == 0)
-      spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(), comm->backend_name(),
-                   device.str(), torch::get_num_threads(), config::config_hash(cfg).substr(0, 12));
-
-    // Every rank may fetch its shard from the coordinator; only rank 0 reports.
+    // Every rank may fetch its shard from the coordinator and may have to send a hang report; rank 0
+    // sends progress and the result.
     std::unique_ptr<report::ReportClient> coordinator;
+    std::unique_ptr<ReportSender> sender;
     if (cli.has("coordinator")) {
       const char* secret = std::getenv("RX_JOB_SECRET");
       coordinator = std::make_unique<report::ReportClient>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
                                                            secret ? secret : "", std::chrono::seconds(30));
+      ReportRetry retry;
+      retry.total_s = cfg["report"]["retry_s"].get<double>();
+      sender = std::make_unique<ReportSender>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
+                                              secret ? secret : "", retry);
     }
-    report::ReportClient* reporter = rank == 0 ? coordinator.get() : nullptr;
+    HangGuard guard = guard_against_hangs(
+        comm::make_communicator(cfg["distributed"]["backend"].get<std::string>(), device.is_cuda()), cfg, *boot,
+        sender.get());
+    comm::Communicator* comm = guard.comm.get();
+    if (rank == 0)
+      spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(), comm->backend_name(),
+                   device.str(), torch::get_num_threads(), config::config_hash(cfg).substr(0, 12));
+
+    const std::string dir = cfg["output"]["dir"].get<std::string>();
     TrainerHooks hooks;
     if (coordinator)
       hooks.fetch_shard = [&](const std::string& part, const std::string& split) {
         return coordinator->get_shard_data(rank, part, split);
       };
-    if (reporter)
+    if (rank == 0)
       hooks.on_progress = [&](const json& event) {
+        // [Progress on disk] The job folder keeps the last progress whether or not the coordinator is up.
         try {
-          reporter->post(event);
-        } catch (const Error& e) {  // progress is best-effort; training goes on
-          spdlog::warn("progress report not delivered: {}", e.what());
+          write_file_atomic(dir + "/progress.json", event.dump() + "\n");
+        } catch (const Error& e) {
+          spdlog::warn("progress not written: {}", e.what());
         }
+        if (sender) sender->progress(event);  // best-effort; training goes on
       };
 
     Trainer trainer(cfg, *comm, device, hooks);
     json record = trainer.run();
     if (rank == 0) {
-      const std::string dir = cfg["output"]["dir"].get<std::string>();
+      record["status"] = "succeeded";
       write_file_atomic(dir + "/result.json", record.dump(2) + "\n");
       write_run_plots(dir, record);  // plots.svg beside it
       spdlog::info("final test accuracy {:.4f} (best {:.4f}), {:.1f} images/s total; record: {}/result.json",
                    record["final_test_accuracy"].get<double>(), record["best_test_accuracy"].get<double>(),
                    record["total_images_per_sec"].get<double>(), dir);
-      if (reporter) reporter->post({{"type", "result"}, {"record", record}});
     }
     comm->barrier(comm::Millis(120000));
+    guard.watchdog.reset();  // no collectives from here on: retrying a report is not a hang
+    // [Result on disk first] result.json is written (atomically) before the report, so a report
+    // that cannot be delivered within report.retry_s does not fail a finished run: exit 0, and the
+    // coordinator can take the result from the job folder. Delivery comes after the last
+    // collective, so peers are not held in a collective (they wait in MPI_Finalize meanwhile).
+    if (rank == 0 && sender && !sender->deliver({{"type", "result"}, {"record", record}}))
+      spdlog::warn("the result stays in {}/result.json for the coordinator to pick up", dir);
     return 0;
   } catch (const Preempted& e) {
     spdlog::warn("{} (exit {})", e.what(), kExitPreempted);

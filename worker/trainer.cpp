@@ -13,6 +13,7 @@
 #include "common/data/loader.h"
 #include "common/data/shard_plan.h"
 #include "common/metrics/memory.h"
+#include "common/comm/hang/traced_communicator.h"
 #include "common/model/state_dict.h"
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
@@ -246,6 +247,7 @@ Trainer::EpochStats Trainer::global_sums(const EpochStats& local) {
 }
 
 void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& partial) {
+  comm::hang::mark_phase(comm_, "checkpoint");
   const auto sums = global_sums(partial);  // collective: every rank takes part
   if (comm_.rank() == 0) {
     json cursor = {{"epoch", epoch},
@@ -291,19 +293,23 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
   int64_t window_images = 0, window_batches = 0;
   for (int64_t step = first_step; step < first_step + steps; ++step) {
     maybe_inject_fault(global_step_);
+    comm::hang::mark_step(comm_, global_step_);  // [Collective trace] where this rank is, for hang reports
     set_lr(*optimizer_, learning_rate(t, comm_.world_size(), epoch + static_cast<double>(step) / steps_per_epoch_));
     optimizer_->zero_grad();
     for (int micro = 0; micro < accumulate; ++micro) {
+      comm::hang::mark_phase(comm_, "data");
       timer_.start();
       auto batch = loader.next();
       RX_CHECK(batch.has_value(), "loader ended before step " << step << " of " << steps_per_epoch_);
       auto images = batch->images.to(device_, /*non_blocking=*/true);
       auto labels = batch->labels.to(device_, true);
       timer_.lap(Phase::kData);
+      comm::hang::mark_phase(comm_, "forward");
       auto logits = model_->forward(images);
       auto loss = torch::nn::functional::cross_entropy(
           logits, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(smoothing));
       timer_.lap(Phase::kForward);
+      comm::hang::mark_phase(comm_, "backward");
       grad_sync_->reducer.prepare_for_backward(micro + 1 == accumulate);  // earlier micro-batches: no sync
       (loss / accumulate).backward();
       timer_.lap(Phase::kBackward);
@@ -315,9 +321,11 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
       window_images += n;
       ++window_batches;
     }
+    comm::hang::mark_phase(comm_, "gradient sync");
     timer_.start();
     grad_sync_->reducer.finalize();
     timer_.lap(Phase::kComm);
+    comm::hang::mark_phase(comm_, "optimizer");
     optimizer_->step();
     timer_.lap(Phase::kOptimizer);
     if (step + 1 == steps_per_epoch_) grad_sync_->reducer.gather_arrivals();  // epoch end, all ranks
@@ -331,6 +339,7 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
       window_images = window_batches = 0;
     }
     const int64_t position = start_position + (step + 1 - first_step) * per_step * comm_.world_size();
+    comm::hang::mark_phase(comm_, "end of step");
     if (stop_requested()) {
       save_checkpoint(epoch, position, stats);
       throw Preempted("stopped by signal after step " + std::to_string(global_step_) + "; checkpoint written");
@@ -367,6 +376,7 @@ json Trainer::run() {
       }
     }
     const auto sums = global_sums(train_epoch(epoch, position, carried));
+    comm::hang::mark_phase(comm_, "end of epoch");
     parallel::verify_replicas(*model_, comm_, "after epoch " + std::to_string(epoch + 1), timeout());
     json entry = {{"epoch", epoch + 1},
                   {"train_loss", sums.loss_sum / std::max<int64_t>(1, sums.count)},
@@ -375,6 +385,7 @@ json Trainer::run() {
                   {"test_accuracy", nullptr}};
     const bool final_epoch = epoch + 1 == epochs;
     if (final_epoch || (eval_every > 0 && (epoch + 1) % eval_every == 0)) {
+      comm::hang::mark_phase(comm_, "evaluation");
       last_eval = evaluate();
       last = last_eval["accuracy"].get<double>();
       best_accuracy_ = std::max(best_accuracy_, last);

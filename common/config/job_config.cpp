@@ -134,6 +134,10 @@ void cross_validate(const json& r) {
     throw ConfigError("training.optimizer.nesterov", "needs training.optimizer.momentum > 0");
   const int rep = get_path(r, "data.augment.replicate_channels").get<int>();
   if (rep != 0 && rep != 1 && rep != 3) throw ConfigError("data.augment.replicate_channels", "must be 0, 1 or 3");
+  const double hang = get_path(r, "distributed.hang_timeout_s").get<double>();
+  if (hang > 0 && hang >= get_path(r, "distributed.timeout_s").get<double>())
+    throw ConfigError("distributed.hang_timeout_s", "must be less than distributed.timeout_s (the hang report has to "
+                                                    "come before a collective's plain timeout), or 0 to turn it off");
   model_spec(r);  // throws ConfigError naming model.* keys
 }
 

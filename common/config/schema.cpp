@@ -67,6 +67,10 @@ const std::vector<Field>& schema() {
       {"distributed.first_bucket_mb", Kind::kNumber, 1, 0, 4096},
       {"distributed.compression", Kind::kString, "none", 0, 0, {"none", "fp16", "bf16"}},
       {"distributed.timeout_s", Kind::kNumber, 300, 0.001, 86400},
+      {"distributed.hang_timeout_s", Kind::kNumber, 60, 0, 86400, {}, false,
+       "a collective not done after this long gets a hang report naming the missing ranks; 0 = off; < timeout_s"},
+      {"report.retry_s", Kind::kNumber, 300, 0, 86400, {}, false,
+       "how long the worker retries its result report to the coordinator (exponential backoff)"},
       // checkpoint (see worker/checkpoint.h)
       {"checkpoint.every_steps", Kind::kInt, 0, 0, 1e12, {}, false, "0 = off"},
       {"checkpoint.every_epochs", Kind::kInt, 1, 0, 100000, {}, false, "0 = off"},

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "common/comm/hang/traced_communicator.h"
 #include "common/util/error.h"
 
 namespace rx::parallel {
@@ -204,6 +205,7 @@ void Reducer::launch_ready_buckets() {
   while (next_launch_ < buckets_.size() && buckets_[next_launch_]->pending == 0) {
     auto& b = *buckets_[next_launch_];
     if (!b.wire.is_same(b.buffer)) b.wire.copy_(b.buffer);
+    comm::hang::mark_bucket(comm_, static_cast<int>(next_launch_));  // named in a hang report
     b.work = comm_.allreduce(b.wire, o);
     ++next_launch_;
   }
