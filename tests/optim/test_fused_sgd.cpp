@@ -40,10 +40,11 @@ void train(model::ResNeXt& m, torch::optim::Optimizer& opt, parallel::Reducer* r
     auto loss = torch::nn::functional::cross_entropy(m->forward(x), y);
     if (reducer) reducer->prepare_for_backward(true);
     loss.backward();
-    try {
+    try {  // say which run and step failed: both models train in one test
       if (reducer) reducer->finalize();
     } catch (const std::exception& e) {
-      throw std::runtime_error("step " + std::to_string(s) + (dynamic_cast<optim::FusedSGD*>(&opt) ? " fused" : " plain") + ": " + std::string(e.what()).substr(0, 80));
+      const bool fused = dynamic_cast<optim::FusedSGD*>(&opt) != nullptr;
+      throw std::runtime_error((fused ? "fused" : "plain") + std::string(" step ") + std::to_string(s) + ": " + e.what());
     }
     opt.step();
   }
