@@ -14,7 +14,9 @@
 #include "common/data/shard_plan.h"
 #include "common/metrics/memory.h"
 #include "common/comm/hang/traced_communicator.h"
+#include "common/model/precision.h"
 #include "common/model/state_dict.h"
+#include "common/optim/fused_sgd.h"
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/file_util.h"
@@ -61,11 +63,12 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const json& o, std::vector<torch::Tensor> params) {
   const std::string name = o.at("name").get<std::string>();
   const double lr = o.at("lr").get<double>(), wd = o.at("weight_decay").get<double>();
-  if (name == "sgd")
-    return std::make_unique<torch::optim::SGD>(params, torch::optim::SGDOptions(lr)
-                                                           .momentum(o.at("momentum").get<double>())
-                                                           .nesterov(o.at("nesterov").get<bool>())
-                                                           .weight_decay(wd));
+  if (name == "sgd") {
+    const auto opts =
+        torch::optim::SGDOptions(lr).momentum(o.at("momentum").get<double>()).nesterov(o.at("nesterov").get<bool>()).weight_decay(wd);
+    if (o.at("fused").get<bool>()) return std::make_unique<optim::FusedSGD>(params, opts);  // [Fused step]
+    return std::make_unique<torch::optim::SGD>(params, opts);
+  }
   const auto betas = std::make_tuple(o.at("betas")[0].get<double>(), o.at("betas")[1].get<double>());
   const double eps = o.at("eps").get<double>();
   if (name == "adam")
@@ -133,6 +136,15 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
   }
   model_->to(device_);
   if (device_.is_cuda()) timer_.set_device_sync([] { torch::cuda::synchronize(); });
+  // [Mixed precision] in common/model/precision.h; channels-last covers the input batches (the
+  // loader) and the 4-D weights, converted before the broadcast so every rank holds the same layout.
+  precision_ = model::parse_precision(t.at("precision").get<std::string>());
+  model::check_precision_supported(precision_, device_);
+  scaler_ = std::make_unique<model::LossScaler>(precision_ == model::Precision::kFp16);
+  if (d.at("channels_last").get<bool>()) model::to_channels_last(*model_);
+#ifdef RX_WITH_CUDA
+  if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(t.at("cudnn_benchmark").get<bool>());
+#endif
   // [Identical start] Rank 0's parameters and buffers win, then every rank proves it holds them.
   parallel::broadcast_module_state(*model_, comm_, 0, timeout());
   parallel::verify_replicas(*model_, comm_, "after the initial broadcast", timeout());
@@ -165,13 +177,17 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
       global_step_ = step;
       epoch_records_ = resume_.value("epochs", json::array());
       best_accuracy_ = resume_.value("best_test_accuracy", 0.0);
+      scaler_->load_state(resume_.value("loss_scaler", json()));
       parallel::verify_replicas(*model_, comm_, "after loading the checkpoint", timeout());
     }
   }
 
+  // A checkpoint load replaces the parameters' storage (with the layout they were saved in).
+  if (d.at("channels_last").get<bool>()) model::to_channels_last(*model_);
   // [Sync after load] The gradient sync is built last: it hooks and views the parameters as they will
   // be trained, and a checkpoint load replaces their storage.
   grad_sync_.reset(new GradSync(*model_, comm_, cfg_));
+  params_ = model_->parameters();
 
   const int64_t shard = local_shards_ ? local_shard_len_ : data::shard_length(train_data_.count, comm_.world_size());
   const int64_t batch = t.at("batch_size").get<int64_t>() * t.at("accumulate_steps").get<int64_t>();
@@ -256,6 +272,7 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
                    {"epochs", epoch_records_},
                    {"best_test_accuracy", best_accuracy_},
                    {"partial_epoch", {sums.loss_sum, sums.correct, sums.count}},
+                   {"loss_scaler", scaler_->state()},
                    {"config_sha256", config::config_hash(cfg_)}};
     checkpoints_->save(global_step_, *model_, *optimizer_, cursor);
     if (position == 0)
@@ -305,13 +322,18 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
       auto labels = batch->labels.to(device_, true);
       timer_.lap(Phase::kData);
       comm::hang::mark_phase(comm_, "forward");
-      auto logits = model_->forward(images);
+      torch::Tensor logits;
+      {
+        model::AutocastScope autocast(precision_, device_);
+        logits = model_->forward(images);
+      }
+      logits = logits.to(torch::kFloat);  // the loss in fp32 whatever the forward's precision
       auto loss = torch::nn::functional::cross_entropy(
           logits, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(smoothing));
       timer_.lap(Phase::kForward);
       comm::hang::mark_phase(comm_, "backward");
       grad_sync_->reducer.prepare_for_backward(micro + 1 == accumulate);  // earlier micro-batches: no sync
-      (loss / accumulate).backward();
+      scaler_->scale_loss(loss / accumulate).backward();
       timer_.lap(Phase::kBackward);
       const int64_t n = labels.size(0);
       stats.loss_sum += loss.item<double>() * n;
@@ -326,7 +348,7 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     grad_sync_->reducer.finalize();
     timer_.lap(Phase::kComm);
     comm::hang::mark_phase(comm_, "optimizer");
-    optimizer_->step();
+    if (scaler_->unscale_and_update(params_)) optimizer_->step();  // fp16: an inf/NaN step is skipped
     timer_.lap(Phase::kOptimizer);
     if (step + 1 == steps_per_epoch_) grad_sync_->reducer.gather_arrivals();  // epoch end, all ranks
     ++global_step_;
@@ -414,6 +436,13 @@ json Trainer::run() {
   const double best = best_accuracy_;
   json out = record.finish(last, best, last_eval, gather_rank_stats(), now_seconds() - train_start_);
   out["reducer"] = grad_sync_->reducer.stats_json();  // [Reducer stats] buckets, exposed comm, straggler
+  out["numerics"] = {{"precision", model::precision_name(precision_)},
+                     {"loss_scale", scaler_->scale()},
+                     {"skipped_steps", scaler_->skipped_steps()},
+                     {"channels_last", cfg_.at("data").at("channels_last").get<bool>()},
+                     {"cudnn_benchmark", device_.is_cuda() && cfg_.at("training").at("cudnn_benchmark").get<bool>()}};
+  if (const auto* fused = dynamic_cast<const optim::FusedSGD*>(optimizer_.get()))
+    out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()}, {"loose_parameters", fused->loose_parameters()}};
   return out;
 }
 

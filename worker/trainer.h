@@ -10,6 +10,7 @@
 #include "common/comm/communicator.h"
 #include "common/data/dataset.h"
 #include "common/metrics/phase_timer.h"
+#include "common/model/precision.h"
 #include "common/model/resnext.h"
 #include "common/util/error.h"
 #include "worker/checkpoint.h"
@@ -73,6 +74,9 @@ class Trainer {
   int64_t test_total_ = 0;      // test samples over all ranks
   model::ResNeXt model_{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<torch::Tensor> params_;  // the model's parameters, as trained (after any checkpoint load)
+  model::Precision precision_ = model::Precision::kFp32;
+  std::unique_ptr<model::LossScaler> scaler_;
   struct GradSync;
   std::unique_ptr<GradSync> grad_sync_;
   metrics::PhaseTimer timer_;

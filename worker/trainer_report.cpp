@@ -73,7 +73,12 @@ json Trainer::evaluate() {
   if (!indices.empty()) {
     data::Loader loader(test_data_, std::move(indices), augment_options(cfg_.at("data"), false), lo);
     while (auto batch = loader.next()) {
-      auto logits = model_->forward(batch->images.to(device_)).to(torch::kCPU);
+      torch::Tensor logits;
+      {
+        model::AutocastScope autocast(precision_, device_);
+        logits = model_->forward(batch->images.to(device_));
+      }
+      logits = logits.to(torch::kCPU, torch::kFloat);
       loss_sum += torch::nn::functional::cross_entropy(
                       logits, batch->labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                       .item<double>();

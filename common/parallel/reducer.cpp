@@ -98,7 +98,9 @@ Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOpt
   std::vector<torch::Tensor> tensors;
   for (const auto& item : module.named_parameters()) {
     if (!item.value().requires_grad()) continue;
-    RX_CHECK(item.value().is_contiguous(), "parameter " << item.key() << " is not contiguous");
+    // Dense layouts only (contiguous or channels-last): a gradient alias spans exactly numel()
+    // elements of the bucket with the parameter's own strides ([Alias, not view]).
+    RX_CHECK(item.value().is_non_overlapping_and_dense(), "parameter " << item.key() << " is not dense");
     params_.emplace_back();
     params_.back().name = item.key();
     params_.back().tensor = item.value();

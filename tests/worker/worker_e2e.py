@@ -90,6 +90,22 @@ def learns(tmp):
     check(acc >= 0.85, f"accuracy {acc:.4f} < 0.85", log)
 
 
+def mixed_precision(tmp):
+    # bf16 autocast with channels-last weights and inputs on 2 ranks: the trainer's own replica checks
+    # pass, the run record says what ran, and fp16 on a CPU is refused naming the key.
+    rc, log, _ = run_worker(2, tmp, QUICK + ["training.precision=bf16", "data.channels_last=true"], 300)
+    check(rc == 0, f"worker exited {rc}", log)
+    r = record(tmp)
+    check(r["numerics"]["precision"] == "bf16" and r["numerics"]["channels_last"] is True, f"numerics {r['numerics']}")
+    check(r["numerics"]["fused_optimizer"]["groups"] > 0, f"the fused optimizer did not group: {r['numerics']}")
+    sums = [x["param_checksum"] for x in r["ranks"]]
+    check(sums[0] == sums[1], f"replicas differ: {sums}")
+    losses = [e["train_loss"] for e in r["epochs"]]
+    check(all(0 < x < 10 for x in losses) and losses[1] < losses[0], f"bf16 training did not learn: {losses}")
+    rc, log, _ = run_worker(0, os.path.join(tmp, "fp16"), ["training.precision=fp16", "data.max_train_samples=64"], 120)
+    check(rc == 2 and "training.precision" in log, f"fp16 on a CPU: rc={rc}", log)
+
+
 def single(tmp):
     rc, log, _ = run_worker(0, tmp, ["data.max_train_samples=256", "data.max_test_samples=128"], 300)
     check(rc == 0, f"world-of-1 run exited {rc}", log)
