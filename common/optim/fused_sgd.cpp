@@ -119,9 +119,13 @@ void FusedSGD::build_groups() {
   built_ = true;
 }
 
+// [Fused step] In place on the flat gradients: d = g + wd * p and the Nesterov d + momentum * m are
+// written over g, so a step allocates nothing (a bucket-sized temporary per operation cost more
+// than the dispatches saved, measured on resnext50_32x4d). .grad therefore holds the applied update
+// direction after step(), until zero_grad().
 void FusedSGD::step_group(Group& g, const SGDOptions& o) {
   torch::Tensor d = g.grads;
-  if (o.weight_decay() != 0) d = d.add(g.params, o.weight_decay());
+  if (o.weight_decay() != 0) d.add_(g.params, o.weight_decay());
   if (o.momentum() != 0) {
     if (!g.momentum_ready) {  // SGD's first step: buf = d
       g.momentum.copy_(d);
@@ -136,7 +140,10 @@ void FusedSGD::step_group(Group& g, const SGDOptions& o) {
     } else {
       g.momentum.mul_(o.momentum()).add_(d, 1 - o.dampening());
     }
-    d = o.nesterov() ? d.add(g.momentum, o.momentum()) : g.momentum;
+    if (o.nesterov())
+      d.add_(g.momentum, o.momentum());
+    else
+      d = g.momentum;
   }
   g.params.add_(d, -o.lr());
 }

@@ -9,7 +9,9 @@
 // parameter aliases its slice, in its own dense layout) and the momentum buffers into another, so
 // the update of the group is arithmetic on three flat tensors. Parameters outside any group (no
 // reducer, a lone gradient) take torch::optim::SGD's per-parameter path. The arithmetic, and its
-// order, is SGD's, so results match it within rounding (bit-identical in practice; tested).
+// order, is SGD's, so results match it within rounding (bit-identical in practice; tested). Unlike
+// SGD, the step works in place on the flat gradients (no temporaries): after step(), .grad holds the
+// applied direction (weight decay and Nesterov included) until zero_grad().
 //
 // Checkpoints are torch::optim::SGD's: the state is the same per-parameter momentum buffers (now
 // aliases), so a checkpoint from either optimizer loads into the other. Groups are re-derived

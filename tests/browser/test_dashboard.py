@@ -145,7 +145,8 @@ def main():
     token_file = os.path.join(state, "tokens")
     with open(token_file, "w") as f:
         f.write(f"alice:{TOKEN}\n")
-    c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker, "--token-file", token_file])
+    c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker, "--token-file", token_file],
+                    read_token=TOKEN)  # the test's own reads; the page types the token itself
     auth = {"Authorization": f"Bearer {TOKEN}"}
     ok = False
     b = None
