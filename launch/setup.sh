@@ -13,6 +13,7 @@ PACKAGES=(
   dataset-fashion-mnist              # real data: /usr/share/datasets/fashion-mnist
   python3 python3-torch python3-torchvision python3-numpy   # test-only cross-checks and the DDP baseline
   curl wrk procps psmisc
+  clang-format                       # clang-format 14: launch/check_format.sh
   slurm-wlm munge                    # single-node Slurm for the launcher tests
 )
 

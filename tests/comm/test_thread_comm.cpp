@@ -5,40 +5,26 @@
 #include <chrono>
 #include <functional>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "common/comm/communicator.h"
 #include "common/comm/thread/thread_communicator.h"
 #include "common/util/error.h"
+#include "tests/support/rank_threads.h"
 
 namespace rx::comm {
 namespace {
 
 constexpr Millis kTimeout{20000};
 
-// Runs fn(comm) on one thread per rank; returns each rank's error message ("" when it succeeded).
+// Runs fn(comm) on one thread per rank (tests/support/rank_threads.h); each rank's error, "" if none.
 std::vector<std::string> run_ranks(std::vector<std::unique_ptr<Communicator>>& group,
                                    const std::function<void(Communicator&)>& fn) {
-  std::vector<std::string> errors(group.size());
-  std::vector<std::thread> threads;
-  for (size_t r = 0; r < group.size(); ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        fn(*group[r]);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  return errors;
+  return rx::testing::run_ranks(static_cast<int>(group.size()), [&](int r) { fn(*group[r]); });
 }
 
-void expect_no_errors(const std::vector<std::string>& errors) {
-  for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
-}
+void expect_no_errors(const std::vector<std::string>& errors) { EXPECT_TRUE(rx::testing::all_ranks_ok(errors)); }
 
 // Rank-dependent integer-valued input, exact in float32: max/min come from different ranks.
 float value(int rank, int64_t i) { return static_cast<float>((i * 7 + rank * 13) % 101 - 50); }
