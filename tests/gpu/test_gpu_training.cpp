@@ -2,7 +2,6 @@
 // checkpoint written from the GPU resumed on the GPU and on the CPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -10,6 +9,7 @@
 
 #include "common/model/resnext.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/support/temp_dir.h"
 #include "worker/checkpoint.h"
 
 using namespace rx;
@@ -103,8 +103,7 @@ TEST(GpuTraining, CudaStepMatchesCpuStep) {
 TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
   RX_REQUIRE_GPUS(1);
   const torch::Device gpu(torch::kCUDA, 0);
-  const auto dir = std::filesystem::temp_directory_path() / ("rx-gpu-ckpt-" + std::to_string(getpid()));
-  std::filesystem::remove_all(dir);
+  const rx::testing::TempDir dir;
   auto trained = make_model(gpu);
   auto opt = make_sgd(trained);
   torch::manual_seed(3);
@@ -115,7 +114,7 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
         .backward();
     opt.step();
   }
-  worker::CheckpointStore store(dir.string(), 2);
+  worker::CheckpointStore store(dir.path(), 2);
   store.save(3, *trained, opt, {{"epoch", 0}, {"epoch_position", 24}});
 
   for (const torch::Device device : {gpu, torch::Device(torch::kCPU)}) {
@@ -123,7 +122,7 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
     model::ResNeXt fresh(model::preset("resnext11_4x16d"));
     fresh->to(device);
     auto fresh_opt = make_sgd(fresh);
-    auto cursor = worker::CheckpointStore(dir.string(), 2).load_latest(*fresh, fresh_opt);
+    auto cursor = worker::CheckpointStore(dir.path(), 2).load_latest(*fresh, fresh_opt);
     ASSERT_TRUE(cursor.has_value()) << device;
     EXPECT_EQ((*cursor)["epoch_position"], 24);
     const auto want = trained->named_parameters();
@@ -136,10 +135,9 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
     const auto want_bufs = trained->named_buffers();
     for (size_t i = 0; i < bufs.size(); ++i)
       EXPECT_TRUE(torch::equal(bufs[i].value().cpu(), want_bufs[i].value().cpu())) << bufs[i].key() << " on " << device;
-    // The optimizer's momentum continues where it stopped: one more step on each side agrees.
+    // The optimizer state (momentum buffers) is restored too: one entry per trained parameter.
     EXPECT_EQ(fresh_opt.state().size(), opt.state().size()) << device;
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

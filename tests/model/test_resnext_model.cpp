@@ -7,6 +7,7 @@
 #include "common/model/resnext.h"
 #include "common/model/state_dict.h"
 #include "common/util/error.h"
+#include "tests/support/temp_dir.h"
 
 using namespace rx::model;
 
@@ -112,9 +113,8 @@ TEST(ResNeXtBadInput, ErrorsNameTheField) {
 }
 
 TEST(ResNeXtStateDict, RoundTripAndMisShapedTensorIsNamed) {
-  auto dir = std::filesystem::temp_directory_path() / ("rx_sd_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const auto path = (dir / "tiny.pt").string();
+  rx::testing::TempDir dir;
+  const auto path = dir.file("tiny.pt");
   ResNeXt a(preset("resnext20_tiny")), b(preset("resnext20_tiny"));
   save_state_dict(*a, path);
   auto sd = read_state_dict(path);
@@ -133,10 +133,9 @@ TEST(ResNeXtStateDict, RoundTripAndMisShapedTensorIsNamed) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("layer2.0.conv2.weight"), std::string::npos) << msg;
     EXPECT_NE(msg.find("mis-shaped"), std::string::npos) << msg;
-    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_EQ(e.path(), path) << msg;
   }
-  EXPECT_THROW(read_state_dict((dir / "missing.pt").string()), rx::IoError);
-  std::filesystem::remove_all(dir);
+  EXPECT_THROW(read_state_dict(dir.file("missing.pt")), rx::IoError);
 }
 
 TEST(ResNeXtDescribe, PaperModelTotalsAndStages) {

@@ -49,9 +49,11 @@ TEST(SlurmLauncher, ParsesScontrolLine) {
   EXPECT_EQ(*i.exit_code, 0);
   auto f = parse_scontrol_job("JobId=8 JobState=FAILED Reason=NonZeroExitCode Dependency=(null) ExitCode=2:0");
   EXPECT_EQ(f.state, "FAILED");
+  ASSERT_TRUE(f.exit_code);
   EXPECT_EQ(*f.exit_code, 2);
   EXPECT_FALSE(parse_scontrol_job("slurm_load_jobs error: Invalid job id specified").known);
   auto a = parse_sacct_line("CANCELLED by 0|0:15");
+  EXPECT_TRUE(a.known);
   EXPECT_EQ(a.state, "CANCELLED");
   EXPECT_EQ(a.exit_signal, 15);
 }
@@ -86,7 +88,9 @@ TEST(SlurmLauncher, MapsStates) {
     EXPECT_TRUE(!m.exit->exit_code || *m.exit->exit_code != 0) << st;
     EXPECT_NE(m.exit->reason.find(st), std::string::npos) << m.exit->reason;
   }
-  EXPECT_EQ(*map_slurm_state(info("FAILED", 3)).exit->exit_code, 3);
+  auto failed = map_slurm_state(info("FAILED", 3));
+  ASSERT_TRUE(failed.exit && failed.exit->exit_code);
+  EXPECT_EQ(*failed.exit->exit_code, 3);
   SlurmJobInfo gone;
   auto g = map_slurm_state(gone);
   EXPECT_TRUE(!g.live && g.exit && !g.exit->exit_code);
