@@ -65,10 +65,12 @@ int64_t sum_over_ranks(int64_t v) {
 // Blocking MPI_Allreduce on MPI_COMM_WORLD: the reference the rx::comm path is compared with.
 double blocking_mpi_seconds(torch::Tensor& t, int iters, int warmup) {
   const int count = static_cast<int>(t.numel());
-  for (int i = 0; i < warmup; ++i) MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  for (int i = 0; i < warmup; ++i)
+    MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  for (int i = 0; i < iters; ++i)
+    MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return max_over_ranks(secs) / iters;
 }
@@ -93,8 +95,8 @@ int main(int argc, char** argv) {
     if (r == 0) {
       std::printf("# rx::comm all-reduce, backend %s, %d ranks, float32 sum, in place\n",
                   comm->backend_name().c_str(), w);
-      std::printf("#%11s %12s %6s %10s %9s %9s %8s %10s\n", "size(B)", "count", "iters", "time(us)", "algbw", "busbw",
-                  "#wrong", "ref(us)");
+      std::printf("#%11s %12s %6s %10s %9s %9s %8s %10s\n", "size(B)", "count", "iters", "time(us)", "algbw",
+                  "busbw", "#wrong", "ref(us)");
       std::printf("#%11s %12s %6s %10s %9s %9s %8s %10s\n", "", "(elements)", "", "", "(GB/s)", "(GB/s)", "",
                   "blocking");
     }

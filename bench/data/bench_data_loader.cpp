@@ -19,7 +19,8 @@ using namespace rx::data;
 
 int main(int argc, char** argv) try {
   const rx::Args a({argv + 1, argv + argc},
-                   {"count", "batch", "threads", "epochs", "resize", "data-dir", "format"}, {"channels-last"});
+                   {"count", "batch", "threads", "epochs", "resize", "data-dir", "format"},
+                   {"channels-last"});
   if (!a.positionals().empty()) throw rx::UsageError("unexpected argument '" + a.positionals()[0] + "'");
   const int64_t count = a.get_int64("count", 50000, 1, int64_t{1} << 32);
   const int64_t batch = a.get_int64("batch", 128, 1, 1 << 20);

@@ -144,8 +144,8 @@ void write_cifar10(const std::string& dir, const Dataset& train, const Dataset& 
   check_writable(dir, test, 10);
   // The reader rejects empty files (a failed download), so every file needs a record.
   if (train.count < 5 || test.count < 1)
-    throw DataError(dir, "CIFAR-10 needs >= 5 train and >= 1 test samples, got " + std::to_string(train.count) +
-                             " and " + std::to_string(test.count));
+    throw DataError(dir, "CIFAR-10 needs >= 5 train and >= 1 test samples, got " +
+                             std::to_string(train.count) + " and " + std::to_string(test.count));
   for (int f = 0; f < 5; ++f) {
     const int64_t begin = train.count * f / 5, end = train.count * (f + 1) / 5;
     write_records(file_in(dir, "data_batch_" + std::to_string(f + 1) + ".bin"), train, begin, end, false);

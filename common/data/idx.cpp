@@ -33,24 +33,27 @@ IdxFile read_idx_file(const std::string& path, int ndims) {
   const int64_t size = static_cast<int64_t>(b.size());
   const std::string want = "00 00 08 " + hex(static_cast<uint8_t>(ndims)).substr(2);
   if (size < 4)
-    throw DataError(path, 0, "truncated IDX header: " + std::to_string(size) + " bytes, need 4 for the magic");
+    throw DataError(path, 0,
+                    "truncated IDX header: " + std::to_string(size) + " bytes, need 4 for the magic");
   if (b[0] != 0 || b[1] != 0)
     throw DataError(path, 0, "bad IDX magic " + hex(b[0]) + " " + hex(b[1]) + " (expected " + want +
                                  "; not an IDX file)");
   if (b[2] != kUbyte)
     throw DataError(path, 2, "unsupported IDX element type " + hex(b[2]) + " (only 0x08 unsigned byte)");
   if (b[3] != ndims)
-    throw DataError(path, 3, "IDX field ndims is " + std::to_string(b[3]) + ", expected " + std::to_string(ndims));
+    throw DataError(path, 3,
+                    "IDX field ndims is " + std::to_string(b[3]) + ", expected " + std::to_string(ndims));
   f.data_offset = 4 + 4 * int64_t{ndims};
   if (size < f.data_offset)
-    throw DataError(path, size, "truncated IDX header: " + std::to_string(size) + " bytes, need " +
-                                    std::to_string(f.data_offset) + " for " + std::to_string(ndims) + " dims");
+    throw DataError(path, size,
+                    "truncated IDX header: " + std::to_string(size) + " bytes, need " +
+                        std::to_string(f.data_offset) + " for " + std::to_string(ndims) + " dims");
   int64_t product = 1;
   for (int i = 0; i < ndims; ++i) {
     const uint8_t* p = b.data() + 4 + 4 * i;
     const int64_t dim = int64_t{p[0]} << 24 | int64_t{p[1]} << 16 | int64_t{p[2]} << 8 | p[3];
     const std::string field = "IDX field dims[" + std::to_string(i) + "]";
-    if (dim <= 0) throw DataError(path, 4 + 4 * i, field + " is 0");
+    if (dim == 0) throw DataError(path, 4 + 4 * i, field + " is 0");  // 4 unsigned bytes: never negative
     if (i > 0 && dim > kMaxDim)
       throw DataError(path, 4 + 4 * i,
                       field + " is " + std::to_string(dim) + ", larger than " + std::to_string(kMaxDim));
@@ -61,8 +64,8 @@ IdxFile read_idx_file(const std::string& path, int ndims) {
   if (have < product)
     throw DataError(path, size,
                     "truncated: header declares " + std::to_string(product) + " data bytes from offset " +
-                        std::to_string(f.data_offset) + ", file has " + std::to_string(have) + " (ends at offset " +
-                        std::to_string(size) + ")");
+                        std::to_string(f.data_offset) + ", file has " + std::to_string(have) +
+                        " (ends at offset " + std::to_string(size) + ")");
   if (have > product)
     throw DataError(path, f.data_offset + product,
                     std::to_string(have - product) + " trailing bytes after the " + std::to_string(product) +
@@ -108,8 +111,8 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
     const int label = labels.data()[i];
     if (label >= num_classes)
       throw DataError(labels_path, labels.data_offset + i,
-                      "label " + std::to_string(label) + " of sample " + std::to_string(i) + " out of range [0, " +
-                          std::to_string(num_classes) + ")");
+                      "label " + std::to_string(label) + " of sample " + std::to_string(i) +
+                          " out of range [0, " + std::to_string(num_classes) + ")");
     d.labels[i] = label;
   }
   // Move the decompressed buffer and drop the header in place: no second full-size allocation.

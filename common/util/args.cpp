@@ -42,14 +42,18 @@ std::optional<std::string> Args::get(const std::string& flag) const {
   return it->second.back();
 }
 
-std::string Args::get_or(const std::string& flag, const std::string& def) const { return get(flag).value_or(def); }
+std::string Args::get_or(const std::string& flag, const std::string& def) const {
+  return get(flag).value_or(def);
+}
 
 std::vector<std::string> Args::all(const std::string& flag) const {
   auto it = values_.find(flag);
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
-bool Args::has(const std::string& flag) const { return switches_set_.count(flag) > 0 || values_.count(flag) > 0; }
+bool Args::has(const std::string& flag) const {
+  return switches_set_.count(flag) > 0 || values_.count(flag) > 0;
+}
 
 int Args::get_int(const std::string& flag, int def, int lo, int hi) const {
   return static_cast<int>(get_int64(flag, def, lo, hi));

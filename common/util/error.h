@@ -28,7 +28,9 @@ class Error : public std::runtime_error {
 class ConfigError : public Error {
  public:
   ConfigError(std::string field, const std::string& message)
-      : Error(field.empty() ? message : field + ": " + message), field_(std::move(field)), message_(message) {}
+      : Error(field.empty() ? message : field + ": " + message),
+        field_(std::move(field)),
+        message_(message) {}
   const std::string& field() const { return field_; }
   const std::string& message() const { return message_; }
 
@@ -78,7 +80,9 @@ class DataError : public Error {
 class CommError : public Error {
  public:
   CommError(const std::string& backend, int rank, const std::string& message)
-      : Error("[" + backend + " rank " + std::to_string(rank) + "] " + message), backend_(backend), rank_(rank) {}
+      : Error("[" + backend + " rank " + std::to_string(rank) + "] " + message),
+        backend_(backend),
+        rank_(rank) {}
   const std::string& backend() const { return backend_; }
   int rank() const { return rank_; }
 

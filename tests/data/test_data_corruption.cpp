@@ -12,19 +12,22 @@
 using namespace rx::data;
 using rx::data::test_util::random_dataset;
 using rx::data::test_util::read_bytes;
-using rx::testing::TempDir;
 using rx::data::test_util::write_bytes;
+using rx::testing::TempDir;
 
 namespace {
 
-// Runs fn, requires exception type E, and that the message contains every one of `parts`.
-template <typename E>
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
+// Runs fn and requires an IoError whose path() is `path` and whose message contains every one of
+// `parts` (and the path).
+void expect_io_error(const std::function<void()>& fn, const std::string& path,
+                     const std::vector<std::string>& parts = {}) {
   try {
     fn();
-    ADD_FAILURE() << "no exception; expected one mentioning " << ::testing::PrintToString(parts);
-  } catch (const E& e) {
+    ADD_FAILURE() << "no IoError; expected one for " << path;
+  } catch (const rx::IoError& e) {
+    EXPECT_EQ(e.path(), path) << e.what();
     const std::string msg = e.what();
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
     for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
   } catch (const std::exception& e) {
     ADD_FAILURE() << "wrong exception type: " << e.what();
@@ -50,7 +53,9 @@ void expect_data_error(const std::function<void()>& fn, const std::string& path,
     }
     const std::string msg = e.what();
     EXPECT_EQ(msg.rfind(path, 0), 0u) << "the message starts with the file: " << msg;
-    if (offset >= 0) EXPECT_NE(msg.find("offset " + std::to_string(offset)), std::string::npos) << msg;
+    if (offset >= 0) {
+      EXPECT_NE(msg.find("offset " + std::to_string(offset)), std::string::npos) << msg;
+    }
     for (const auto& p : parts) EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in: " << msg;
   } catch (const std::exception& e) {
     ADD_FAILURE() << "wrong exception type: " << e.what();
@@ -72,13 +77,13 @@ class CifarCorruption : public ::testing::Test {
 };
 
 TEST_F(CifarCorruption, MissingDirectory) {
-  expect_error<rx::IoError>([] { read_cifar10("/nonexistent/rx_cifar", Split::kTrain); },
-                            {"/nonexistent/rx_cifar/data_batch_1.bin", "not found"});
+  expect_io_error([] { read_cifar10("/nonexistent/rx_cifar", Split::kTrain); },
+                  "/nonexistent/rx_cifar/data_batch_1.bin", {"not found"});
 }
 
 TEST_F(CifarCorruption, MissingOneTrainFile) {
   std::filesystem::remove(dir.file("data_batch_3.bin"));
-  expect_error<rx::IoError>([&] { read_cifar10(dir.path(), Split::kTrain); }, {dir.file("data_batch_3.bin")});
+  expect_io_error([&] { read_cifar10(dir.path(), Split::kTrain); }, dir.file("data_batch_3.bin"));
 }
 
 TEST_F(CifarCorruption, SizeNotMultipleOfRecord) {
@@ -107,7 +112,7 @@ TEST_F(CifarCorruption, LabelOutOfRange) {
 TEST_F(CifarCorruption, DirectoryInsteadOfFile) {
   std::filesystem::remove(test_path);
   std::filesystem::create_directory(test_path);
-  expect_error<rx::IoError>([&] { read_test(); }, {test_path, "not a regular file"});
+  expect_io_error([&] { read_test(); }, test_path, {"not a regular file"});
 }
 
 TEST(Cifar100Corruption, FineAndCoarseLabelOutOfRange) {
@@ -122,11 +127,12 @@ TEST(Cifar100Corruption, FineAndCoarseLabelOutOfRange) {
   auto coarse = bytes;
   coarse[2 * 3074] = 20;
   write_bytes(path, coarse);
-  expect_data_error([&] { read_cifar100(dir.path(), Split::kTrain); }, path, 6148, {"record 2", "coarse label 20"});
+  expect_data_error([&] { read_cifar100(dir.path(), Split::kTrain); }, path, 6148,
+                    {"record 2", "coarse label 20"});
   bytes.pop_back();
   write_bytes(path, bytes);
   expect_data_error([&] { read_cifar100(dir.path(), Split::kTrain); }, path, 6148, {"3074"});
-  expect_error<rx::IoError>([&] { read_cifar100("/nonexistent", Split::kTest); }, {"/nonexistent/test.bin"});
+  expect_io_error([&] { read_cifar100("/nonexistent", Split::kTest); }, "/nonexistent/test.bin");
 }
 
 class IdxCorruption : public ::testing::Test {
@@ -146,11 +152,10 @@ class IdxCorruption : public ::testing::Test {
 };
 
 TEST_F(IdxCorruption, MissingFiles) {
-  expect_error<rx::IoError>([&] { read_idx(dir.file("nope"), dir.file("labels")); },
-                            {dir.file("nope"), "not found"});
-  expect_error<rx::IoError>([&] { read_idx(dir.file("images"), dir.file("nope")); }, {dir.file("nope")});
-  expect_error<rx::IoError>([&] { read_fashion_mnist(dir.path(), Split::kTest); },
-                            {dir.file("t10k-images-idx3-ubyte.gz")});
+  expect_io_error([&] { read_idx(dir.file("nope"), dir.file("labels")); }, dir.file("nope"), {"not found"});
+  expect_io_error([&] { read_idx(dir.file("images"), dir.file("nope")); }, dir.file("nope"));
+  expect_io_error([&] { read_fashion_mnist(dir.path(), Split::kTest); },
+                  dir.file("t10k-images-idx3-ubyte.gz"));
 }
 
 TEST_F(IdxCorruption, BadMagic) {
@@ -216,13 +221,13 @@ TEST_F(IdxCorruption, TruncatedAndCorruptGzip) {
   auto cut = gz;
   cut.resize(gz.size() / 2);
   write_bytes(dir.file("images.gz"), cut);
-  expect_data_error([&] { read_idx(dir.file("images.gz"), dir.file("labels.gz")); }, dir.file("images.gz"), kInFile,
-                    {"truncated gzip", "compressed offset"});
+  expect_data_error([&] { read_idx(dir.file("images.gz"), dir.file("labels.gz")); }, dir.file("images.gz"),
+                    kInFile, {"truncated gzip", "compressed offset"});
   auto garbage = gz;
   for (size_t i = 10; i < garbage.size(); ++i) garbage[i] = static_cast<uint8_t>(0xFF - i);
   write_bytes(dir.file("images.gz"), garbage);
-  expect_data_error([&] { read_idx(dir.file("images.gz"), dir.file("labels.gz")); }, dir.file("images.gz"), kInFile,
-                    {"gzip", "compressed offset"});
+  expect_data_error([&] { read_idx(dir.file("images.gz"), dir.file("labels.gz")); }, dir.file("images.gz"),
+                    kInFile, {"gzip", "compressed offset"});
 }
 
 }  // namespace

@@ -24,7 +24,8 @@ model::ResNeXt make_model(torch::Device device) {
 }
 
 torch::optim::SGD make_sgd(model::ResNeXt& m) {
-  return torch::optim::SGD(m->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(5e-4));
+  return torch::optim::SGD(m->parameters(),
+                           torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(5e-4));
 }
 
 // Largest |a - b| relative to the largest |b| (so the bound does not depend on a tensor's scale).
@@ -37,7 +38,8 @@ double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
 double rel_l2(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    const auto x = a[i].detach().to(torch::kCPU, torch::kDouble), y = b[i].detach().to(torch::kCPU, torch::kDouble);
+    const auto x = a[i].detach().to(torch::kCPU, torch::kDouble),
+               y = b[i].detach().to(torch::kCPU, torch::kDouble);
     num += (x - y).pow(2).sum().item<double>();
     den += y.pow(2).sum().item<double>();
   }
@@ -90,8 +92,8 @@ TEST(GpuTraining, CudaStepMatchesCpuStep) {
   }
   const double update_diff = rel_l2(gpu_updates, cpu_updates);
   std::cout << "CUDA vs CPU step: loss " << gpu_loss.item<double>() << " vs " << cpu_loss.item<double>()
-            << " (relative " << loss_diff << "), gradients relative L2 " << grad_diff << " (worst tensor " << worst
-            << "), updates relative L2 " << update_diff << "\n";
+            << " (relative " << loss_diff << "), gradients relative L2 " << grad_diff << " (worst tensor "
+            << worst << "), updates relative L2 " << update_diff << "\n";
   EXPECT_LT(loss_diff, 1e-5);
   EXPECT_LT(grad_diff, 1e-3);
   EXPECT_LT(update_diff, 1e-3);
@@ -129,12 +131,14 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
     const auto got = fresh->named_parameters();
     for (size_t i = 0; i < want.size(); ++i) {
       EXPECT_EQ(got[i].value().device(), device) << got[i].key() << " was loaded onto another device";
-      EXPECT_TRUE(torch::equal(got[i].value().detach().cpu(), want[i].value().detach().cpu())) << got[i].key() << " on " << device;
+      EXPECT_TRUE(torch::equal(got[i].value().detach().cpu(), want[i].value().detach().cpu()))
+          << got[i].key() << " on " << device;
     }
     const auto bufs = fresh->named_buffers();
     const auto want_bufs = trained->named_buffers();
     for (size_t i = 0; i < bufs.size(); ++i)
-      EXPECT_TRUE(torch::equal(bufs[i].value().cpu(), want_bufs[i].value().cpu())) << bufs[i].key() << " on " << device;
+      EXPECT_TRUE(torch::equal(bufs[i].value().cpu(), want_bufs[i].value().cpu()))
+          << bufs[i].key() << " on " << device;
     // The optimizer state (momentum buffers) is restored too: one entry per trained parameter.
     EXPECT_EQ(fresh_opt.state().size(), opt.state().size()) << device;
   }

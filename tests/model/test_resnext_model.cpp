@@ -68,12 +68,15 @@ TEST_P(ResNeXtShapes, ForwardAndFeatures) {
 
 INSTANTIATE_TEST_SUITE_P(
     Inputs, ResNeXtShapes,
-    ::testing::Values(ShapeCase{"resnext11_4x16d", 32, 32, 3, {{256, 32, 32}, {512, 16, 16}, {1024, 8, 8}}},
-                      ShapeCase{"resnext20_tiny", 28, 28, 1, {{64, 28, 28}, {128, 14, 14}, {256, 7, 7}}},
-                      ShapeCase{"resnext50_32x4d", 224, 224, 3,
-                                {{256, 56, 56}, {512, 28, 28}, {1024, 14, 14}, {2048, 7, 7}}},
-                      ShapeCase{"resnext11_4x16d", 224, 224, 3, {{256, 224, 224}, {512, 112, 112}, {1024, 56, 56}}}),
-    [](const auto& info) { return info.param.preset + "_" + std::to_string(info.param.h) + "x" + std::to_string(info.param.c); });
+    ::testing::Values(
+        ShapeCase{"resnext11_4x16d", 32, 32, 3, {{256, 32, 32}, {512, 16, 16}, {1024, 8, 8}}},
+        ShapeCase{"resnext20_tiny", 28, 28, 1, {{64, 28, 28}, {128, 14, 14}, {256, 7, 7}}},
+        ShapeCase{
+            "resnext50_32x4d", 224, 224, 3, {{256, 56, 56}, {512, 28, 28}, {1024, 14, 14}, {2048, 7, 7}}},
+        ShapeCase{"resnext11_4x16d", 224, 224, 3, {{256, 224, 224}, {512, 112, 112}, {1024, 56, 56}}}),
+    [](const auto& info) {
+      return info.param.preset + "_" + std::to_string(info.param.h) + "x" + std::to_string(info.param.c);
+    });
 
 template <typename F>
 static std::string config_field_of(F&& f) {

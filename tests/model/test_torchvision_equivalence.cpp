@@ -63,7 +63,8 @@ TEST(TorchvisionEquivalence, FineTuneHeadReplacement) {
     EXPECT_TRUE(torch::equal(*mine, v)) << k << " was not loaded";
     ++features;
   }
-  EXPECT_EQ(features + 2, static_cast<int64_t>(sd.size())) << "everything but fc.weight and fc.bias is a feature";
+  EXPECT_EQ(features + 2, static_cast<int64_t>(sd.size()))
+      << "everything but fc.weight and fc.bias is a feature";
   // The head is the model's own 10-class one, untouched by the 1000-class tensors in the file.
   const torch::Tensor head = params["fc.weight"];
   ASSERT_EQ(head.sizes(), (std::vector<int64_t>{10, 2048}));

@@ -87,8 +87,8 @@ struct Case {
   int accumulate;
 };
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << "world " << c.world << " bucket_mb " << c.bucket_mb << " first_bucket_mb " << c.first_mb << " accumulate "
-      << c.accumulate;
+  *os << "world " << c.world << " bucket_mb " << c.bucket_mb << " first_bucket_mb " << c.first_mb
+      << " accumulate " << c.accumulate;
 }
 std::string case_name(const ::testing::TestParamInfo<Case>& i) {
   auto mb = [](double v) {
@@ -97,8 +97,8 @@ std::string case_name(const ::testing::TestParamInfo<Case>& i) {
       if (c == '.') c = '_';
     return s.substr(0, s.find_last_not_of('0') + 1);
   };
-  return "w" + std::to_string(i.param.world) + "_mb" + mb(i.param.bucket_mb) + "_first" + mb(i.param.first_mb) +
-         "_acc" + std::to_string(i.param.accumulate);
+  return "w" + std::to_string(i.param.world) + "_mb" + mb(i.param.bucket_mb) + "_first" +
+         mb(i.param.first_mb) + "_acc" + std::to_string(i.param.accumulate);
 }
 }  // namespace
 
@@ -251,7 +251,8 @@ TEST(Reducer, UnusedParameterIsAnErrorNamingIt) {
       }
     })));
     for (int r = 0; r < n; ++r) {
-      EXPECT_NE(messages[r].find("unused.weight"), std::string::npos) << "bucket_mb " << mb << ": " << messages[r];
+      EXPECT_NE(messages[r].find("unused.weight"), std::string::npos)
+          << "bucket_mb " << mb << ": " << messages[r];
       EXPECT_NE(messages[r].find("unused.bias"), std::string::npos) << messages[r];
       EXPECT_EQ(messages[r].find(" used."), std::string::npos) << "names a used parameter: " << messages[r];
       EXPECT_EQ(messages[r].find("head."), std::string::npos) << "names a used parameter: " << messages[r];

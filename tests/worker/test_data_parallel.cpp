@@ -21,7 +21,8 @@ model::ResNeXt make_model(int seed) {
   return m;
 }
 
-void sgd_step(model::ResNeXt& m, const torch::Tensor& x, const torch::Tensor& y, parallel::FlatGradientAllreduce* sync) {
+void sgd_step(model::ResNeXt& m, const torch::Tensor& x, const torch::Tensor& y,
+              parallel::FlatGradientAllreduce* sync) {
   torch::optim::SGD opt(m->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
   opt.zero_grad();
   torch::nn::functional::cross_entropy(m->forward(x), y).backward();
