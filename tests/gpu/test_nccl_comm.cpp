@@ -79,7 +79,9 @@ TEST(NcclComm, BroadcastEverySize) {
   for (int64_t n : kSizes) {
     const torch::Tensor want = torch::arange(n, dev.dtype(torch::kDouble)) + 1000.0 * root;
     torch::Tensor b = torch::arange(n, dev.dtype(torch::kDouble)) + 1000.0 * r;
-    if (r != root) ASSERT_FALSE(torch::equal(b, want)) << "the input must differ from the root's";
+    if (r != root) {
+      ASSERT_FALSE(torch::equal(b, want)) << "the input must differ from the root's";
+    }
     c->broadcast(b, {root, kTimeout})->wait(kTimeout);
     ASSERT_TRUE(torch::equal(b, want)) << "rank " << r << " n=" << n;
   }
