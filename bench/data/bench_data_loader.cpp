@@ -25,7 +25,7 @@ int main(int argc, char** argv) try {
   const int64_t count = a.get_int64("count", 50000, 1, int64_t{1} << 32);
   const int64_t batch = a.get_int64("batch", 128, 1, 1 << 20);
   const int64_t epochs = a.get_int64("epochs", 3, 1, 1000);
-  const int threads = a.get_int("threads", 1, 1, 256);
+  const int threads = a.get_int("threads", 1, 0, 256);  // 0: batches built on the calling thread
   const int resize = a.get_int("resize", 0, 0, 4096);
   const bool channels_last = a.has("channels-last");
   const std::string dir = a.get_or("data-dir", ""), format = a.get_or("format", "cifar10");
