@@ -112,7 +112,7 @@ TEST_P(ReducerEqualsFlat, SameAveragedGradients) {
   auto flat_group = comm::make_thread_group(c.world);
   auto red_group = comm::make_thread_group(c.world);
   auto as = make_models(c.world, 7), bs = make_models(c.world, 7);
-  ASSERT_TRUE(all_ranks_ok(run_ranks(c.world, [&](int r) {
+  const auto errors = run_ranks(c.world, [&](int r) {
     auto a = as[r], b = bs[r];
     parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
     parallel::Reducer red(*b, *red_group[r], options(c.bucket_mb, c.first_mb));
@@ -125,7 +125,8 @@ TEST_P(ReducerEqualsFlat, SameAveragedGradients) {
             << "rank " << r << " step " << step << " " << pa[i].key() << " max diff "
             << (pa[i].value().grad() - pb[i].value().grad()).abs().max().item<double>();
     }
-  })));
+  });
+  ASSERT_TRUE(all_ranks_ok(errors));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -145,7 +146,7 @@ TEST(Reducer, TrainingIsBitIdenticalToFlatAllreduce) {
   auto red_group = comm::make_thread_group(n);
   std::vector<uint64_t> flat_sums(n), red_sums(n), start(n);
   auto as = make_models(n, 7), bs = make_models(n, 7);
-  ASSERT_TRUE(all_ranks_ok(run_ranks(n, [&](int r) {
+  const auto errors = run_ranks(n, [&](int r) {
     auto a = as[r], b = bs[r];
     start[r] = parallel::parameter_checksum(*a);
     parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
@@ -162,7 +163,8 @@ TEST(Reducer, TrainingIsBitIdenticalToFlatAllreduce) {
     }
     flat_sums[r] = parallel::parameter_checksum(*a);
     red_sums[r] = parallel::parameter_checksum(*b);
-  })));
+  });
+  ASSERT_TRUE(all_ranks_ok(errors));
   EXPECT_NE(flat_sums[0], start[0]) << "training must change the parameters";
   for (int r = 0; r < n; ++r) {
     EXPECT_EQ(red_sums[r], flat_sums[r]) << "rank " << r;
@@ -209,11 +211,12 @@ TEST(Reducer, BucketAssignmentIdenticalAcrossRanks) {
   std::vector<std::vector<std::vector<std::string>>> names(n);
   std::vector<model::ResNeXt> models;
   for (int r = 0; r < n; ++r) models.push_back(make_model(100 + r));  // different values, same shapes
-  ASSERT_TRUE(all_ranks_ok(run_ranks(n, [&](int r) {
+  const auto errors = run_ranks(n, [&](int r) {
     auto m = models[r];
     parallel::Reducer red(*m, *group[r], options(0.05, 0.01));
     names[r] = red.bucket_names();
-  })));
+  });
+  ASSERT_TRUE(all_ranks_ok(errors));
   ASSERT_GT(names[0].size(), 3u);
   EXPECT_EQ(names[0].front().front(), "fc.bias") << "the head's last parameter comes first";
   for (int r = 1; r < n; ++r) EXPECT_EQ(names[r], names[0]) << "rank " << r;
@@ -239,7 +242,7 @@ TEST(Reducer, UnusedParameterIsAnErrorNamingIt) {
     auto group = comm::make_thread_group(n);
     std::vector<std::string> messages(n);
     std::vector<WithUnused> models(n);
-    ASSERT_TRUE(all_ranks_ok(run_ranks(n, [&](int r) {
+    const auto errors = run_ranks(n, [&](int r) {
       auto m = models[r];
       parallel::Reducer red(*m, *group[r], options(mb, mb));
       red.prepare_for_backward(true);
@@ -249,7 +252,8 @@ TEST(Reducer, UnusedParameterIsAnErrorNamingIt) {
       } catch (const Error& e) {
         messages[r] = e.what();
       }
-    })));
+    });
+    ASSERT_TRUE(all_ranks_ok(errors));
     for (int r = 0; r < n; ++r) {
       EXPECT_NE(messages[r].find("unused.weight"), std::string::npos)
           << "bucket_mb " << mb << ": " << messages[r];
@@ -295,7 +299,7 @@ TEST(Reducer, CompressedGradientsAreCloseToFlat) {
     auto red_group = comm::make_thread_group(n);
     std::vector<double> rel(n);
     auto as = make_models(n, 7), bs = make_models(n, 7);
-    ASSERT_TRUE(all_ranks_ok(run_ranks(n, [&](int r) {
+    const auto errors = run_ranks(n, [&](int r) {
       auto a = as[r], b = bs[r];
       parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
       auto o = options(0.05, 0.01);
@@ -309,7 +313,8 @@ TEST(Reducer, CompressedGradientsAreCloseToFlat) {
         worst = std::max(worst, ((ga - gb).norm() / ga.norm().clamp_min(1e-12)).item<double>());
       }
       rel[r] = worst;
-    })));
+    });
+    ASSERT_TRUE(all_ranks_ok(errors));
     const double tol = comp == parallel::Compression::kFp16 ? 5e-3 : 3e-2;
     for (int r = 0; r < n; ++r) {
       EXPECT_LT(rel[r], tol) << parallel::compression_name(comp) << " rank " << r;
@@ -326,13 +331,14 @@ TEST(Reducer, StatsNameTheStragglerRank) {
   auto group = comm::make_thread_group(n);
   std::vector<nlohmann::json> stats(n);
   auto models = make_models(n, 7);
-  ASSERT_TRUE(all_ranks_ok(run_ranks(n, [&](int r) {
+  const auto errors = run_ranks(n, [&](int r) {
     auto m = models[r];
     parallel::Reducer red(*m, *group[r], options(0.05, 0.01));
     for (int step = 0; step < 4; ++step) reducer_step(m, red, r, 1, r == 1 ? 40 : 4);
     red.gather_arrivals();
     stats[r] = red.stats_json();
-  })));
+  });
+  ASSERT_TRUE(all_ranks_ok(errors));
   for (int r = 0; r < n; ++r) {
     const auto& s = stats[r];
     EXPECT_EQ(s["steps"], 4);

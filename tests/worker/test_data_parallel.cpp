@@ -54,10 +54,11 @@ TEST_P(DataParallelEquivalence, OneStepOnNRanksEqualsOneBigStep) {
   std::vector<model::ResNeXt> replicas;
   for (int r = 0; r < n; ++r) replicas.push_back(make_model(7));
   auto group = comm::make_thread_group(n);
-  ASSERT_TRUE(rx::testing::all_ranks_ok(rx::testing::run_ranks(n, [&](int r) {
+  const auto errors = rx::testing::run_ranks(n, [&](int r) {
     parallel::FlatGradientAllreduce sync(*replicas[r], *group[r], comm::Millis(20000));
     sgd_step(replicas[r], x.narrow(0, r * b, b), y.narrow(0, r * b, b), &sync);
-  })));
+  });
+  ASSERT_TRUE(rx::testing::all_ranks_ok(errors));
   for (int r = 0; r < n; ++r) {
     const double diff = (flat_params(replicas[r]) - want).abs().max().item<double>();
     EXPECT_LT(diff, 1e-5) << "rank " << r << " of " << n;
@@ -78,7 +79,7 @@ TEST(ReplicaSync, BroadcastMakesReplicasEqualAndVerifyNamesDivergentRank) {
   std::vector<std::string> messages(n);
   // A rank whose broadcast or first verification throws fails the test naming the rank (it used to
   // escape its std::thread and std::terminate the binary).
-  ASSERT_TRUE(rx::testing::all_ranks_ok(rx::testing::run_ranks(n, [&](int r) {
+  const auto errors = rx::testing::run_ranks(n, [&](int r) {
     parallel::broadcast_module_state(*replicas[r], *group[r], 0, comm::Millis(20000));
     parallel::verify_replicas(*replicas[r], *group[r], "after broadcast", comm::Millis(20000));
     if (r == 2) {
@@ -90,7 +91,8 @@ TEST(ReplicaSync, BroadcastMakesReplicasEqualAndVerifyNamesDivergentRank) {
     } catch (const CommError& e) {
       messages[r] = e.what();
     }
-  })));
+  });
+  ASSERT_TRUE(rx::testing::all_ranks_ok(errors));
   for (int r = 0; r < n; ++r) {
     EXPECT_NE(messages[r].find("rank(s) 2"), std::string::npos) << "rank " << r << ": " << messages[r];
   }
