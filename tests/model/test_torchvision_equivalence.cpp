@@ -47,7 +47,7 @@ TEST(TorchvisionEquivalence, FineTuneHeadReplacement) {
   } catch (const rx::DataError& e) {
     EXPECT_NE(std::string(e.what()).find("fc.weight"), std::string::npos) << e.what();
   }
-  // The failed load copied nothing: the model still has its own head and features.
+  // The model's own freshly initialised 10-class head, before the load that skips the file's head.
   auto fresh_head = model->named_parameters()["fc.weight"].detach().clone();
   LoadOptions skip;
   skip.skip_head = true;
@@ -70,13 +70,15 @@ TEST(TorchvisionEquivalence, FineTuneHeadReplacement) {
   ASSERT_EQ(head.sizes(), (std::vector<int64_t>{10, 2048}));
   ASSERT_EQ(params["fc.bias"].sizes(), (std::vector<int64_t>{10}));
   EXPECT_TRUE(torch::equal(head, fresh_head)) << "loading with skip_head changed the new head";
+  const torch::Tensor* pretrained_head = nullptr;
   for (auto& [k, v] : sd)
-    if (k == "fc.weight") {
-      ASSERT_EQ(v.sizes(), (std::vector<int64_t>{1000, 2048}));
-      EXPECT_FALSE(torch::equal(head, v.narrow(0, 0, 10))) << "the head holds the pretrained rows";
-    }
+    if (k == "fc.weight") pretrained_head = &v;
+  ASSERT_NE(pretrained_head, nullptr) << "the reference state_dict has no fc.weight";
+  ASSERT_EQ(pretrained_head->sizes(), (std::vector<int64_t>{1000, 2048}));
+  EXPECT_FALSE(torch::equal(head, pretrained_head->narrow(0, 0, 10))) << "the head holds the pretrained rows";
   EXPECT_GT(head.abs().max().item<double>(), 0.0) << "the new head is initialised, not zero";
-  // And it is trainable: a 10-class output that depends on it.
+  EXPECT_TRUE(head.requires_grad()) << "the new head must be trainable";
+  // The forward pass ends in the 10-class head.
   model->eval();
   torch::NoGradGuard no_grad;
   const auto y = model->forward(torch::randn({1, 3, 64, 64}));
