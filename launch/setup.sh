@@ -15,6 +15,7 @@ PACKAGES=(
   curl wrk procps psmisc
   libjs-chart.js                     # Chart.js, embedded in the coordinator's dashboard at build time
   chromium                           # headless browser for the dashboard test (tests/browser)
+  clang-format                       # clang-format 14: launch/check_format.sh
   slurm-wlm munge                    # single-node Slurm for the launcher tests
 )
 

@@ -77,11 +77,11 @@ std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch
     try {
       std::ifstream meta_in(json_path(step));
       json meta = json::parse(meta_in, nullptr, /*allow_exceptions=*/false);
-      if (meta.is_discarded() || !meta.contains("pt_sha256")) throw DataError(json_path(step) + ": unreadable metadata");
+      if (meta.is_discarded() || !meta.contains("pt_sha256")) throw DataError(json_path(step), "unreadable metadata");
       const std::string data = read_file(pt_path(step));
       if (rx::sha256_hex(data) != meta["pt_sha256"].get<std::string>())
-        throw DataError(pt_path(step) + ": checksum mismatch (" + std::to_string(data.size()) + " bytes, expected " +
-                        std::to_string(meta.value("pt_bytes", 0)) + "): truncated or corrupt");
+        throw DataError(pt_path(step), "checksum mismatch (" + std::to_string(data.size()) + " bytes, expected " +
+                                           std::to_string(meta.value("pt_bytes", 0)) + "): truncated or corrupt");
       // [Load onto the model's device] Tensors are mapped onto the device the model lives on, not the
       // one they were saved from: a checkpoint written on a GPU resumes on the CPU (and vice versa).
       // Without it Module::load would swap CUDA storage into a CPU model.

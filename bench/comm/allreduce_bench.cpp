@@ -5,7 +5,7 @@
 // For the mpi backend, ref(us) times a plain blocking MPI_Allreduce(MPI_IN_PLACE) on the same
 // buffer: the gap to time(us) is the price of the non-blocking + polling path (libnbc vs. tuned).
 //
-//   mpirun --allow-run-as-root -np 2 --bind-to core build-comm/bench/comm/allreduce_bench
+//   mpirun --allow-run-as-root -np 2 --bind-to core build/bench/comm/allreduce_bench
 //     [--backend auto|mpi|nccl] [--min-bytes 4] [--max-bytes 268435456] [--iters N] [--warmup N]
 #include <mpi.h>
 #include <torch/torch.h>
@@ -18,11 +18,12 @@
 
 #include "common/comm/factory.h"
 #include "common/comm/mpi/mpi_communicator.h"
+#include "common/util/args.h"
 #include "common/util/error.h"
 
 namespace {
 
-struct Args {
+struct Options {
   std::string backend = "mpi";
   int64_t min_bytes = 4;
   int64_t max_bytes = int64_t{256} << 20;
@@ -30,21 +31,18 @@ struct Args {
   int warmup = 0;
 };
 
-Args parse(int argc, char** argv) {
-  Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (i + 1 >= argc) throw rx::UsageError("missing value for " + flag);
-    const std::string v = argv[++i];
-    if (flag == "--backend") a.backend = v;
-    else if (flag == "--min-bytes") a.min_bytes = std::stoll(v);
-    else if (flag == "--max-bytes") a.max_bytes = std::stoll(v);
-    else if (flag == "--iters") a.iters = std::stoi(v);
-    else if (flag == "--warmup") a.warmup = std::stoi(v);
-    else throw rx::UsageError("unknown flag " + flag);
-  }
-  if (a.min_bytes < 4 || a.max_bytes < a.min_bytes) throw rx::UsageError("need 4 <= --min-bytes <= --max-bytes");
-  return a;
+Options parse(int argc, char** argv) {
+  const rx::Args a({argv + 1, argv + argc}, {"backend", "min-bytes", "max-bytes", "iters", "warmup"}, {});
+  if (!a.positionals().empty()) throw rx::UsageError("unexpected argument '" + a.positionals()[0] + "'");
+  Options o;
+  o.backend = a.get_or("backend", o.backend);
+  if (o.backend != "auto" && o.backend != "mpi" && o.backend != "nccl")
+    throw rx::UsageError("--backend must be auto, mpi or nccl, got '" + o.backend + "'");
+  o.min_bytes = a.get_int64("min-bytes", o.min_bytes, 4, int64_t{1} << 40);
+  o.max_bytes = a.get_int64("max-bytes", o.max_bytes, o.min_bytes, int64_t{1} << 40);
+  o.iters = a.get_int("iters", o.iters, 0, 1000000);
+  o.warmup = a.get_int("warmup", o.warmup, 0, 1000000);
+  return o;
 }
 
 // Fewer iterations for big sizes: ~1 GiB of data per size, between 5 and 200 iterations.
@@ -67,10 +65,12 @@ int64_t sum_over_ranks(int64_t v) {
 // Blocking MPI_Allreduce on MPI_COMM_WORLD: the reference the rx::comm path is compared with.
 double blocking_mpi_seconds(torch::Tensor& t, int iters, int warmup) {
   const int count = static_cast<int>(t.numel());
-  for (int i = 0; i < warmup; ++i) MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  for (int i = 0; i < warmup; ++i)
+    MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
   MPI_Barrier(MPI_COMM_WORLD);
   const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+  for (int i = 0; i < iters; ++i)
+    MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return max_over_ranks(secs) / iters;
 }
@@ -84,7 +84,7 @@ void sync_device(bool cuda) {
 int main(int argc, char** argv) {
   rx::comm::MpiRuntime mpi(&argc, &argv);
   try {
-    const Args args = parse(argc, argv);
+    const Options args = parse(argc, argv);
     const bool cuda = args.backend == "nccl" || (args.backend == "auto" && torch::cuda::is_available());
     auto comm = rx::comm::make_communicator(args.backend, cuda);
     const int w = comm->world_size(), r = comm->rank();
@@ -95,8 +95,8 @@ int main(int argc, char** argv) {
     if (r == 0) {
       std::printf("# rx::comm all-reduce, backend %s, %d ranks, float32 sum, in place\n",
                   comm->backend_name().c_str(), w);
-      std::printf("#%11s %12s %6s %10s %9s %9s %8s %10s\n", "size(B)", "count", "iters", "time(us)", "algbw", "busbw",
-                  "#wrong", "ref(us)");
+      std::printf("#%11s %12s %6s %10s %9s %9s %8s %10s\n", "size(B)", "count", "iters", "time(us)", "algbw",
+                  "busbw", "#wrong", "ref(us)");
       std::printf("#%11s %12s %6s %10s %9s %9s %8s %10s\n", "", "(elements)", "", "", "(GB/s)", "(GB/s)", "",
                   "blocking");
     }

@@ -9,44 +9,26 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <string>
 
 #include "common/data/loader.h"
+#include "common/util/args.h"
 #include "common/util/error.h"
 
 using namespace rx::data;
 
 int main(int argc, char** argv) try {
-  int64_t count = 50000, batch = 128, epochs = 3;
-  int threads = 1, resize = 0;
-  bool channels_last = false;
-  std::string dir, format = "cifar10";
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw rx::UsageError(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--count")
-      count = std::stoll(value());
-    else if (a == "--batch")
-      batch = std::stoll(value());
-    else if (a == "--threads")
-      threads = std::stoi(value());
-    else if (a == "--epochs")
-      epochs = std::stoll(value());
-    else if (a == "--resize")
-      resize = std::stoi(value());
-    else if (a == "--channels-last")
-      channels_last = true;
-    else if (a == "--data-dir")
-      dir = value();
-    else if (a == "--format")
-      format = value();
-    else
-      throw rx::UsageError("unknown flag " + a);
-  }
+  const rx::Args a({argv + 1, argv + argc},
+                   {"count", "batch", "threads", "epochs", "resize", "data-dir", "format"},
+                   {"channels-last"});
+  if (!a.positionals().empty()) throw rx::UsageError("unexpected argument '" + a.positionals()[0] + "'");
+  const int64_t count = a.get_int64("count", 50000, 1, int64_t{1} << 32);
+  const int64_t batch = a.get_int64("batch", 128, 1, 1 << 20);
+  const int64_t epochs = a.get_int64("epochs", 3, 1, 1000);
+  const int threads = a.get_int("threads", 1, 0, 256);  // 0: batches built on the calling thread
+  const int resize = a.get_int("resize", 0, 0, 4096);
+  const bool channels_last = a.has("channels-last");
+  const std::string dir = a.get_or("data-dir", ""), format = a.get_or("format", "cifar10");
   torch::set_num_threads(1);
   const Dataset data = dir.empty() ? make_synthetic_cifar10(count, 1, Split::kTrain)
                                    : load_dataset(format, dir, Split::kTrain).take_first(count);

@@ -28,6 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PEER = os.path.join(HERE, "torch_peer.py")
+PEER_PYTHONPATH = os.path.join(HERE, "..", "python")  # bench/python/resnext_torch.py, the peer's model
 # Dense bf16 tensor-core peak (TFLOP/s): H100 SXM and H200 (SXM) share it; any other card -> null.
 BF16_PEAK = 989.4
 WINDOW = re.compile(r"step (\d+)/(\d+) loss (\S+) lr \S+ images/s ([0-9.]+) \(total ([0-9.]+)\)")
@@ -153,7 +154,8 @@ def run_peer(runner, args, cfg, model, hw, batch, variants, case_dir, name, time
     cmd = [args.python, PEER, "--model", model, "--hw", str(hw), "--batch", str(batch), "--device", cfg["device"],
            "--variants", ",".join(variants), "--warmup", str(cfg["warmup"]), "--steps", str(cfg["steps"]),
            "--time-limit-s", str(max(1, int(timeout - 20)))]
-    rec, text = runner.run(cmd, os.path.join(case_dir, f"peer_{name}.log"), timeout)
+    rec, text = runner.run(cmd, os.path.join(case_dir, f"peer_{name}.log"), timeout,
+                           dict(os.environ, PYTHONPATH=PEER_PYTHONPATH))
     results, env = {}, None
     for line in text.splitlines():
         if line.startswith("RESULT "):

@@ -81,7 +81,7 @@ def ddp(steps):
     cmd = [PY, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--redirects", "1", "--tee", "1",
            "--master_port", "29533",
            os.path.join(SRC, "bench", "worker", "ddp_resnext.py"), "--steps", str(steps), "--warmup", "10"]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.path.join(SRC, "bench", "python"))
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300, env=env)
     m = re.search(r"RESULT ddp total_images_per_sec=([0-9.]+)", p.stdout)
     if p.returncode != 0 or not m:

@@ -27,10 +27,6 @@ std::string join(const std::vector<std::string>& paths) {
   return s;
 }
 
-std::string at(const std::string& path, int64_t record, int64_t offset) {
-  return path + ": record " + std::to_string(record) + " (offset " + std::to_string(offset) + ")";
-}
-
 // Validates sizes of all files first, allocates the one pixel buffer, then reads file by file.
 Dataset read_cifar_files(const std::vector<std::string>& paths, const CifarFormat& fmt) {
   const int64_t rec = fmt.record();
@@ -43,14 +39,13 @@ Dataset read_cifar_files(const std::vector<std::string>& paths, const CifarForma
     const auto size = static_cast<int64_t>(fs::file_size(path, ec));
     if (ec) throw IoError(path, "cannot stat: " + ec.message());
     if (size == 0)
-      throw DataError(path + ": empty file (offset 0), expected records of " + std::to_string(rec) +
-                      " bytes");
+      throw DataError(path, 0, "empty file, expected records of " + std::to_string(rec) + " bytes");
     if (size % rec != 0) {
       const int64_t whole = size / rec;
-      throw DataError(path + ": size " + std::to_string(size) +
-                      " bytes is not a multiple of the record size " + std::to_string(rec) +
-                      "; truncated record " + std::to_string(whole) + " at offset " +
-                      std::to_string(whole * rec) + " has " + std::to_string(size - whole * rec) + " bytes");
+      throw DataError(path, whole * rec,
+                      "size " + std::to_string(size) + " bytes is not a multiple of the record size " +
+                          std::to_string(rec) + "; truncated record " + std::to_string(whole) + " has " +
+                          std::to_string(size - whole * rec) + " bytes");
     }
     counts.push_back(size / rec);
     total += size / rec;
@@ -71,16 +66,18 @@ Dataset read_cifar_files(const std::vector<std::string>& paths, const CifarForma
     const auto& path = paths[f];
     detail::read_file(path, buf);
     if (static_cast<int64_t>(buf.size()) != counts[f] * rec)
-      throw DataError(path + ": size changed while reading (now " + std::to_string(buf.size()) + " bytes)");
+      throw DataError(path, "size changed while reading (now " + std::to_string(buf.size()) + " bytes)");
     for (int64_t r = 0; r < counts[f]; ++r) {
       const uint8_t* in = buf.data() + r * rec;
       if (fmt.num_coarse > 0 && in[0] >= fmt.num_coarse)
-        throw DataError(at(path, r, r * rec) + ": coarse label " + std::to_string(in[0]) +
-                        " out of range [0, " + std::to_string(fmt.num_coarse) + ")");
+        throw DataError(path, r * rec,
+                        "record " + std::to_string(r) + ": coarse label " + std::to_string(in[0]) +
+                            " out of range [0, " + std::to_string(fmt.num_coarse) + ")");
       const int label = in[fmt.label_bytes - 1];
       if (label >= fmt.num_classes)
-        throw DataError(at(path, r, r * rec + fmt.label_bytes - 1) + ": label " + std::to_string(label) +
-                        " out of range [0, " + std::to_string(fmt.num_classes) + ")");
+        throw DataError(path, r * rec + fmt.label_bytes - 1,
+                        "record " + std::to_string(r) + ": label " + std::to_string(label) +
+                            " out of range [0, " + std::to_string(fmt.num_classes) + ")");
       d.labels[base + r] = label;
       std::copy(in + fmt.label_bytes, in + rec, d.pixels.data() + (base + r) * kPixels);
     }
@@ -89,19 +86,19 @@ Dataset read_cifar_files(const std::vector<std::string>& paths, const CifarForma
   return d;
 }
 
-void check_writable(const Dataset& d, int num_classes, const char* who) {
+// A dataset that cannot be written as CIFAR: the error names the folder being written and the dataset.
+void check_writable(const std::string& dir, const Dataset& d, int num_classes) {
+  const std::string what = "dataset '" + d.source + "'";
   if (d.channels != 3 || d.height != kSide || d.width != kSide)
-    throw DataError(std::string(who) + ": dataset '" + d.source + "' is " + std::to_string(d.channels) + "x" +
-                    std::to_string(d.height) + "x" + std::to_string(d.width) + ", expected 3x32x32");
+    throw DataError(dir, what + " is " + std::to_string(d.channels) + "x" + std::to_string(d.height) + "x" +
+                             std::to_string(d.width) + ", expected 3x32x32");
   if (static_cast<int64_t>(d.pixels.size()) != d.count * kPixels ||
       static_cast<int64_t>(d.labels.size()) != d.count)
-    throw DataError(std::string(who) + ": dataset '" + d.source + "' buffers do not match count " +
-                    std::to_string(d.count));
+    throw DataError(dir, what + " buffers do not match count " + std::to_string(d.count));
   for (int64_t i = 0; i < d.count; ++i)
     if (d.labels[i] < 0 || d.labels[i] >= num_classes)
-      throw DataError(std::string(who) + ": dataset '" + d.source + "' sample " + std::to_string(i) +
-                      " label " + std::to_string(d.labels[i]) + " out of range [0, " +
-                      std::to_string(num_classes) + ")");
+      throw DataError(dir, what + " sample " + std::to_string(i) + " label " + std::to_string(d.labels[i]) +
+                               " out of range [0, " + std::to_string(num_classes) + ")");
 }
 
 // Writes samples [begin, end) of d as CIFAR records; CIFAR-100 gets a coarse byte first.
@@ -143,12 +140,12 @@ Dataset read_cifar_records(const std::string& path, bool cifar100) {
 }
 
 void write_cifar10(const std::string& dir, const Dataset& train, const Dataset& test) {
-  check_writable(train, 10, "write_cifar10");
-  check_writable(test, 10, "write_cifar10");
+  check_writable(dir, train, 10);
+  check_writable(dir, test, 10);
   // The reader rejects empty files (a failed download), so every file needs a record.
   if (train.count < 5 || test.count < 1)
-    throw DataError("write_cifar10: need >= 5 train and >= 1 test samples, got " +
-                    std::to_string(train.count) + " and " + std::to_string(test.count));
+    throw DataError(dir, "CIFAR-10 needs >= 5 train and >= 1 test samples, got " +
+                             std::to_string(train.count) + " and " + std::to_string(test.count));
   for (int f = 0; f < 5; ++f) {
     const int64_t begin = train.count * f / 5, end = train.count * (f + 1) / 5;
     write_records(file_in(dir, "data_batch_" + std::to_string(f + 1) + ".bin"), train, begin, end, false);
@@ -157,10 +154,10 @@ void write_cifar10(const std::string& dir, const Dataset& train, const Dataset& 
 }
 
 void write_cifar100(const std::string& dir, const Dataset& train, const Dataset& test) {
-  check_writable(train, 100, "write_cifar100");
-  check_writable(test, 100, "write_cifar100");
+  check_writable(dir, train, 100);
+  check_writable(dir, test, 100);
   if (train.count < 1 || test.count < 1)
-    throw DataError("write_cifar100: need >= 1 train and >= 1 test sample");
+    throw DataError(dir, "CIFAR-100 needs >= 1 train and >= 1 test sample");
   write_records(file_in(dir, "train.bin"), train, 0, train.count, true);
   write_records(file_in(dir, "test.bin"), test, 0, test.count, true);
 }

@@ -27,7 +27,8 @@ Dataset load_dataset(const std::string& format, const std::string& path, Split s
   // benchmarks and smoke tests then need no dataset on disk. Same seed everywhere, so every rank holds
   // the same samples.
   if (format == "synthetic" && path.empty())
-    return make_synthetic_cifar10(split == Split::kTrain ? kSyntheticTrain : kSyntheticTest, kSyntheticSeed, split);
+    return make_synthetic_cifar10(split == Split::kTrain ? kSyntheticTrain : kSyntheticTest, kSyntheticSeed,
+                                  split);
   if (format == "cifar10" || format == "synthetic") return read_cifar10(path, split);
   if (format == "cifar100") return read_cifar100(path, split);
   if (format == "idx" || format == "fashion_mnist" || format == "mnist")

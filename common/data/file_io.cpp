@@ -53,7 +53,7 @@ std::vector<uint8_t> inflate_gzip(const std::string& path, const std::vector<uin
                                                : std::string("corrupt gzip stream: ") +
                                                      (zs.msg ? zs.msg : "zlib error " + std::to_string(rc));
     inflateEnd(&zs);
-    throw DataError(path + ": " + what + " at compressed offset " + std::to_string(at));
+    throw DataError(path, static_cast<int64_t>(at), what + " (compressed offset)");
   }
   out.resize(zs.total_out);
   inflateEnd(&zs);

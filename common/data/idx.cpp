@@ -33,43 +33,43 @@ IdxFile read_idx_file(const std::string& path, int ndims) {
   const int64_t size = static_cast<int64_t>(b.size());
   const std::string want = "00 00 08 " + hex(static_cast<uint8_t>(ndims)).substr(2);
   if (size < 4)
-    throw DataError(path + ": truncated IDX header: " + std::to_string(size) +
-                    " bytes, need 4 (magic at offset 0)");
+    throw DataError(path, 0,
+                    "truncated IDX header: " + std::to_string(size) + " bytes, need 4 for the magic");
   if (b[0] != 0 || b[1] != 0)
-    throw DataError(path + ": bad IDX magic " + hex(b[0]) + " " + hex(b[1]) + " at offset 0 (expected " +
-                    want + "; not an IDX file)");
+    throw DataError(path, 0, "bad IDX magic " + hex(b[0]) + " " + hex(b[1]) + " (expected " + want +
+                                 "; not an IDX file)");
   if (b[2] != kUbyte)
-    throw DataError(path + ": unsupported IDX element type " + hex(b[2]) +
-                    " at offset 2 (only 0x08 unsigned byte)");
+    throw DataError(path, 2, "unsupported IDX element type " + hex(b[2]) + " (only 0x08 unsigned byte)");
   if (b[3] != ndims)
-    throw DataError(path + ": IDX field ndims at offset 3 is " + std::to_string(b[3]) + ", expected " +
-                    std::to_string(ndims));
+    throw DataError(path, 3,
+                    "IDX field ndims is " + std::to_string(b[3]) + ", expected " + std::to_string(ndims));
   f.data_offset = 4 + 4 * int64_t{ndims};
   if (size < f.data_offset)
-    throw DataError(path + ": truncated IDX header: " + std::to_string(size) + " bytes, need " +
-                    std::to_string(f.data_offset) + " for " + std::to_string(ndims) + " dims");
+    throw DataError(path, size,
+                    "truncated IDX header: " + std::to_string(size) + " bytes, need " +
+                        std::to_string(f.data_offset) + " for " + std::to_string(ndims) + " dims");
   int64_t product = 1;
   for (int i = 0; i < ndims; ++i) {
     const uint8_t* p = b.data() + 4 + 4 * i;
     const int64_t dim = int64_t{p[0]} << 24 | int64_t{p[1]} << 16 | int64_t{p[2]} << 8 | p[3];
-    const std::string field =
-        "IDX field dims[" + std::to_string(i) + "] at offset " + std::to_string(4 + 4 * i);
-    if (dim <= 0) throw DataError(path + ": " + field + " is 0");
+    const std::string field = "IDX field dims[" + std::to_string(i) + "]";
+    if (dim == 0) throw DataError(path, 4 + 4 * i, field + " is 0");  // 4 unsigned bytes: never negative
     if (i > 0 && dim > kMaxDim)
-      throw DataError(path + ": " + field + " is " + std::to_string(dim) + ", larger than " +
-                      std::to_string(kMaxDim));
+      throw DataError(path, 4 + 4 * i,
+                      field + " is " + std::to_string(dim) + ", larger than " + std::to_string(kMaxDim));
     f.dims.push_back(dim);
     product *= dim;  // <= 2^32 * 2^16 * 2^16, fits in int64
   }
   const int64_t have = size - f.data_offset;
   if (have < product)
-    throw DataError(path + ": truncated: header declares " + std::to_string(product) +
-                    " data bytes from offset " + std::to_string(f.data_offset) + ", file has " +
-                    std::to_string(have) + " (ends at offset " + std::to_string(size) + ")");
+    throw DataError(path, size,
+                    "truncated: header declares " + std::to_string(product) + " data bytes from offset " +
+                        std::to_string(f.data_offset) + ", file has " + std::to_string(have) +
+                        " (ends at offset " + std::to_string(size) + ")");
   if (have > product)
-    throw DataError(path + ": " + std::to_string(have - product) + " trailing bytes after offset " +
-                    std::to_string(f.data_offset + product) + " (header declares " + std::to_string(product) +
-                    " data bytes)");
+    throw DataError(path, f.data_offset + product,
+                    std::to_string(have - product) + " trailing bytes after the " + std::to_string(product) +
+                        " data bytes the header declares");
   return f;
 }
 
@@ -96,9 +96,9 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   IdxFile images = read_idx_file(images_path, 3);
   IdxFile labels = read_idx_file(labels_path, 1);
   if (images.dims[0] != labels.dims[0])
-    throw DataError(images_path + " and " + labels_path +
-                    ": IDX field dims[0] (count) differs: " + std::to_string(images.dims[0]) + " images vs " +
-                    std::to_string(labels.dims[0]) + " labels");
+    throw DataError(labels_path, 4,
+                    "IDX field dims[0] (count) is " + std::to_string(labels.dims[0]) + " labels, but " +
+                        images_path + " holds " + std::to_string(images.dims[0]) + " images");
   Dataset d;
   d.count = images.dims[0];
   d.channels = 1;
@@ -110,9 +110,9 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   for (int64_t i = 0; i < d.count; ++i) {
     const int label = labels.data()[i];
     if (label >= num_classes)
-      throw DataError(labels_path + ": label " + std::to_string(label) + " of sample " + std::to_string(i) +
-                      " at offset " + std::to_string(labels.data_offset + i) + " out of range [0, " +
-                      std::to_string(num_classes) + ")");
+      throw DataError(labels_path, labels.data_offset + i,
+                      "label " + std::to_string(label) + " of sample " + std::to_string(i) +
+                          " out of range [0, " + std::to_string(num_classes) + ")");
     d.labels[i] = label;
   }
   // Move the decompressed buffer and drop the header in place: no second full-size allocation.
@@ -133,7 +133,7 @@ Dataset read_fashion_mnist(const std::string& dir, Split split) {
 void write_idx(const std::string& images_path, const std::string& labels_path, const Dataset& d, bool gzip) {
   if (d.channels != 1 || static_cast<int64_t>(d.pixels.size()) != d.count * d.sample_bytes() ||
       static_cast<int64_t>(d.labels.size()) != d.count)
-    throw DataError("write_idx: dataset '" + d.source + "' must be single-channel with consistent buffers");
+    throw DataError(images_path, "dataset '" + d.source + "' must be single-channel with consistent buffers");
   std::vector<uint8_t> img = {0, 0, kUbyte, 3};
   put_be32(img, d.count);
   put_be32(img, d.height);
@@ -142,7 +142,7 @@ void write_idx(const std::string& images_path, const std::string& labels_path, c
   std::vector<uint8_t> lab = {0, 0, kUbyte, 1};
   put_be32(lab, d.count);
   for (int32_t l : d.labels) {
-    if (l < 0 || l > 255) throw DataError("write_idx: label " + std::to_string(l) + " does not fit a byte");
+    if (l < 0 || l > 255) throw DataError(labels_path, "label " + std::to_string(l) + " does not fit a byte");
     lab.push_back(static_cast<uint8_t>(l));
   }
   detail::write_file(images_path, img.data(), img.size(), gzip);

@@ -46,9 +46,9 @@ Loader::Loader(const Dataset& data, std::vector<int64_t> indices, AugmentOptions
            "label buffer of " << data_.source << " does not match its count");
   for (size_t i = 0; i < indices_.size(); ++i)
     if (indices_[i] < 0 || indices_[i] >= data_.count)
-      throw DataError(data_.source + ": loader index " + std::to_string(indices_[i]) + " at position " +
-                      std::to_string(i) + " outside the dataset's " + std::to_string(data_.count) +
-                      " samples");
+      throw DataError(data_.source, "loader index " + std::to_string(indices_[i]) + " at position " +
+                                        std::to_string(i) + " outside the dataset's " +
+                                        std::to_string(data_.count) + " samples");
   pin_ = opts_.pin_memory && torch::cuda::is_available();
   const int threads = static_cast<int>(std::min<int64_t>(opts_.num_threads, num_batches_));
   threads_.reserve(static_cast<size_t>(threads));

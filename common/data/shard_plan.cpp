@@ -13,7 +13,7 @@ ShardMode parse_shard_mode(const std::string& name) {
   throw ConfigError("data.shard_mode", "must be \"static\" or \"global\", got \"" + name + "\"");
 }
 
-std::string to_string(ShardMode mode) { return mode == ShardMode::kStatic ? "static" : "global"; }
+const char* shard_mode_name(ShardMode mode) { return mode == ShardMode::kStatic ? "static" : "global"; }
 
 static void validate(int64_t n, int w, int rank) {
   if (n <= 0) throw ConfigError("dataset_size", "must be positive, got " + std::to_string(n));
@@ -48,7 +48,8 @@ std::vector<int64_t> shard_indices(const ShardSpec& s) {
   const int64_t rest = shard_length_from(n, s.world_size, s.start);
   if (s.mode == ShardMode::kStatic) {
     if (s.start % s.world_size != 0)
-      throw ConfigError("data.shard_mode", "static shards resume only on the world size that started the epoch");
+      throw ConfigError("data.shard_mode",
+                        "static shards resume only on the world size that started the epoch");
     std::vector<int64_t> out(static_cast<size_t>(len));
     for (int64_t i = 0; i < len; ++i) out[i] = (s.rank * len + i) % n;
     if (s.shuffle) {

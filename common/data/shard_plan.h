@@ -16,8 +16,10 @@ enum class ShardMode {
   kGlobal,
 };
 
+// [Enum names] Every enum that has a text form pairs parse_X(text) with X_name(value) -> const char*
+// (compression_name, reduce_op_name, phase_name, ...).
 ShardMode parse_shard_mode(const std::string& name);  // "static" | "global"; ConfigError otherwise
-std::string to_string(ShardMode mode);
+const char* shard_mode_name(ShardMode mode);
 
 struct ShardSpec {
   int64_t dataset_size = 0;

@@ -62,7 +62,7 @@ void load_state_dict(torch::nn::Module& model, const NamedTensors& tensors, cons
 
   if (!unexpected.empty() || !misshaped.empty() || !missing.empty()) {
     std::ostringstream os;
-    os << source << ": state_dict does not match the model";
+    os << "state_dict does not match the model";
     auto list = [&](const char* what, const std::vector<std::string>& keys) {
       if (keys.empty()) return;
       os << "; " << what << " (" << keys.size() << "): ";
@@ -72,7 +72,7 @@ void load_state_dict(torch::nn::Module& model, const NamedTensors& tensors, cons
     list("mis-shaped", misshaped);
     list("missing", missing);
     list("unexpected", unexpected);
-    throw DataError(os.str());
+    throw DataError(source, os.str());
   }
   torch::NoGradGuard no_grad;
   for (const auto& [key, value] : found) {

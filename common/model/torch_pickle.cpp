@@ -99,7 +99,7 @@ class StateDictUnpickler {
 
  private:
   [[noreturn]] void fail(size_t at, const std::string& what) const {
-    throw DataError(path_ + ": data.pkl offset " + std::to_string(at) + ": " + what);
+    throw DataError(path_ + " (data.pkl)", static_cast<int64_t>(at), what);
   }
   static std::string hex(unsigned v) {
     static const char* d = "0123456789abcdef";
@@ -239,7 +239,7 @@ NamedTensors read_state_dict(const std::string& path) {
     std::ifstream probe(path, std::ios::binary);
     if (!probe) throw IoError(path, "cannot open state_dict file");
     if (probe.peek() == std::ifstream::traits_type::eof())
-      throw DataError(path + ": empty file, not a torch.save'd state_dict");
+      throw DataError(path, "empty file, not a torch.save'd state_dict");
   }
   PickleValue root;
   try {
@@ -248,15 +248,15 @@ NamedTensors read_state_dict(const std::string& path) {
     StateDictUnpickler unpickler(archive, std::string(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record)), path);
     root = unpickler.run();
   } catch (const c10::Error& e) {
-    throw DataError(path + ": not a torch.save'd state_dict (" + std::string(e.what_without_backtrace()) + ")");
+    throw DataError(path, "not a torch.save'd state_dict (" + std::string(e.what_without_backtrace()) + ")");
   }
-  if (root.kind != PickleValue::kDict) throw DataError(path + ": expected a dict of tensors at the top level");
+  if (root.kind != PickleValue::kDict) throw DataError(path, "expected a dict of tensors at the top level");
   NamedTensors out;
   for (size_t k = 0; k + 1 < root.items->size(); k += 2) {
     const auto& key = (*root.items)[k];
     const auto& value = (*root.items)[k + 1];
-    if (key.kind != PickleValue::kString) throw DataError(path + ": a key of the dict is not a string");
-    if (value.kind != PickleValue::kTensor) throw DataError(path + ": key \"" + key.s + "\" is not a tensor");
+    if (key.kind != PickleValue::kString) throw DataError(path, "a key of the dict is not a string");
+    if (value.kind != PickleValue::kTensor) throw DataError(path, "key \"" + key.s + "\" is not a tensor");
     out.emplace_back(key.s, value.tensor);
   }
   return out;

@@ -320,12 +320,6 @@ json Reducer::stats_json() const {
           {"straggler", straggler_}};
 }
 
-std::vector<std::vector<size_t>> Reducer::bucket_assignment() const {
-  std::vector<std::vector<size_t>> out;
-  for (const auto& b : buckets_) out.push_back(b->params);
-  return out;
-}
-
 std::vector<std::vector<std::string>> Reducer::bucket_names() const {
   std::vector<std::vector<std::string>> out;
   for (const auto& b : buckets_) {

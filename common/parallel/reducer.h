@@ -67,8 +67,7 @@ class Reducer {
   // Local: bucket layout, mean exposed ms per step, per-bucket means, last straggler result.
   nlohmann::json stats_json() const;
 
-  // Per bucket, the parameters' registration indices / names (tests, logs).
-  std::vector<std::vector<size_t>> bucket_assignment() const;
+  // Per bucket, the parameters' names (tests, logs).
   std::vector<std::vector<std::string>> bucket_names() const;
 
  private:

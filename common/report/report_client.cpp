@@ -32,7 +32,7 @@ nlohmann::json ReportClient::get_shard(int rank, int64_t epoch) {
     throw IoError(url_ + target, std::string("bad JSON: ") + e.what());
   }
   if (rx::sha256_hex(j.at("indices").dump()) != j.value("sha256", ""))
-    throw DataError(url_ + target + ": shard checksum mismatch");
+    throw DataError(url_ + target, "shard checksum mismatch");
   return j;
 }
 
@@ -44,7 +44,7 @@ std::string ReportClient::get_shard_data(int rank, const std::string& part, cons
     throw IoError(url_ + target, "HTTP " + std::to_string(res.status) + ": " + res.body.substr(0, 300));
   const std::string want = res.header("X-Content-SHA256");
   if (want.empty() || rx::sha256_hex(res.body) != want)
-    throw DataError(url_ + target + ": shard bytes do not match X-Content-SHA256");
+    throw DataError(url_ + target, "shard bytes do not match X-Content-SHA256");
   return std::move(res.body);
 }
 

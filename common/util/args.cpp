@@ -42,19 +42,27 @@ std::optional<std::string> Args::get(const std::string& flag) const {
   return it->second.back();
 }
 
-std::string Args::get_or(const std::string& flag, const std::string& def) const { return get(flag).value_or(def); }
+std::string Args::get_or(const std::string& flag, const std::string& def) const {
+  return get(flag).value_or(def);
+}
 
 std::vector<std::string> Args::all(const std::string& flag) const {
   auto it = values_.find(flag);
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
-bool Args::has(const std::string& flag) const { return switches_set_.count(flag) > 0 || values_.count(flag) > 0; }
+bool Args::has(const std::string& flag) const {
+  return switches_set_.count(flag) > 0 || values_.count(flag) > 0;
+}
 
 int Args::get_int(const std::string& flag, int def, int lo, int hi) const {
+  return static_cast<int>(get_int64(flag, def, lo, hi));
+}
+
+int64_t Args::get_int64(const std::string& flag, int64_t def, int64_t lo, int64_t hi) const {
   auto v = get(flag);
   if (!v) return def;
-  int out = 0;
+  int64_t out = 0;
   auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), out);
   if (ec != std::errc() || p != v->data() + v->size() || v->empty())
     throw UsageError("--" + flag + " must be an integer, got '" + *v + "'");

@@ -12,6 +12,7 @@
 //
 // Every MPI, NCCL and CUDA call is wrapped in its backend's check macro (RX_MPI_CHECK in
 // comm/mpi, RX_NCCL_CHECK / RX_CUDA_CHECK in comm/nccl) which names the call and the rank.
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -27,7 +28,9 @@ class Error : public std::runtime_error {
 class ConfigError : public Error {
  public:
   ConfigError(std::string field, const std::string& message)
-      : Error(field.empty() ? message : field + ": " + message), field_(std::move(field)), message_(message) {}
+      : Error(field.empty() ? message : field + ": " + message),
+        field_(std::move(field)),
+        message_(message) {}
   const std::string& field() const { return field_; }
   const std::string& message() const { return message_; }
 
@@ -53,16 +56,33 @@ class IoError : public Error {
 };
 
 // Content of a data or weights file is wrong (bad magic, truncated, label out of range, bad key).
+// Names the file (or the URL or dataset the bytes came from) and, where the fault sits at one byte
+// position, its offset: what() is "PATH: offset N: message", or "PATH: message" for the whole file.
 class DataError : public Error {
  public:
-  using Error::Error;
+  static constexpr int64_t kWholeFile = -1;
+  DataError(const std::string& path, int64_t offset, const std::string& message)
+      : Error(path + (offset >= 0 ? ": offset " + std::to_string(offset) : std::string()) + ": " + message),
+        path_(path),
+        offset_(offset) {}
+  DataError(const std::string& path, const std::string& message) : DataError(path, kWholeFile, message) {}
+  const std::string& path() const { return path_; }
+  // Byte offset of the fault, or kWholeFile. In a .gz file it counts decompressed bytes, except for a
+  // fault in the gzip stream itself ("compressed offset" in the message).
+  int64_t offset() const { return offset_; }
+
+ private:
+  std::string path_;
+  int64_t offset_;
 };
 
 // A collective or point-to-point operation failed, timed out, or is not supported by a backend.
 class CommError : public Error {
  public:
   CommError(const std::string& backend, int rank, const std::string& message)
-      : Error("[" + backend + " rank " + std::to_string(rank) + "] " + message), backend_(backend), rank_(rank) {}
+      : Error("[" + backend + " rank " + std::to_string(rank) + "] " + message),
+        backend_(backend),
+        rank_(rank) {}
   const std::string& backend() const { return backend_; }
   int rank() const { return rank_; }
 

@@ -162,7 +162,7 @@ json JobService::compute_shard(const Job& job, int rank, int64_t epoch) const {
     json indices = data::shard_indices(spec);
     const std::string sha = sha256_hex(indices.dump());
     return json{{"rank", rank},       {"world_size", job.world_size}, {"epoch", epoch},
-                {"mode", data::to_string(spec.mode)}, {"dataset_size", spec.dataset_size},
+                {"mode", data::shard_mode_name(spec.mode)}, {"dataset_size", spec.dataset_size},
                 {"indices", std::move(indices)},     {"sha256", sha}};
   } catch (const ConfigError& e) {
     throw ApiError(400, "invalid_field", e.message(), e.field().empty() ? "dataset_size" : e.field());

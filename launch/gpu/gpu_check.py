@@ -40,7 +40,9 @@ def manifest(build, src, out):
                 return "python3"
             return arg
 
-        env = [e for e in props.get("ENVIRONMENT", []) if not e.startswith(("RX_SOURCE_DIR=", "RX_BINARY_DIR="))]
+        env = [k + "=" + ":".join(portable(p) for p in v.split(":"))
+               for k, v in (e.split("=", 1) for e in props.get("ENVIRONMENT", []))
+               if k not in ("RX_SOURCE_DIR", "RX_BINARY_DIR")]
         tests.append({"name": t["name"], "command": [portable(a) for a in t["command"]],
                       "timeout": int(props.get("TIMEOUT", 300)), "skip_regex": props.get("SKIP_REGULAR_EXPRESSION", []),
                       "env": env})
@@ -63,7 +65,7 @@ def nvidia_smi():
 def run_one(test, build, src):
     cmd = [a.replace("{build}", build).replace("{src}", src) for a in test["command"]]
     env = dict(os.environ, RX_BINARY_DIR=build, RX_SOURCE_DIR=src)
-    env.update(e.split("=", 1) for e in test["env"])
+    env.update((k, v.replace("{build}", build).replace("{src}", src)) for k, v in (e.split("=", 1) for e in test["env"]))
     t0 = time.monotonic()
     try:
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=test["timeout"],

@@ -131,7 +131,8 @@ TEST(MpiComm, BadArguments) {
     FAIL();
   } catch (const CommError& e) {
     EXPECT_EQ(e.backend(), "mpi");
-    EXPECT_NE(std::string(e.what()).find("allreduce of Half is not supported by the mpi backend"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("allreduce of Half is not supported by the mpi backend"),
+              std::string::npos)
         << e.what();
   }
   torch::Tensor empty = torch::empty({0});
@@ -236,7 +237,8 @@ int main(int argc, char** argv) {
       int local = RUN_ALL_TESTS() != 0 ? 1 : 0;
       // Agree on the verdict with plain MPI (not the code under test).
       MPI_Allreduce(&local, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-      if (comm->rank() == 0) std::printf("[mpi_comm_test] %d of %d ranks failed\n", failures, comm->world_size());
+      if (comm->rank() == 0)
+        std::printf("[mpi_comm_test] %d of %d ranks failed\n", failures, comm->world_size());
       rx::comm::g_comm = nullptr;
     }
     return failures == 0 ? 0 : 1;

@@ -5,39 +5,27 @@
 #include <chrono>
 #include <functional>
 #include <string>
-#include <thread>
 #include <tuple>
 #include <vector>
 
 #include "common/comm/communicator.h"
 #include "common/comm/thread/thread_communicator.h"
 #include "common/util/error.h"
+#include "tests/support/rank_threads.h"
 
 namespace rx::comm {
 namespace {
 
 constexpr Millis kTimeout{20000};
 
-// Runs fn(comm) on one thread per rank; returns each rank's error message ("" when it succeeded).
+// Runs fn(comm) on one thread per rank (tests/support/rank_threads.h); each rank's error, "" if none.
 std::vector<std::string> run_ranks(std::vector<std::unique_ptr<Communicator>>& group,
                                    const std::function<void(Communicator&)>& fn) {
-  std::vector<std::string> errors(group.size());
-  std::vector<std::thread> threads;
-  for (size_t r = 0; r < group.size(); ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        fn(*group[r]);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  return errors;
+  return rx::testing::run_ranks(static_cast<int>(group.size()), [&](int r) { fn(*group[r]); });
 }
 
 void expect_no_errors(const std::vector<std::string>& errors) {
-  for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+  EXPECT_TRUE(rx::testing::all_ranks_ok(errors));
 }
 
 // Rank-dependent integer-valued input, exact in float32: max/min come from different ranks.
@@ -101,7 +89,10 @@ TEST_P(ThreadCommTest, AllreduceSumAvgMax) {
   };
   for (int r = 0; r < world; ++r) {
     EXPECT_EQ(mismatches(sum[r], exp_sum), 0) << "sum, rank " << r;
-    EXPECT_EQ(mismatches(avg[r], [&](int64_t i) { return exp_sum(i) / world; }, 1e-5), 0) << "avg, rank " << r;
+    EXPECT_EQ(mismatches(
+                  avg[r], [&](int64_t i) { return exp_sum(i) / world; }, 1e-5),
+              0)
+        << "avg, rank " << r;
     EXPECT_EQ(mismatches(mx[r], exp_max), 0) << "max, rank " << r;
     EXPECT_EQ(mismatches(mn[r], exp_min), 0) << "min, rank " << r;
     // Every rank holds bit-identical results (rank-order reduction).
@@ -194,7 +185,8 @@ TEST(ThreadComm, MissingRankTimesOutInsteadOfHanging) {
     EXPECT_LT(elapsed, Millis{5000});
     EXPECT_EQ(e.backend(), "thread");
     EXPECT_EQ(e.rank(), 0);
-    EXPECT_NE(std::string(e.what()).find("allreduce of 16 elements timed out after 200 ms"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("allreduce of 16 elements timed out after 200 ms"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_THROW(group[0]->barrier(Millis{50}), CommError);
@@ -236,7 +228,8 @@ TEST(ThreadComm, BadArgumentsNameBackendAndOp) {
     c.allreduce(ints, {ReduceOp::kAvg, kTimeout});
     FAIL();
   } catch (const CommError& e) {
-    EXPECT_NE(std::string(e.what()).find("[thread rank 0] allreduce: avg needs a floating-point"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("[thread rank 0] allreduce: avg needs a floating-point"),
+              std::string::npos)
         << e.what();
   }
   torch::Tensor flags = torch::ones({4}, torch::kBool);
@@ -244,7 +237,8 @@ TEST(ThreadComm, BadArgumentsNameBackendAndOp) {
     c.allreduce(flags);
     FAIL();
   } catch (const CommError& e) {
-    EXPECT_NE(std::string(e.what()).find("not supported by the thread backend"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not supported by the thread backend"), std::string::npos)
+        << e.what();
   }
   torch::Tensor in = torch::ones({3}), wrong = torch::ones({4});
   EXPECT_THROW(c.allgather(in, wrong), CommError);

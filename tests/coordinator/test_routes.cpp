@@ -297,12 +297,14 @@ TEST_F(RoutesTest, ShardsMatchTheSharedPlan) {
   EXPECT_EQ(call(http::verb::get, "/v1/jobs/" + id + "/shards/0").result_int(), 400);
   EXPECT_EQ(call(http::verb::get, "/v1/jobs/" + id + "/shards/x?epoch=0").result_int(), 400);
   // Without ?dataset_size the coordinator reads the IDX header (capped by data.max_train_samples).
-  if (fs::exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")) {
-    r = call(http::verb::get, "/v1/jobs/" + id + "/shards/0?epoch=0");
-    ASSERT_EQ(r.result_int(), 200) << r.body();
-    EXPECT_EQ(body(r)["dataset_size"], 512);
-    EXPECT_EQ(body(r)["indices"].size(), 256u);
-  }
+  const std::string images = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+  if (!fs::exists(images))
+    GTEST_SKIP() << "the dataset-size part needs Debian's dataset-fashion-mnist (" << images
+                 << " is missing; launch/setup.sh installs it); the parts above ran";
+  r = call(http::verb::get, "/v1/jobs/" + id + "/shards/0?epoch=0");
+  ASSERT_EQ(r.result_int(), 200) << r.body();
+  EXPECT_EQ(body(r)["dataset_size"], 512);
+  EXPECT_EQ(body(r)["indices"].size(), 256u);
 }
 
 TEST_F(RoutesTest, LogsTail) {
@@ -369,7 +371,11 @@ TEST_F(RoutesTest, ServiceRunsJobsFifoAsSlotsFree) {
 }
 
 TEST_F(RoutesTest, RestartKeepsJobsReportsAndReattaches) {
-  const std::string a = submit("atok", 2), b = submit("atok", 2), q = submit("atok", 2);
+  const std::string a = submit("atok", 2), b = submit("atok", 2);
+  const json queued = {{"config", "fashion_mnist_small"}, {"ranks", 2}, {"overrides", kTiny}};
+  auto rq = post_as("atok", "/v1/jobs", queued, {{"Idempotency-Key", "restart-key"}});
+  ASSERT_EQ(rq.result_int(), 201) << rq.body();
+  const std::string q = body(rq)["id"].get<std::string>();
   const std::string secret = secret_of(a);
   const json progress = {{"type", "progress"}, {"epoch", 2}, {"epochs", 3}, {"step", 7}, {"steps_per_epoch", 9},
                          {"loss", 0.3}, {"ranks", json::array()}};
@@ -390,7 +396,15 @@ TEST_F(RoutesTest, RestartKeepsJobsReportsAndReattaches) {
   EXPECT_EQ(call(http::verb::post, "/v1/jobs/" + a + "/reports", progress.dump(), {{"X-Job-Secret", secret}})
                 .result_int(),
             202);
-  // Idempotency keys survive too.
+  // Idempotency keys survive too: the retried submission returns q (200), no new job; the key is
+  // still the owner's alone.
+  auto retry = post_as("atok", "/v1/jobs", queued, {{"Idempotency-Key", "restart-key"}});
+  EXPECT_EQ(retry.result_int(), 200) << retry.body();
+  EXPECT_EQ(body(retry)["id"], q);
+  EXPECT_EQ(body(call(http::verb::get, "/v1/jobs"))["total"], 3);
+  auto other = post_as("btok", "/v1/jobs", queued, {{"Idempotency-Key", "restart-key"}});
+  EXPECT_EQ(other.result_int(), 201) << other.body();
+  EXPECT_NE(body(other)["id"], q);
   service_->tick();  // b's slots are free again: q starts
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + q))["state"], "running");
 }

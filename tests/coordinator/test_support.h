@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "coordinator/launch/launcher.h"
+#include "tests/support/temp_dir.h"
 
 namespace rx::coord {
 
@@ -59,20 +60,6 @@ inline std::string source_dir() {
   return s ? s : RX_TEST_SOURCE_DIR;
 }
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/rx_coord_test_XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
+using TempDir = rx::testing::TempDir;  // the tests' one scratch folder
 
 }  // namespace rx::coord

@@ -1,40 +1,15 @@
 #pragma once
-// Shared helpers for the data tests: a scratch directory and random datasets.
-#include <gtest/gtest.h>
-#include <unistd.h>
-
-#include <cctype>
-#include <filesystem>
+// Shared helpers for the data tests: random datasets and whole-file bytes (the scratch folder is
+// tests/support/temp_dir.h).
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "common/data/dataset.h"
 #include "common/util/rng.h"
+#include "tests/support/temp_dir.h"
 
 namespace rx::data::test_util {
-
-// A fresh directory under the system temp dir, removed on destruction.
-class TempDir {
- public:
-  TempDir() {
-    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-    const std::string name = info ? std::string(info->test_suite_name()) + "." + info->name() : "data";
-    std::string clean;
-    for (char c : name) clean += std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
-    path_ = std::filesystem::temp_directory_path() / ("rx_data_" + std::to_string(::getpid()) + "_" + clean);
-    std::filesystem::remove_all(path_);
-    std::filesystem::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string str() const { return path_.string(); }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  std::filesystem::path path_;
-};
 
 inline Dataset random_dataset(int64_t count, int channels, int height, int width, int num_classes,
                               uint64_t seed) {

@@ -9,7 +9,7 @@
 
 using namespace rx::data;
 using rx::data::test_util::random_dataset;
-using rx::data::test_util::TempDir;
+using rx::testing::TempDir;
 using rx::data::test_util::write_bytes;
 
 namespace {
@@ -33,7 +33,7 @@ TEST(CifarFormat, ReadsHandWrittenCifar10Record) {
   for (int c = 0; c < 3; ++c)
     for (int p = 0; p < 1024; ++p) rec.push_back(static_cast<uint8_t>((c * 50 + p) % 256));
   write_bytes(dir.file("test_batch.bin"), rec);
-  const Dataset d = read_cifar10(dir.str(), Split::kTest);
+  const Dataset d = read_cifar10(dir.path(), Split::kTest);
   ASSERT_EQ(d.count, 1);
   EXPECT_EQ(d.labels[0], 7);
   EXPECT_EQ(d.num_classes, 10);
@@ -53,7 +53,7 @@ TEST(CifarFormat, ReadsHandWrittenCifar100RecordFineLabel) {
     for (int p = 0; p < 3072; ++p) file.push_back(static_cast<uint8_t>(r + p));
   }
   write_bytes(dir.file("train.bin"), file);
-  const Dataset d = read_cifar100(dir.str(), Split::kTrain);
+  const Dataset d = read_cifar100(dir.path(), Split::kTrain);
   ASSERT_EQ(d.count, 2);
   EXPECT_EQ(d.num_classes, 100);
   EXPECT_EQ(d.labels, (std::vector<int32_t>{99, 98}));
@@ -65,32 +65,32 @@ TEST(CifarRoundTrip, Cifar10TrainAndTestExact) {
   TempDir dir;
   const Dataset train = random_dataset(23, 3, 32, 32, 10, 1);
   const Dataset test = random_dataset(7, 3, 32, 32, 10, 2);
-  write_cifar10(dir.str(), train, test);
+  write_cifar10(dir.path(), train, test);
   for (int i = 1; i <= 5; ++i)
     EXPECT_TRUE(std::filesystem::exists(dir.file("data_batch_" + std::to_string(i) + ".bin")));
   // 23 records over 5 files: sizes 4,5,4,5,5 (as even as possible), in order.
   EXPECT_EQ(std::filesystem::file_size(dir.file("data_batch_1.bin")), 4u * 3073);
-  expect_same(read_cifar10(dir.str(), Split::kTrain), train);
-  expect_same(read_cifar10(dir.str(), Split::kTest), test);
-  expect_same(load_dataset("cifar10", dir.str(), Split::kTest), test);
+  expect_same(read_cifar10(dir.path(), Split::kTrain), train);
+  expect_same(read_cifar10(dir.path(), Split::kTest), test);
+  expect_same(load_dataset("cifar10", dir.path(), Split::kTest), test);
 }
 
 TEST(CifarRoundTrip, Cifar100TrainAndTestExact) {
   TempDir dir;
   const Dataset train = random_dataset(31, 3, 32, 32, 100, 3);
   const Dataset test = random_dataset(9, 3, 32, 32, 100, 4);
-  write_cifar100(dir.str(), train, test);
-  expect_same(read_cifar100(dir.str(), Split::kTrain), train);
-  expect_same(load_dataset("cifar100", dir.str(), Split::kTest), test);
+  write_cifar100(dir.path(), train, test);
+  expect_same(read_cifar100(dir.path(), Split::kTrain), train);
+  expect_same(load_dataset("cifar100", dir.path(), Split::kTest), test);
 }
 
 TEST(CifarRoundTrip, WriterRejectsWrongGeometryAndLabels) {
   TempDir dir;
   const Dataset ok = random_dataset(5, 3, 32, 32, 10, 5);
-  EXPECT_THROW(write_cifar10(dir.str(), random_dataset(5, 1, 28, 28, 10, 5), ok), rx::DataError);
+  EXPECT_THROW(write_cifar10(dir.path(), random_dataset(5, 1, 28, 28, 10, 5), ok), rx::DataError);
   Dataset bad = ok;
   bad.labels[2] = 10;
-  EXPECT_THROW(write_cifar10(dir.str(), bad, ok), rx::DataError);
+  EXPECT_THROW(write_cifar10(dir.path(), bad, ok), rx::DataError);
 }
 
 TEST(IdxRoundTrip, PlainAndGzipExact) {
@@ -109,9 +109,9 @@ TEST(IdxRoundTrip, PlainAndGzipExact) {
 
 TEST(Synthetic, DeterministicBalancedAndLearnable) {
   TempDir dir;
-  write_synthetic_cifar10(dir.str(), 2000, 500, 42);
-  const Dataset train = load_dataset("synthetic", dir.str(), Split::kTrain);
-  const Dataset test = load_dataset("synthetic", dir.str(), Split::kTest);
+  write_synthetic_cifar10(dir.path(), 2000, 500, 42);
+  const Dataset train = load_dataset("synthetic", dir.path(), Split::kTrain);
+  const Dataset test = load_dataset("synthetic", dir.path(), Split::kTest);
   ASSERT_EQ(train.count, 2000);
   ASSERT_EQ(test.count, 500);
   expect_same(train, make_synthetic_cifar10(2000, 42, Split::kTrain));

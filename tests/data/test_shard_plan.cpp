@@ -38,7 +38,8 @@ TEST_P(ShardPlanProperties, DisjointCoveringEqualDeterministic) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllWorlds, ShardPlanProperties,
-                         ::testing::Combine(::testing::Range(1, 9), ::testing::Values<int64_t>(1, 7, 97, 1000, 1001),
+                         ::testing::Combine(::testing::Range(1, 9),
+                                            ::testing::Values<int64_t>(1, 7, 97, 1000, 1001),
                                             ::testing::Values(ShardMode::kStatic, ShardMode::kGlobal)));
 
 TEST(ShardPlan, StaticRankOwnsItsBlock) {
@@ -68,6 +69,9 @@ TEST(ShardPlan, RejectsBadInputsNamingTheField) {
   EXPECT_THROW(shard_length(0, 2), rx::ConfigError);
   EXPECT_THROW(shard_length(5, 0), rx::ConfigError);
   EXPECT_THROW(parse_shard_mode("blocks"), rx::ConfigError);
+  for (auto mode : {ShardMode::kStatic, ShardMode::kGlobal})
+    EXPECT_EQ(parse_shard_mode(shard_mode_name(mode)), mode);
+  EXPECT_STREQ(shard_mode_name(ShardMode::kGlobal), "global");
 }
 
 TEST(ShardPlan, ResumeOnSameWorldContinuesExactly) {

@@ -12,12 +12,13 @@
 namespace rx::testing {
 
 inline std::string gpu_skip_reason(int gpus = 1) {
-  if (!comm::has_nccl_backend()) return "SKIPPED: no CUDA in this build (CPU LibTorch; see launch/build_cuda.sh)";
+  if (!comm::has_nccl_backend())
+    return "SKIPPED: no CUDA in this build (CPU LibTorch; see launch/build_cuda.sh)";
   const int visible = torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   if (visible == 0) return "SKIPPED: no CUDA GPU visible";
   if (visible < gpus)
-    return "SKIPPED: no CUDA device for each rank (" + std::to_string(gpus) + " needed, " + std::to_string(visible) +
-           " visible)";
+    return "SKIPPED: no CUDA device for each rank (" + std::to_string(gpus) + " needed, " +
+           std::to_string(visible) + " visible)";
   return "";
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """resnext_worker on a GPU, end to end (CTest label gpu; one test per scenario).
 
-usage: gpu_worker_e2e.py record|resume|shared_gpu   with RX_BINARY_DIR set (CTest, launch/gpu_check.sh)
+usage: gpu_worker_e2e.py record|resume|shared_gpu   with RX_BINARY_DIR set and tests/python on PYTHONPATH
+(CTest, launch/gpu_check.sh)
 
 Skips with "SKIPPED: no CUDA ..." (exit 0) unless `resnext_worker devices --json` reports a CUDA build
 with a visible GPU. Data: the synthetic set generated in memory (data.path ""), so no files are needed.
@@ -12,12 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
-BIN = os.environ["RX_BINARY_DIR"]
-WORKER = os.environ.get("RX_WORKER", os.path.join(BIN, "worker", "resnext_worker"))
-MPIEXEC = os.environ.get("RX_MPIEXEC", "mpiexec").split() + ["--allow-run-as-root", "--oversubscribe",
-                                                            "--bind-to", "none"]
+from rxtest import check, main, run_record, run_worker, skip, worker_path
+
+WORKER = worker_path()
 CONFIG = {
     "name": "gpu-e2e",
     "model": {"preset": "resnext11_4x16d", "num_classes": 10},
@@ -29,32 +28,26 @@ CONFIG = {
 }
 
 
-def check(cond, msg, log=""):
-    if not cond:
-        print("FAIL:", msg)
-        if log:
-            print(log[-4000:])
-        sys.exit(1)
-
-
 def devices():
+    """`resnext_worker devices --json`; skips the scenario unless it is a CUDA build that sees a GPU."""
     p = subprocess.run([WORKER, "devices", "--json"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                        timeout=120)
     check(p.returncode == 0, f"devices exited {p.returncode}", p.stdout)
-    return json.loads(p.stdout)
+    dev = json.loads(p.stdout)
+    if not dev["cuda_build"]:
+        skip("no CUDA in this build (CPU LibTorch; see launch/build_cuda.sh)")
+    if dev["cuda_devices"] == 0:
+        skip("no CUDA GPU visible")
+    return dev
 
 
 def run(tmp, out, np=0, extra=(), env=None, timeout=240):
     cfg = os.path.join(tmp, "config.json")
     with open(cfg, "w") as f:
         json.dump(CONFIG, f)
-    cmd = ([] if np == 0 else MPIEXEC + ["-np", str(np)]) + [WORKER, "train", "--config", cfg, "--out", out]
-    cmd += list(extra)
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                       env=dict(os.environ, **(env or {})))
-    check(p.returncode == 0, f"{' '.join(cmd)} exited {p.returncode}", p.stdout)
-    with open(os.path.join(out, "result.json")) as f:
-        return json.load(f), p.stdout
+    rc, log, _ = run_worker(np, out, [], timeout, env=env, config=cfg, extra=extra)
+    check(rc == 0, f"resnext_worker train on {np or 1} rank(s) {' '.join(extra)} exited {rc}", log)
+    return run_record(out), log
 
 
 def check_gpu_rank(rk, card):
@@ -113,17 +106,11 @@ def shared_gpu(tmp, dev):
     print(f"shared_gpu: backend {r['backend']}, checksums {sums}, {r['total_images_per_sec']:.0f} images/s")
 
 
-SCENARIOS = {"record": record, "resume": resume, "shared_gpu": shared_gpu}
+def with_devices(scenario):
+    return lambda tmp: scenario(tmp, devices())
+
+
+SCENARIOS = {"record": with_devices(record), "resume": with_devices(resume), "shared_gpu": with_devices(shared_gpu)}
 
 if __name__ == "__main__":
-    check(len(sys.argv) == 2 and sys.argv[1] in SCENARIOS, f"usage: {sys.argv[0]} {'|'.join(SCENARIOS)}")
-    dev = devices()
-    if not dev["cuda_build"]:
-        print("SKIPPED: no CUDA in this build (CPU LibTorch; see launch/build_cuda.sh)")
-        sys.exit(0)
-    if dev["cuda_devices"] == 0:
-        print("SKIPPED: no CUDA GPU visible")
-        sys.exit(0)
-    with tempfile.TemporaryDirectory(prefix="rx-gpu-e2e-") as tmp:
-        SCENARIOS[sys.argv[1]](tmp, dev)
-    print("PASS")
+    sys.exit(main(SCENARIOS, __doc__))

@@ -2,7 +2,6 @@
 // checkpoint written from the GPU resumed on the GPU and on the CPU.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -10,6 +9,7 @@
 
 #include "common/model/resnext.h"
 #include "tests/gpu/gpu_test_util.h"
+#include "tests/support/temp_dir.h"
 #include "worker/checkpoint.h"
 
 using namespace rx;
@@ -24,7 +24,8 @@ model::ResNeXt make_model(torch::Device device) {
 }
 
 torch::optim::SGD make_sgd(model::ResNeXt& m) {
-  return torch::optim::SGD(m->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(5e-4));
+  return torch::optim::SGD(m->parameters(),
+                           torch::optim::SGDOptions(0.1).momentum(0.9).nesterov(true).weight_decay(5e-4));
 }
 
 // Largest |a - b| relative to the largest |b| (so the bound does not depend on a tensor's scale).
@@ -37,7 +38,8 @@ double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
 double rel_l2(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   double num = 0, den = 0;
   for (size_t i = 0; i < a.size(); ++i) {
-    const auto x = a[i].detach().to(torch::kCPU, torch::kDouble), y = b[i].detach().to(torch::kCPU, torch::kDouble);
+    const auto x = a[i].detach().to(torch::kCPU, torch::kDouble),
+               y = b[i].detach().to(torch::kCPU, torch::kDouble);
     num += (x - y).pow(2).sum().item<double>();
     den += y.pow(2).sum().item<double>();
   }
@@ -90,8 +92,8 @@ TEST(GpuTraining, CudaStepMatchesCpuStep) {
   }
   const double update_diff = rel_l2(gpu_updates, cpu_updates);
   std::cout << "CUDA vs CPU step: loss " << gpu_loss.item<double>() << " vs " << cpu_loss.item<double>()
-            << " (relative " << loss_diff << "), gradients relative L2 " << grad_diff << " (worst tensor " << worst
-            << "), updates relative L2 " << update_diff << "\n";
+            << " (relative " << loss_diff << "), gradients relative L2 " << grad_diff << " (worst tensor "
+            << worst << "), updates relative L2 " << update_diff << "\n";
   EXPECT_LT(loss_diff, 1e-5);
   EXPECT_LT(grad_diff, 1e-3);
   EXPECT_LT(update_diff, 1e-3);
@@ -103,8 +105,7 @@ TEST(GpuTraining, CudaStepMatchesCpuStep) {
 TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
   RX_REQUIRE_GPUS(1);
   const torch::Device gpu(torch::kCUDA, 0);
-  const auto dir = std::filesystem::temp_directory_path() / ("rx-gpu-ckpt-" + std::to_string(getpid()));
-  std::filesystem::remove_all(dir);
+  const rx::testing::TempDir dir;
   auto trained = make_model(gpu);
   auto opt = make_sgd(trained);
   torch::manual_seed(3);
@@ -115,7 +116,7 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
         .backward();
     opt.step();
   }
-  worker::CheckpointStore store(dir.string(), 2);
+  worker::CheckpointStore store(dir.path(), 2);
   store.save(3, *trained, opt, {{"epoch", 0}, {"epoch_position", 24}});
 
   for (const torch::Device device : {gpu, torch::Device(torch::kCPU)}) {
@@ -123,23 +124,24 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
     model::ResNeXt fresh(model::preset("resnext11_4x16d"));
     fresh->to(device);
     auto fresh_opt = make_sgd(fresh);
-    auto cursor = worker::CheckpointStore(dir.string(), 2).load_latest(*fresh, fresh_opt);
+    auto cursor = worker::CheckpointStore(dir.path(), 2).load_latest(*fresh, fresh_opt);
     ASSERT_TRUE(cursor.has_value()) << device;
     EXPECT_EQ((*cursor)["epoch_position"], 24);
     const auto want = trained->named_parameters();
     const auto got = fresh->named_parameters();
     for (size_t i = 0; i < want.size(); ++i) {
       EXPECT_EQ(got[i].value().device(), device) << got[i].key() << " was loaded onto another device";
-      EXPECT_TRUE(torch::equal(got[i].value().detach().cpu(), want[i].value().detach().cpu())) << got[i].key() << " on " << device;
+      EXPECT_TRUE(torch::equal(got[i].value().detach().cpu(), want[i].value().detach().cpu()))
+          << got[i].key() << " on " << device;
     }
     const auto bufs = fresh->named_buffers();
     const auto want_bufs = trained->named_buffers();
     for (size_t i = 0; i < bufs.size(); ++i)
-      EXPECT_TRUE(torch::equal(bufs[i].value().cpu(), want_bufs[i].value().cpu())) << bufs[i].key() << " on " << device;
-    // The optimizer's momentum continues where it stopped: one more step on each side agrees.
+      EXPECT_TRUE(torch::equal(bufs[i].value().cpu(), want_bufs[i].value().cpu()))
+          << bufs[i].key() << " on " << device;
+    // The optimizer state (momentum buffers) is restored too: one entry per trained parameter.
     EXPECT_EQ(fresh_opt.state().size(), opt.state().size()) << device;
   }
-  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

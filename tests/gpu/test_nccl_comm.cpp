@@ -66,22 +66,42 @@ TEST(NcclComm, AllreduceEverySizeAndOp) {
   }
 }
 
-TEST(NcclComm, BroadcastAndAllgatherEverySize) {
+// [Broadcast needs two ranks] Every rank starts from values that differ by rank; after the broadcast
+// every rank holds the root's. With one rank the root's values are already everywhere, so a broadcast
+// that moved nothing would pass: the check runs at world size >= 2 (gpu_nccl_np2) and skips, saying
+// so, in the singleton run.
+TEST(NcclComm, BroadcastEverySize) {
+  RX_NCCL_OR_SKIP(c);
+  const int w = c->world_size(), r = c->rank();
+  if (w < 2) GTEST_SKIP() << "a broadcast at world size 1 moves no data; gpu_nccl_np2 checks it";
+  const auto dev = torch::TensorOptions().device(torch::kCUDA, c->local_rank());
+  const int root = w - 1;  // not rank 0: a broadcast that used rank 0's data fails too
+  for (int64_t n : kSizes) {
+    const torch::Tensor want = torch::arange(n, dev.dtype(torch::kDouble)) + 1000.0 * root;
+    torch::Tensor b = torch::arange(n, dev.dtype(torch::kDouble)) + 1000.0 * r;
+    if (r != root) {
+      ASSERT_FALSE(torch::equal(b, want)) << "the input must differ from the root's";
+    }
+    c->broadcast(b, {root, kTimeout})->wait(kTimeout);
+    ASSERT_TRUE(torch::equal(b, want)) << "rank " << r << " n=" << n;
+  }
+  c->barrier(kTimeout);
+}
+
+// The output starts at -1 everywhere and each rank's block is distinct, so an allgather that did
+// nothing, or put a block in the wrong place, fails even at world size 1.
+TEST(NcclComm, AllgatherEverySize) {
   RX_NCCL_OR_SKIP(c);
   const int w = c->world_size(), r = c->rank();
   const auto dev = torch::TensorOptions().device(torch::kCUDA, c->local_rank());
   for (int64_t n : kSizes) {
-    const int root = w - 1;  // not rank 0: a broadcast that kept local data fails on every other rank
-    torch::Tensor b = torch::arange(n, dev.dtype(torch::kDouble)) + 1000.0 * r;
-    c->broadcast(b, {root, kTimeout})->wait(kTimeout);
-    ASSERT_TRUE(torch::equal(b, torch::arange(n, dev.dtype(torch::kDouble)) + 1000.0 * root)) << "n=" << n;
-
-    torch::Tensor in = torch::arange(n, dev.dtype(torch::kFloat)).remainder(4096) + 5000.0f * r;
+    auto block = [&](int rank) {
+      return torch::arange(n, dev.dtype(torch::kFloat)).remainder(4096) + 5000.0f * rank;
+    };
     torch::Tensor out = torch::full({n * w}, -1.0f, dev.dtype(torch::kFloat));
-    c->allgather(in, out)->wait(kTimeout);
+    c->allgather(block(r), out)->wait(kTimeout);
     for (int k = 0; k < w; ++k)
-      ASSERT_TRUE(torch::equal(out.narrow(0, k * n, n), torch::arange(n, dev.dtype(torch::kFloat)).remainder(4096) + 5000.0f * k))
-          << "block " << k << " n=" << n;
+      ASSERT_TRUE(torch::equal(out.narrow(0, k * n, n), block(k))) << "block " << k << " n=" << n;
   }
   c->barrier(kTimeout);
 }

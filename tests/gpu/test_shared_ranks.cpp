@@ -42,7 +42,8 @@ TEST(SharedGpu, RanksSharingOneGpuMatchOneProcessWithTheWholeBatch) {
   auto c = comm::make_communicator("mpi", /*cuda_device=*/true);
   ASSERT_EQ(c->backend_name(), "mpi");
   const int n = c->world_size(), r = c->rank();
-  const torch::Device device(torch::kCUDA, static_cast<c10::DeviceIndex>(c->local_rank() % torch::cuda::device_count()));
+  const torch::Device device(torch::kCUDA,
+                             static_cast<c10::DeviceIndex>(c->local_rank() % torch::cuda::device_count()));
 
   auto replica = make_model(device);
   auto reference = make_model(device);
@@ -62,7 +63,8 @@ TEST(SharedGpu, RanksSharingOneGpuMatchOneProcessWithTheWholeBatch) {
     auto y = torch::randint(0, 10, {n * b}, torch::kInt64).to(device);
     opt.zero_grad();
     reducer.prepare_for_backward(true);
-    torch::nn::functional::cross_entropy(replica->forward(x.narrow(0, r * b, b)), y.narrow(0, r * b, b)).backward();
+    torch::nn::functional::cross_entropy(replica->forward(x.narrow(0, r * b, b)), y.narrow(0, r * b, b))
+        .backward();
     reducer.finalize();
     opt.step();
     ref_opt.zero_grad();
@@ -76,7 +78,8 @@ TEST(SharedGpu, RanksSharingOneGpuMatchOneProcessWithTheWholeBatch) {
   EXPECT_GT((want - start).abs().max().item<double>(), 1e-4) << "the steps did not change the parameters";
 
   // Bit-identical replicas: every rank's checksum equals rank 0's.
-  auto sum = torch::tensor({static_cast<int64_t>(parallel::parameter_checksum(*replica) >> 1)}, torch::kInt64);
+  auto sum =
+      torch::tensor({static_cast<int64_t>(parallel::parameter_checksum(*replica) >> 1)}, torch::kInt64);
   auto all = torch::empty({n}, torch::kInt64);
   c->allgather(sum, all, {kTimeout})->wait(kTimeout);
   for (int k = 0; k < n; ++k) EXPECT_EQ(all[k].item<int64_t>(), all[0].item<int64_t>()) << "rank " << k;

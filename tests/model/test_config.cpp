@@ -1,5 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
 #include "common/config/job_config.h"
 #include "common/util/sha256.h"
 #include "common/config/schema.h"
@@ -58,8 +64,10 @@ TEST(Config, BadConfigMatrixNamesTheKey) {
   EXPECT_EQ(field_of(with("/data/format", "png")), "data.format");
   EXPECT_EQ(field_of(with("/model/preset", "resnext_huge")), "model.preset");
   EXPECT_EQ(field_of(with("/distributed/backend", "gloo")), "distributed.backend");
-  EXPECT_EQ(field_of(with("/training/lr_schedule/milestones", json{0.75, 0.5})), "training.lr_schedule.milestones");
-  EXPECT_EQ(field_of(with("/training/lr_schedule/milestones", json{0.5, 1.5})), "training.lr_schedule.milestones");
+  EXPECT_EQ(field_of(with("/training/lr_schedule/milestones", json{0.75, 0.5})),
+            "training.lr_schedule.milestones");
+  EXPECT_EQ(field_of(with("/training/lr_schedule/milestones", json{0.5, 1.5})),
+            "training.lr_schedule.milestones");
   EXPECT_EQ(field_of(with("/data/augment/std", json{0.5, 0.0, 0.5})), "data.augment.std");
   auto custom = base();
   custom["model"] = {{"depth", 29}, {"cardinality", 8}};
@@ -84,14 +92,22 @@ TEST(Config, HashIsStableAndSensitive) {
   EXPECT_EQ(rx::sha256_hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+// Every config shipped in configs/ (found by listing the folder, so a new one is covered without
+// editing this test) resolves, and the list is not empty.
 TEST(Config, EveryShippedConfigResolves) {
   const char* src = std::getenv("RX_SOURCE_DIR");
-  ASSERT_NE(src, nullptr);
-  int n = 0;
-  for (const char* name : {"fashion_mnist_small", "cifar10_small", "cifar10_resnext29_8x64d", "cifar10_resnext50_finetune"}) {
-    const std::string path = std::string(src) + "/configs/" + name + ".json";
-    EXPECT_NO_THROW(resolve_file(path)) << path;
-    ++n;
+  ASSERT_NE(src, nullptr) << "RX_SOURCE_DIR is set by CTest";
+  std::vector<std::string> configs;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(src) + "/configs"))
+    if (entry.is_regular_file() && entry.path().extension() == ".json")
+      configs.push_back(entry.path().string());
+  ASSERT_FALSE(configs.empty()) << "no configs/*.json under " << src;
+  for (const auto& path : configs) {
+    try {
+      resolve_file(path);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << path << ": " << e.what();
+    }
   }
-  EXPECT_EQ(n, 4);
+  std::cout << configs.size() << " configs checked\n";
 }

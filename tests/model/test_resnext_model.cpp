@@ -7,6 +7,7 @@
 #include "common/model/resnext.h"
 #include "common/model/state_dict.h"
 #include "common/util/error.h"
+#include "tests/support/temp_dir.h"
 
 using namespace rx::model;
 
@@ -67,12 +68,15 @@ TEST_P(ResNeXtShapes, ForwardAndFeatures) {
 
 INSTANTIATE_TEST_SUITE_P(
     Inputs, ResNeXtShapes,
-    ::testing::Values(ShapeCase{"resnext11_4x16d", 32, 32, 3, {{256, 32, 32}, {512, 16, 16}, {1024, 8, 8}}},
-                      ShapeCase{"resnext20_tiny", 28, 28, 1, {{64, 28, 28}, {128, 14, 14}, {256, 7, 7}}},
-                      ShapeCase{"resnext50_32x4d", 224, 224, 3,
-                                {{256, 56, 56}, {512, 28, 28}, {1024, 14, 14}, {2048, 7, 7}}},
-                      ShapeCase{"resnext11_4x16d", 224, 224, 3, {{256, 224, 224}, {512, 112, 112}, {1024, 56, 56}}}),
-    [](const auto& info) { return info.param.preset + "_" + std::to_string(info.param.h) + "x" + std::to_string(info.param.c); });
+    ::testing::Values(
+        ShapeCase{"resnext11_4x16d", 32, 32, 3, {{256, 32, 32}, {512, 16, 16}, {1024, 8, 8}}},
+        ShapeCase{"resnext20_tiny", 28, 28, 1, {{64, 28, 28}, {128, 14, 14}, {256, 7, 7}}},
+        ShapeCase{
+            "resnext50_32x4d", 224, 224, 3, {{256, 56, 56}, {512, 28, 28}, {1024, 14, 14}, {2048, 7, 7}}},
+        ShapeCase{"resnext11_4x16d", 224, 224, 3, {{256, 224, 224}, {512, 112, 112}, {1024, 56, 56}}}),
+    [](const auto& info) {
+      return info.param.preset + "_" + std::to_string(info.param.h) + "x" + std::to_string(info.param.c);
+    });
 
 template <typename F>
 static std::string config_field_of(F&& f) {
@@ -112,9 +116,8 @@ TEST(ResNeXtBadInput, ErrorsNameTheField) {
 }
 
 TEST(ResNeXtStateDict, RoundTripAndMisShapedTensorIsNamed) {
-  auto dir = std::filesystem::temp_directory_path() / ("rx_sd_" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  const auto path = (dir / "tiny.pt").string();
+  rx::testing::TempDir dir;
+  const auto path = dir.file("tiny.pt");
   ResNeXt a(preset("resnext20_tiny")), b(preset("resnext20_tiny"));
   save_state_dict(*a, path);
   auto sd = read_state_dict(path);
@@ -133,10 +136,9 @@ TEST(ResNeXtStateDict, RoundTripAndMisShapedTensorIsNamed) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("layer2.0.conv2.weight"), std::string::npos) << msg;
     EXPECT_NE(msg.find("mis-shaped"), std::string::npos) << msg;
-    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_EQ(e.path(), path) << msg;
   }
-  EXPECT_THROW(read_state_dict((dir / "missing.pt").string()), rx::IoError);
-  std::filesystem::remove_all(dir);
+  EXPECT_THROW(read_state_dict(dir.file("missing.pt")), rx::IoError);
 }
 
 TEST(ResNeXtDescribe, PaperModelTotalsAndStages) {

@@ -5,14 +5,15 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <numeric>
 #include <set>
-#include <thread>
 
 #include "common/comm/thread/thread_communicator.h"
 #include "common/model/resnext.h"
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/error.h"
+#include "tests/support/rank_threads.h"
 
 using namespace rx;
 
@@ -48,22 +49,8 @@ std::vector<model::ResNeXt> make_models(int n, int seed) {
   return out;
 }
 
-// Runs fn(rank) on one thread per rank; rethrows the first failure.
-void on_ranks(int n, const std::function<void(int)>& fn) {
-  std::vector<std::exception_ptr> errors(n);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        fn(r);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
+using rx::testing::all_ranks_ok;  // the rank runner: tests/support/rank_threads.h
+using rx::testing::run_ranks;
 
 // One optimizer step's gradients: `accumulate` micro-batches, then the sync under test.
 void flat_step(model::ResNeXt& m, parallel::FlatGradientAllreduce& sync, int rank, int accumulate) {
@@ -100,22 +87,22 @@ struct Case {
   int accumulate;
 };
 void PrintTo(const Case& c, std::ostream* os) {
-  *os << "world " << c.world << " bucket_mb " << c.bucket_mb << " first_bucket_mb " << c.first_mb << " accumulate "
-      << c.accumulate;
+  *os << "world " << c.world << " bucket_mb " << c.bucket_mb << " first_bucket_mb " << c.first_mb
+      << " accumulate " << c.accumulate;
 }
-std::string case_name(const testing::TestParamInfo<Case>& i) {
+std::string case_name(const ::testing::TestParamInfo<Case>& i) {
   auto mb = [](double v) {
     std::string s = std::to_string(v);
     for (auto& c : s)
       if (c == '.') c = '_';
     return s.substr(0, s.find_last_not_of('0') + 1);
   };
-  return "w" + std::to_string(i.param.world) + "_mb" + mb(i.param.bucket_mb) + "_first" + mb(i.param.first_mb) +
-         "_acc" + std::to_string(i.param.accumulate);
+  return "w" + std::to_string(i.param.world) + "_mb" + mb(i.param.bucket_mb) + "_first" +
+         mb(i.param.first_mb) + "_acc" + std::to_string(i.param.accumulate);
 }
 }  // namespace
 
-class ReducerEqualsFlat : public testing::TestWithParam<Case> {};
+class ReducerEqualsFlat : public ::testing::TestWithParam<Case> {};
 
 // Same averaged gradients, bit for bit, as FlatGradientAllreduce (two steps: the second runs on
 // the same bucket views after zero_grad).
@@ -125,7 +112,7 @@ TEST_P(ReducerEqualsFlat, SameAveragedGradients) {
   auto flat_group = comm::make_thread_group(c.world);
   auto red_group = comm::make_thread_group(c.world);
   auto as = make_models(c.world, 7), bs = make_models(c.world, 7);
-  on_ranks(c.world, [&](int r) {
+  const auto errors = run_ranks(c.world, [&](int r) {
     auto a = as[r], b = bs[r];
     parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
     parallel::Reducer red(*b, *red_group[r], options(c.bucket_mb, c.first_mb));
@@ -139,11 +126,12 @@ TEST_P(ReducerEqualsFlat, SameAveragedGradients) {
             << (pa[i].value().grad() - pb[i].value().grad()).abs().max().item<double>();
     }
   });
+  ASSERT_TRUE(all_ranks_ok(errors));
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Worlds, ReducerEqualsFlat,
-    testing::Values(Case{1, 25, 1, 1}, Case{1, 1e-6, 1e-6, 2},
+    ::testing::Values(Case{1, 25, 1, 1}, Case{1, 1e-6, 1e-6, 2},
                     Case{2, 1e-6, 1e-6, 1}, Case{2, 0, 1, 1}, Case{2, 0.05, 0.01, 1}, Case{2, 25, 1, 2},
                     Case{2, 100, 100, 1}, Case{2, 0.05, 0.01, 3},
                     Case{3, 0, 0, 2}, Case{3, 0.1, 0.02, 1},
@@ -158,7 +146,7 @@ TEST(Reducer, TrainingIsBitIdenticalToFlatAllreduce) {
   auto red_group = comm::make_thread_group(n);
   std::vector<uint64_t> flat_sums(n), red_sums(n), start(n);
   auto as = make_models(n, 7), bs = make_models(n, 7);
-  on_ranks(n, [&](int r) {
+  const auto errors = run_ranks(n, [&](int r) {
     auto a = as[r], b = bs[r];
     start[r] = parallel::parameter_checksum(*a);
     parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
@@ -176,6 +164,7 @@ TEST(Reducer, TrainingIsBitIdenticalToFlatAllreduce) {
     flat_sums[r] = parallel::parameter_checksum(*a);
     red_sums[r] = parallel::parameter_checksum(*b);
   });
+  ASSERT_TRUE(all_ranks_ok(errors));
   EXPECT_NE(flat_sums[0], start[0]) << "training must change the parameters";
   for (int r = 0; r < n; ++r) {
     EXPECT_EQ(red_sums[r], flat_sums[r]) << "rank " << r;
@@ -222,11 +211,12 @@ TEST(Reducer, BucketAssignmentIdenticalAcrossRanks) {
   std::vector<std::vector<std::vector<std::string>>> names(n);
   std::vector<model::ResNeXt> models;
   for (int r = 0; r < n; ++r) models.push_back(make_model(100 + r));  // different values, same shapes
-  on_ranks(n, [&](int r) {
+  const auto errors = run_ranks(n, [&](int r) {
     auto m = models[r];
     parallel::Reducer red(*m, *group[r], options(0.05, 0.01));
     names[r] = red.bucket_names();
   });
+  ASSERT_TRUE(all_ranks_ok(errors));
   ASSERT_GT(names[0].size(), 3u);
   EXPECT_EQ(names[0].front().front(), "fc.bias") << "the head's last parameter comes first";
   for (int r = 1; r < n; ++r) EXPECT_EQ(names[r], names[0]) << "rank " << r;
@@ -252,7 +242,7 @@ TEST(Reducer, UnusedParameterIsAnErrorNamingIt) {
     auto group = comm::make_thread_group(n);
     std::vector<std::string> messages(n);
     std::vector<WithUnused> models(n);
-    on_ranks(n, [&](int r) {
+    const auto errors = run_ranks(n, [&](int r) {
       auto m = models[r];
       parallel::Reducer red(*m, *group[r], options(mb, mb));
       red.prepare_for_backward(true);
@@ -263,8 +253,10 @@ TEST(Reducer, UnusedParameterIsAnErrorNamingIt) {
         messages[r] = e.what();
       }
     });
+    ASSERT_TRUE(all_ranks_ok(errors));
     for (int r = 0; r < n; ++r) {
-      EXPECT_NE(messages[r].find("unused.weight"), std::string::npos) << "bucket_mb " << mb << ": " << messages[r];
+      EXPECT_NE(messages[r].find("unused.weight"), std::string::npos)
+          << "bucket_mb " << mb << ": " << messages[r];
       EXPECT_NE(messages[r].find("unused.bias"), std::string::npos) << messages[r];
       EXPECT_EQ(messages[r].find(" used."), std::string::npos) << "names a used parameter: " << messages[r];
       EXPECT_EQ(messages[r].find("head."), std::string::npos) << "names a used parameter: " << messages[r];
@@ -307,7 +299,7 @@ TEST(Reducer, CompressedGradientsAreCloseToFlat) {
     auto red_group = comm::make_thread_group(n);
     std::vector<double> rel(n);
     auto as = make_models(n, 7), bs = make_models(n, 7);
-    on_ranks(n, [&](int r) {
+    const auto errors = run_ranks(n, [&](int r) {
       auto a = as[r], b = bs[r];
       parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
       auto o = options(0.05, 0.01);
@@ -322,6 +314,7 @@ TEST(Reducer, CompressedGradientsAreCloseToFlat) {
       }
       rel[r] = worst;
     });
+    ASSERT_TRUE(all_ranks_ok(errors));
     const double tol = comp == parallel::Compression::kFp16 ? 5e-3 : 3e-2;
     for (int r = 0; r < n; ++r) {
       EXPECT_LT(rel[r], tol) << parallel::compression_name(comp) << " rank " << r;
@@ -338,22 +331,30 @@ TEST(Reducer, StatsNameTheStragglerRank) {
   auto group = comm::make_thread_group(n);
   std::vector<nlohmann::json> stats(n);
   auto models = make_models(n, 7);
-  on_ranks(n, [&](int r) {
+  const auto errors = run_ranks(n, [&](int r) {
     auto m = models[r];
     parallel::Reducer red(*m, *group[r], options(0.05, 0.01));
     for (int step = 0; step < 4; ++step) reducer_step(m, red, r, 1, r == 1 ? 40 : 4);
     red.gather_arrivals();
     stats[r] = red.stats_json();
   });
+  ASSERT_TRUE(all_ranks_ok(errors));
   for (int r = 0; r < n; ++r) {
     const auto& s = stats[r];
     EXPECT_EQ(s["steps"], 4);
     EXPECT_GT(s["buckets"]["count"].get<int>(), 3);
     EXPECT_EQ(s["per_bucket"].size(), s["buckets"]["count"].get<size_t>());
-    EXPECT_GE(s["mean_exposed_ms"].get<double>(), 0.0);
+    // The step's exposed time covers every bucket's wait (plus the averaging after it).
+    double bucket_waits = 0;
+    for (const auto& b : s["per_bucket"]) bucket_waits += b["mean_exposed_ms"].get<double>();
+    EXPECT_GE(s["mean_exposed_ms"].get<double>(), bucket_waits * (1 - 1e-9)) << s.dump();
     EXPECT_EQ(s["straggler"]["steps_measured"], 3) << "the first step has no reference point";
     EXPECT_EQ(s["straggler"]["rank"], 1) << s.dump();
     EXPECT_GT(s["straggler"]["mean_lag_ms"].get<double>(), 0.0);
   }
   EXPECT_EQ(stats[0]["straggler"], stats[1]["straggler"]) << "every rank computes the same verdict";
+  // Rank 0 finishes its backward first and waits for the straggler's buckets: its communication is
+  // exposed, rank 1's (whose peers are already there) hardly at all.
+  EXPECT_GT(stats[0]["mean_exposed_ms"].get<double>(), stats[1]["mean_exposed_ms"].get<double>())
+      << stats[0].dump() << "\n" << stats[1].dump();
 }

@@ -3,19 +3,17 @@
 
 usage: test_slurm.py SCENARIO   (scripts | sbatch | sbatch_srun |
 coordinator | cancel | requeue_plumbing | requeue_srun | requeue), with RX_SOURCE_DIR
-and RX_BINARY_DIR set by CTest. Every wait polls with a deadline; a failure says what it saw.
+and RX_BINARY_DIR set, and tests/python and tests/coordinator (coordlib) on PYTHONPATH, by CTest.
+Every wait polls with a deadline; a failure says what it saw (files kept for a look).
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "coordinator"))
-from slurm_cluster import SlurmCluster, SlurmError  # noqa: E402
-from coordlib import Coordinator, wait_for  # noqa: E402
+from coordlib import Coordinator, wait_for
+from rxtest import Failure, check, main
+from slurm_cluster import SlurmCluster, SlurmError
 
 SRC = os.environ["RX_SOURCE_DIR"]
 BIN = os.environ["RX_BINARY_DIR"]
@@ -26,20 +24,6 @@ CONFIG = os.path.join(SRC, "configs", "fashion_mnist_small.json")
 SLURM_DIR = os.path.join(SRC, "launch", "slurm")
 MPI_ARGS = "--allow-run-as-root --oversubscribe --bind-to none"
 TINY = ["training.epochs=1", "data.max_train_samples=512", "data.max_test_samples=256"]
-
-
-class Fail(Exception):
-    pass
-
-
-def check(cond, msg, log_path=None):
-    if not cond:
-        if log_path and os.path.exists(log_path):
-            with open(log_path, errors="replace") as f:
-                text = f.read()
-            errors = [l[:300] for l in text.splitlines() if "[error]" in l or "error:" in l][:10]
-            msg = f"{msg}\n--- {log_path}:\n{text[-3000:]}\n--- error lines:\n" + "\n".join(errors)
-        raise Fail(msg)
 
 
 def read(path):
@@ -116,11 +100,11 @@ def sbatch(tmp, launcher="mpirun"):
         jid = submit(c, env)
         out = os.path.join(run, f"slurm-{jid}.out")
         state = wait_slurm_end(c, jid, out, 600)
-        check(state == "COMPLETED", f"slurm job {jid} ended {state}", out)
-        check(c.job_field(jid, "ExitCode") == "0:0", f"exit code {c.job_field(jid, 'ExitCode')}", out)
+        check(state == "COMPLETED", f"slurm job {jid} ended {state}", log_path=out)
+        check(c.job_field(jid, "ExitCode") == "0:0", f"exit code {c.job_field(jid, 'ExitCode')}", log_path=out)
         rec = json.loads(read(os.path.join(run, "result.json")) or "null")
-        check(isinstance(rec, dict) and rec.get("world_size") == 2, f"no 2-rank result.json in {run}", out)
-        check("train.sbatch: worker exited 0" in read(out), "the batch log lacks the worker's exit", out)
+        check(isinstance(rec, dict) and rec.get("world_size") == 2, f"no 2-rank result.json in {run}", log_path=out)
+        check("train.sbatch: worker exited 0" in read(out), "the batch log lacks the worker's exit", log_path=out)
         check(not listed(c, jid), f"squeue still lists {jid}")
 
 
@@ -142,7 +126,7 @@ def coordinator(tmp):
             sid = j["slurm_job_id"]
             check(sid.isdigit() and c.job_field(sid, "JobName") == f"rx-{jid}", f"slurm job {sid} is not ours")
             j = co.wait_state(jid, ["succeeded", "failed", "cancelled"], timeout=600)
-            check(j["state"] == "succeeded" and j["exit_code"] == 0, f"job ended {j}", log)
+            check(j["state"] == "succeeded" and j["exit_code"] == 0, f"job ended {j}", log_path=log)
             check(j["test_accuracy"] is not None, f"no accuracy reported: {j}")
             check(slurm_state(c, sid) == "COMPLETED", f"slurm says {slurm_state(c, sid)}")
             s, text = co.request("GET", f"/v1/jobs/{jid}/logs?tail=200")[::2]
@@ -222,12 +206,12 @@ def requeue_plumbing(tmp, launcher="mpirun"):
         wait_for("the requeue", lambda: "requeueing job" in read(out), 60, 0.2)
         check("got SIGUSR1, forwarding" in read(out) and "worker exited 85" in read(out)
               and "rank 1: got SIGUSR1" in read(out),
-              "USR1 was not forwarded or the exit code not seen", out)
+              "USR1 was not forwarded or the exit code not seen", log_path=out)
         state = wait_slurm_end(c, jid, out, 120)
-        check(state == "COMPLETED", f"slurm job {jid} ended {state}", out)
-        check(c.job_field(jid, "Restarts") == "1", f"Restarts={c.job_field(jid, 'Restarts')}", out)
-        check("resuming from checkpoint" in read(out), "the second start did not resume", out)
-        check(json.loads(read(os.path.join(run, "result.json")) or "{}").get("resumed"), "no result after resume", out)
+        check(state == "COMPLETED", f"slurm job {jid} ended {state}", log_path=out)
+        check(c.job_field(jid, "Restarts") == "1", f"Restarts={c.job_field(jid, 'Restarts')}", log_path=out)
+        check("resuming from checkpoint" in read(out), "the second start did not resume", log_path=out)
+        check(json.loads(read(os.path.join(run, "result.json")) or "{}").get("resumed"), "no result after resume", log_path=out)
         if launcher != "mpirun":
             return
 
@@ -248,10 +232,10 @@ def requeue_plumbing(tmp, launcher="mpirun"):
             sid = co.job(jid)["slurm_job_id"]
             c.cmd(["scancel", "--signal=USR1", "--batch", sid])
             j = co.wait_state(jid, "queued", 60)
-            check(j["slurm_job_id"] == sid and sid in (j["error"] or ""), f"requeued job: {j}", log)
+            check(j["slurm_job_id"] == sid and sid in (j["error"] or ""), f"requeued job: {j}", log_path=log)
             j = co.wait_state(jid, ["succeeded", "failed", "cancelled"], 120)
-            check(j["state"] == "succeeded" and j["slurm_job_id"] == sid and not j["error"], f"ended {j}", log)
-            check(c.job_field(sid, "Restarts") == "1", f"Restarts={c.job_field(sid, 'Restarts')}", log)
+            check(j["state"] == "succeeded" and j["slurm_job_id"] == sid and not j["error"], f"ended {j}", log_path=log)
+            check(c.job_field(sid, "Restarts") == "1", f"Restarts={c.job_field(sid, 'Restarts')}", log_path=log)
         finally:
             co.kill()
 
@@ -259,7 +243,7 @@ def requeue_plumbing(tmp, launcher="mpirun"):
 def requeue(tmp):
     """(d) USR1 mid-epoch -> checkpoint, exit 85, requeue, resume; same accuracy and checksums."""
     if not worker_has_resume():
-        raise Fail("PENDING: this resnext_worker has no --resume (checkpointing not landed); not faked")
+        raise Failure("PENDING: this resnext_worker has no --resume (checkpointing not landed); not faked")
     sets = ["training.epochs=2", "data.max_train_samples=2048", "data.max_test_samples=256",
             "training.log_every_steps=1"]
     base = os.path.join(tmp, "base")
@@ -277,17 +261,17 @@ def requeue(tmp):
         wait_for("a few training steps in epoch 1", lambda: "epoch 1/2 step 3/" in read(out), 300, 0.2)
         c.cmd(["scancel", "--signal=USR1", "--batch", jid])
         wait_for("the requeue", lambda: "requeueing job" in read(out), 120, 0.2)
-        check("worker exited 85" in read(out), "the worker did not exit 85 after USR1", out)
+        check("worker exited 85" in read(out), "the worker did not exit 85 after USR1", log_path=out)
         state = wait_slurm_end(c, jid, out, 600)
-        check(state == "COMPLETED", f"slurm job {jid} ended {state}", out)
-        check(c.job_field(jid, "Restarts") == "1", f"Restarts={c.job_field(jid, 'Restarts')}", out)
-        check("resuming from checkpoint" in read(out), "the second start did not resume", out)
+        check(state == "COMPLETED", f"slurm job {jid} ended {state}", log_path=out)
+        check(c.job_field(jid, "Restarts") == "1", f"Restarts={c.job_field(jid, 'Restarts')}", log_path=out)
+        check("resuming from checkpoint" in read(out), "the second start did not resume", log_path=out)
         got = json.loads(read(os.path.join(run, "result.json")))
         check(got["final_test_accuracy"] == want["final_test_accuracy"],
-              f"accuracy {got['final_test_accuracy']} != uninterrupted {want['final_test_accuracy']}", out)
+              f"accuracy {got['final_test_accuracy']} != uninterrupted {want['final_test_accuracy']}", log_path=out)
         g = [r["param_checksum"] for r in got["ranks"]]
         w = [r["param_checksum"] for r in want["ranks"]]
-        check(g == w, f"param checksums {g} != uninterrupted {w}", out)
+        check(g == w, f"param checksums {g} != uninterrupted {w}", log_path=out)
 
 
 SCENARIOS = {"scripts": scripts, "sbatch": sbatch, "coordinator": coordinator, "cancel": cancel,
@@ -297,21 +281,5 @@ SCENARIOS = {"scripts": scripts, "sbatch": sbatch, "coordinator": coordinator, "
              "requeue_srun": lambda tmp: requeue_plumbing(tmp, "srun")}
 
 
-def main():
-    if len(sys.argv) != 2 or sys.argv[1] not in SCENARIOS:
-        print(__doc__)
-        return 2
-    tmp = tempfile.mkdtemp(prefix=f"rx_slurm_{sys.argv[1]}_")
-    try:
-        SCENARIOS[sys.argv[1]](tmp)
-    except (Fail, SlurmError, AssertionError) as e:
-        print(f"FAIL {sys.argv[1]}: {e}")
-        print(f"(files kept in {tmp})")
-        return 1
-    shutil.rmtree(tmp, ignore_errors=True)
-    print(f"PASS {sys.argv[1]}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(SCENARIOS, __doc__, keep_on_failure=True, failures=(SlurmError, AssertionError)))

@@ -26,15 +26,19 @@ std::string through_shell(const std::string& value) {
 }  // namespace
 
 TEST(SlurmLauncher, ShellQuoteKeepsEverythingLiteral) {
-  for (std::string v : {"plain", "it's", "$(touch /tmp/rx_pwned)", "a b\tc", "`id`", "''", "x\"y\\z", "$HOME;ls"})
+  for (std::string v :
+       {"plain", "it's", "$(touch /tmp/rx_pwned)", "a b\tc", "`id`", "''", "x\"y\\z", "$HOME;ls"})
     EXPECT_EQ(through_shell(v), v);
 }
 
 TEST(SlurmLauncher, RenderInsertsSettingsAndDropsLayout) {
   const std::string tmpl =
-      "#!/bin/bash\n#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=2\n#SBATCH --requeue\n# @rx-settings@ here\nbody\n";
+      "#!/bin/bash\n#SBATCH --nodes=1\n#SBATCH --ntasks-per-node=2\n#SBATCH --requeue\n"
+      "# @rx-settings@ here\nbody\n";
   const std::string s = render_sbatch(tmpl, {{"RX_JOB_ID", "j1"}, {"RX_RUN_DIR", "/a b/'c'"}});
-  EXPECT_EQ(s, "#!/bin/bash\n#SBATCH --requeue\n# @rx-settings@ here\nRX_JOB_ID='j1'\nRX_RUN_DIR='/a b/'\\''c'\\'''\nbody\n");
+  EXPECT_EQ(s,
+            "#!/bin/bash\n#SBATCH --requeue\n# @rx-settings@ here\n"
+            "RX_JOB_ID='j1'\nRX_RUN_DIR='/a b/'\\''c'\\'''\nbody\n");
   EXPECT_THROW(render_sbatch("#!/bin/bash\necho\n", {}), rx::IoError);
 }
 
@@ -47,11 +51,14 @@ TEST(SlurmLauncher, ParsesScontrolLine) {
   EXPECT_EQ(i.reason, "(ReqNodeNotAvail, UnavailableNodes:vm)");
   ASSERT_TRUE(i.exit_code);
   EXPECT_EQ(*i.exit_code, 0);
-  auto f = parse_scontrol_job("JobId=8 JobState=FAILED Reason=NonZeroExitCode Dependency=(null) ExitCode=2:0");
+  auto f =
+      parse_scontrol_job("JobId=8 JobState=FAILED Reason=NonZeroExitCode Dependency=(null) ExitCode=2:0");
   EXPECT_EQ(f.state, "FAILED");
+  ASSERT_TRUE(f.exit_code);
   EXPECT_EQ(*f.exit_code, 2);
   EXPECT_FALSE(parse_scontrol_job("slurm_load_jobs error: Invalid job id specified").known);
   auto a = parse_sacct_line("CANCELLED by 0|0:15");
+  EXPECT_TRUE(a.known);
   EXPECT_EQ(a.state, "CANCELLED");
   EXPECT_EQ(a.exit_signal, 15);
 }
@@ -79,14 +86,17 @@ TEST(SlurmLauncher, MapsStates) {
   auto c = map_slurm_state(info("CANCELLED", 0, 15));
   EXPECT_TRUE(c.exit && c.exit->cancelled);
   for (auto st : {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}) {
-    auto m = map_slurm_state(info(st, std::string(st) == "FAILED" ? 3 : 0, std::string(st) == "TIMEOUT" ? 15 : 0));
+    auto m =
+        map_slurm_state(info(st, std::string(st) == "FAILED" ? 3 : 0, std::string(st) == "TIMEOUT" ? 15 : 0));
     ASSERT_TRUE(m.exit) << st;
     EXPECT_FALSE(m.exit->cancelled);
     // never a 0 exit code for a failure: the service would call that a success
     EXPECT_TRUE(!m.exit->exit_code || *m.exit->exit_code != 0) << st;
     EXPECT_NE(m.exit->reason.find(st), std::string::npos) << m.exit->reason;
   }
-  EXPECT_EQ(*map_slurm_state(info("FAILED", 3)).exit->exit_code, 3);
+  auto failed = map_slurm_state(info("FAILED", 3));
+  ASSERT_TRUE(failed.exit && failed.exit->exit_code);
+  EXPECT_EQ(*failed.exit->exit_code, 3);
   SlurmJobInfo gone;
   auto g = map_slurm_state(gone);
   EXPECT_TRUE(!g.live && g.exit && !g.exit->exit_code);

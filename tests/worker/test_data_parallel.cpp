@@ -3,12 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <thread>
-
 #include "common/comm/thread/thread_communicator.h"
 #include "common/model/resnext.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/error.h"
+#include "tests/support/rank_threads.h"
 
 using namespace rx;
 
@@ -22,7 +21,8 @@ model::ResNeXt make_model(int seed) {
   return m;
 }
 
-void sgd_step(model::ResNeXt& m, const torch::Tensor& x, const torch::Tensor& y, parallel::FlatGradientAllreduce* sync) {
+void sgd_step(model::ResNeXt& m, const torch::Tensor& x, const torch::Tensor& y,
+              parallel::FlatGradientAllreduce* sync) {
   torch::optim::SGD opt(m->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9).weight_decay(5e-4));
   opt.zero_grad();
   torch::nn::functional::cross_entropy(m->forward(x), y).backward();
@@ -54,20 +54,11 @@ TEST_P(DataParallelEquivalence, OneStepOnNRanksEqualsOneBigStep) {
   std::vector<model::ResNeXt> replicas;
   for (int r = 0; r < n; ++r) replicas.push_back(make_model(7));
   auto group = comm::make_thread_group(n);
-  std::vector<std::exception_ptr> errors(n);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        parallel::FlatGradientAllreduce sync(*replicas[r], *group[r], comm::Millis(20000));
-        sgd_step(replicas[r], x.narrow(0, r * b, b), y.narrow(0, r * b, b), &sync);
-      } catch (...) {
-        errors[r] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
+  const auto errors = rx::testing::run_ranks(n, [&](int r) {
+    parallel::FlatGradientAllreduce sync(*replicas[r], *group[r], comm::Millis(20000));
+    sgd_step(replicas[r], x.narrow(0, r * b, b), y.narrow(0, r * b, b), &sync);
+  });
+  ASSERT_TRUE(rx::testing::all_ranks_ok(errors));
   for (int r = 0; r < n; ++r) {
     const double diff = (flat_params(replicas[r]) - want).abs().max().item<double>();
     EXPECT_LT(diff, 1e-5) << "rank " << r << " of " << n;
@@ -86,22 +77,22 @@ TEST(ReplicaSync, BroadcastMakesReplicasEqualAndVerifyNamesDivergentRank) {
   for (int r = 0; r < n; ++r) replicas.push_back(make_model(100 + r));  // different inits
   auto group = comm::make_thread_group(n);
   std::vector<std::string> messages(n);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      parallel::broadcast_module_state(*replicas[r], *group[r], 0, comm::Millis(20000));
-      parallel::verify_replicas(*replicas[r], *group[r], "after broadcast", comm::Millis(20000));
-      if (r == 2) {
-        torch::NoGradGuard ng;
-        replicas[r]->parameters()[5].view({-1})[0].add_(1e-6);
-      }
-      try {
-        parallel::verify_replicas(*replicas[r], *group[r], "after tampering", comm::Millis(20000));
-      } catch (const CommError& e) {
-        messages[r] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
+  // A rank whose broadcast or first verification throws fails the test naming the rank (it used to
+  // escape its std::thread and std::terminate the binary).
+  const auto errors = rx::testing::run_ranks(n, [&](int r) {
+    parallel::broadcast_module_state(*replicas[r], *group[r], 0, comm::Millis(20000));
+    parallel::verify_replicas(*replicas[r], *group[r], "after broadcast", comm::Millis(20000));
+    if (r == 2) {
+      torch::NoGradGuard ng;
+      replicas[r]->parameters()[5].view({-1})[0].add_(1e-6);
+    }
+    try {
+      parallel::verify_replicas(*replicas[r], *group[r], "after tampering", comm::Millis(20000));
+    } catch (const CommError& e) {
+      messages[r] = e.what();
+    }
+  });
+  ASSERT_TRUE(rx::testing::all_ranks_ok(errors));
   for (int r = 0; r < n; ++r) {
     EXPECT_NE(messages[r].find("rank(s) 2"), std::string::npos) << "rank " << r << ": " << messages[r];
   }

@@ -1,45 +1,21 @@
 #!/usr/bin/env python3
 """End-to-end checks of resnext_worker under a real mpiexec (one CTest test per scenario).
 
-usage: worker_e2e.py SCENARIO   with RX_SOURCE_DIR / RX_BINARY_DIR set by CTest.
-Every wait on a process has a timeout; a scenario fails with a message saying what it saw.
+usage: worker_e2e.py SCENARIO   with RX_SOURCE_DIR / RX_BINARY_DIR set and tests/python on PYTHONPATH
+(CTest does both). Every wait on a process has a timeout; a scenario fails with a message saying what
+it saw.
 """
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
-SRC = os.environ["RX_SOURCE_DIR"]
-BIN = os.environ["RX_BINARY_DIR"]
-WORKER = os.path.join(BIN, "worker", "resnext_worker")
-CONFIG = os.path.join(SRC, "configs", "fashion_mnist_small.json")
-MPIEXEC = ["mpiexec", "--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
+from rxtest import MPIEXEC, check, main, run_worker, source_dir, worker_path
+from rxtest import run_record as record
 
-
-def run_worker(np, out, sets, timeout, env=None, config=CONFIG):
-    cmd = ([] if np == 0 else MPIEXEC + ["-np", str(np)]) + [WORKER, "train", "--config", config, "--out", out]
-    for s in sets:
-        cmd += ["--set", s]
-    t0 = time.monotonic()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                       env=dict(os.environ, **(env or {})))
-    return p.returncode, p.stdout, time.monotonic() - t0
-
-
-def record(out):
-    with open(os.path.join(out, "result.json")) as f:
-        return json.load(f)
-
-
-def check(cond, msg, log=""):
-    if not cond:
-        print("FAIL:", msg)
-        if log:
-            print(log[-4000:])
-        sys.exit(1)
-
+WORKER = worker_path()
+CONFIG = os.path.join(source_dir(), "configs", "fashion_mnist_small.json")
 
 QUICK = ["data.max_train_samples=1024", "data.max_test_samples=512", "training.epochs=2",
          "training.log_every_steps=4"]
@@ -211,8 +187,9 @@ def describe(tmp):
               f"describe {args}: rc={p.returncode}", p.stdout)
 
 
+SCENARIOS = {name: globals()[name] for name in (
+    "replicas", "determinism", "learns", "single", "fault", "bad_config", "resume", "resume_corrupt",
+    "resume_other_world", "describe")}
+
 if __name__ == "__main__":
-    scenario = sys.argv[1]
-    with tempfile.TemporaryDirectory(prefix=f"rx_{scenario}_") as tmp:
-        globals()[scenario](tmp)
-    print(f"PASS: {scenario}")
+    sys.exit(main(SCENARIOS, __doc__))
