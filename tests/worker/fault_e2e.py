@@ -20,8 +20,11 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from worker_e2e import CONFIG, MPIEXEC, QUICK, WORKER, check, record  # noqa: E402
+from rxtest import MPIEXEC, check, source_dir, worker_path  # tests/python, on PYTHONPATH (CTest)
+from rxtest import run_record as record
+
+WORKER = worker_path()
+CONFIG = os.path.join(source_dir(), "configs", "fashion_mnist_small.json")
 
 
 def start_worker(np, out, sets, log_path, extra=(), env=None):
