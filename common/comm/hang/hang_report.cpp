@@ -38,11 +38,11 @@ namespace {
 template <typename T>
 T field(const json& j, const char* key) {
   if (!j.is_object() || !j.contains(key))
-    throw DataError(std::string("rank state: missing field \"") + key + "\"");
+    throw DataError("rank state", std::string("missing field \"") + key + "\"");
   try {
     return j.at(key).get<T>();
   } catch (const json::exception&) {
-    throw DataError(std::string("rank state: field \"") + key + "\" has the wrong type");
+    throw DataError("rank state", std::string("field \"") + key + "\" has the wrong type");
   }
 }
 
