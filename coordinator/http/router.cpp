@@ -202,7 +202,9 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     if (!t.param("epoch")) throw ApiError(400, "missing_query", "is required", "epoch");
     const auto epoch = int_param(t, "epoch", 0, 0, int64_t{1} << 40);
     std::optional<int64_t> ds;
-    if (t.param("dataset_size")) ds = int_param(t, "dataset_size", 0, 1, int64_t{1} << 40);
+    // Bounded: the index list is built in memory (8 bytes a sample, more as JSON); 2^22 is above every
+    // dataset the workers read, and 2^40 let one unauthenticated request exhaust memory (issue 13, #1).
+    if (t.param("dataset_size")) ds = int_param(t, "dataset_size", 0, 1, int64_t{1} << 22);
     return make(req, http::status::ok, st.jobs.shard(id, rank, epoch, ds).dump());
   }
   if (p.size() == 6 && sub == "shards" && p[5] == "data") {
