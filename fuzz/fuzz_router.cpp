@@ -5,8 +5,9 @@
 // 401s into reports, shards, logs and cancel. Tokens: "Bearer atok" is alice (the job's owner),
 // "Bearer btok" is bob.
 // Properties: route() never throws, answers a status in [200, 600) with a body, every error body is
-// {"error": {"code", "message", "field"}} JSON, and no request yields a 500 (an unexpected exception
-// caught by the router's last resort).
+// {"error": {"code", "message", "field"}} JSON, no request yields a 500 (an unexpected exception
+// caught by the router's last resort), and the job's body keeps its documented field types whatever
+// a report stored (regressions/router/report_bad_types).
 // [Fresh service per input] Each input gets a new JobService (in-memory SQLite, fresh job), so an
 // input's outcome does not depend on the ones before it and a crash reproduces from its file alone.
 #include <cstdint>
@@ -42,6 +43,21 @@ const rx::coord::TempDir& state_dir() {
   return dir;
 }
 
+// The job body keeps the types api/openapi.yaml documents for Job, whatever a request stored.
+void check_job_body(const std::string& text) {
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  FUZZ_CHECK(j.is_object(), "job body is not an object: %s", text.c_str());
+  auto int_or_null = [](const nlohmann::json& v) { return v.is_null() || v.is_number_integer(); };
+  auto num_or_null = [](const nlohmann::json& v) { return v.is_null() || v.is_number(); };
+  for (const char* k : {"epoch", "epochs", "step", "steps_per_epoch"})
+    FUZZ_CHECK(int_or_null(j["progress"][k]), "progress.%s: %s", k, text.c_str());
+  FUZZ_CHECK(num_or_null(j["loss"]) && num_or_null(j["test_accuracy"]), "loss/test_accuracy: %s", text.c_str());
+  FUZZ_CHECK(j["ranks"].is_array(), "ranks: %s", text.c_str());
+  for (const auto& r : j["ranks"])
+    FUZZ_CHECK(int_or_null(r["rank"]) && num_or_null(r["images_per_sec"]) && int_or_null(r["peak_memory_bytes"]),
+               "ranks[]: %s", text.c_str());
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -71,8 +87,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   replace_all(raw, "JOBID", job.id);
   replace_all(raw, "JOBSECRET", fake->started[0].secret);
 
-  parser.put(boost::asio::buffer(raw), ec);
-  if (ec || !parser.is_done()) return 0;
+  // put() may stop at a chunk boundary: feed until done, an error, or no progress (need more input).
+  size_t used = 0;
+  while (!parser.is_done() && used < raw.size()) {
+    const size_t n = parser.put(boost::asio::buffer(raw.data() + used, raw.size() - used), ec);
+    if (ec || n == 0) break;
+    used += n;
+  }
+  if (!parser.is_done()) return 0;
   rx::coord::ServiceState state(jobs);
   rx::coord::Response res;
   try {
@@ -91,5 +113,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                "error body is not {\"error\":{code,message,field}}: %s", res.body().c_str());
   }
   jobs.tick();  // whatever the request changed must leave the scheduler consistent
+  check_job_body(*jobs.job_body(job.id));
   return 0;
 }

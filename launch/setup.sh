@@ -14,6 +14,8 @@ PACKAGES=(
   python3 python3-torch python3-torchvision python3-numpy   # test-only cross-checks and the DDP baseline
   curl wrk procps psmisc
   slurm-wlm munge                    # single-node Slurm for the launcher tests
+  clang libclang-rt-14-dev           # libFuzzer + ASan/UBSan runtimes (launch/run_fuzz.sh, build-fuzz)
+  python3-venv                       # the contract tests' cached PyPI venv (tests/contract/pydeps.py)
 )
 
 missing=()

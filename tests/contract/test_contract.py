@@ -37,7 +37,7 @@ def main():
     ap.add_argument("--coordinator", required=True)
     ap.add_argument("--source-dir", required=True)
     ap.add_argument("--max-examples", type=int, default=int(os.environ.get("RX_CONTRACT_EXAMPLES", "30")))
-    ap.add_argument("--max-time", type=int, default=int(os.environ.get("RX_CONTRACT_MAX_TIME", "150")))
+    ap.add_argument("--max-time", type=int, default=int(os.environ.get("RX_CONTRACT_MAX_TIME", "90")))
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     a.source_dir = os.path.abspath(a.source_dir)
