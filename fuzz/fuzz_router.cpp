@@ -29,11 +29,6 @@ namespace http = boost::beast::http;
 using rx::coord::FakeLauncher;
 using rx::coord::FakeState;
 
-std::string configs_dir() {
-  const char* s = std::getenv("RX_SOURCE_DIR");
-  return std::string(s ? s : RX_FUZZ_SOURCE_DIR) + "/configs";
-}
-
 void replace_all(std::string& s, const std::string& from, const std::string& to) {
   for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) s.replace(p, from.size(), to);
 }
@@ -73,7 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rx::coord::ServiceOptions o;
   o.state_dir = state_dir().path();
   o.slots = 4;
-  o.configs_dir = configs_dir();
+  o.configs_dir = rx::coord::source_dir() + "/configs";
   o.self_url = "http://127.0.0.1:1";
   o.in_memory_store = true;
   rx::coord::JobService jobs(o, std::make_unique<FakeLauncher>(fake),
