@@ -5,10 +5,9 @@
 // a resolved config resolves to itself (it carries every default, so it is a fixed point) and
 // model_spec() accepts it.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string_view>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/config/job_config.h"
 #include "common/util/error.h"
