@@ -60,8 +60,10 @@ std::optional<int64_t> idx_count(const std::string& dir) {
 // must have the documented types (api/openapi.yaml ProgressReport), or GET /v1/jobs answers bodies
 // that break the API's own schema (found by the contract test, tests/contract).
 void check_number(const json& b, const char* k, bool integer, const std::string& field) {
-  if (!b.contains(k) || b.at(k).is_null() || (integer ? b.at(k).is_number_integer() : b.at(k).is_number())) return;
-  throw ApiError(400, "invalid_field", integer ? "must be an integer or null" : "must be a number or null", field);
+  if (!b.contains(k) || b.at(k).is_null()) return;
+  if (integer ? b.at(k).is_number_integer() : b.at(k).is_number()) return;
+  throw ApiError(400, "invalid_field", integer ? "must be an integer or null" : "must be a number or null",
+                 field);
 }
 
 void check_ranks(const json& b, const std::string& field) {
