@@ -10,6 +10,11 @@ launch/setup.sh
 launch/build.sh
 # e2e tests reserve both cores (PROCESSORS 2), so -j2 only overlaps the light ones.
 ctest --test-dir build --output-on-failure -j 2 "$@"
+# The instrumented half (build-fuzz, Clang): coordinator tests under ASan+UBSan, then every libFuzzer
+# target for RX_FUZZ_SECONDS (45) from its seeds. RX_SKIP_FUZZ=1 leaves it out.
+if [ "${RX_SKIP_FUZZ:-0}" != 1 ] && [ $# -eq 0 ]; then
+  launch/run_fuzz.sh
+fi
 if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] && [ "${RX_SKIP_CUDA:-0}" != 1 ] && [ $# -eq 0 ]; then
   echo "run_tests: CUDA toolkit found: building and testing the CUDA build (build-cuda)"
   launch/build_cuda.sh

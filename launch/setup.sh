@@ -17,6 +17,8 @@ PACKAGES=(
   chromium                           # headless browser for the dashboard test (tests/browser)
   clang-format                       # clang-format 14: launch/check_format.sh
   slurm-wlm munge                    # single-node Slurm for the launcher tests
+  clang libclang-rt-14-dev           # libFuzzer + ASan/UBSan runtimes (launch/run_fuzz.sh, build-fuzz)
+  python3-venv                       # the contract tests' cached PyPI venv (tests/contract/pydeps.py)
 )
 
 missing=()

@@ -48,6 +48,9 @@ IdxFile read_idx_file(const std::string& path, int ndims) {
     throw DataError(path, size,
                     "truncated IDX header: " + std::to_string(size) + " bytes, need " +
                         std::to_string(f.data_offset) + " for " + std::to_string(ndims) + " dims");
+  // [Dims product] dims[0] may be up to 2^32 - 1 and the others 2^16, so the product can pass 2^63:
+  // it is checked against the bytes the file holds before each multiplication, never after.
+  const int64_t have = size - f.data_offset;
   int64_t product = 1;
   for (int i = 0; i < ndims; ++i) {
     const uint8_t* p = b.data() + 4 + 4 * i;
@@ -58,9 +61,13 @@ IdxFile read_idx_file(const std::string& path, int ndims) {
       throw DataError(path, 4 + 4 * i,
                       field + " is " + std::to_string(dim) + ", larger than " + std::to_string(kMaxDim));
     f.dims.push_back(dim);
-    product *= dim;  // <= 2^32 * 2^16 * 2^16, fits in int64
+    if (product > have / dim)
+      throw DataError(path, size,
+                      "truncated: header dims[0.." + std::to_string(i) + "] declare more than " +
+                          std::to_string(have) + " data bytes from offset " + std::to_string(f.data_offset) +
+                          " (the file ends at offset " + std::to_string(size) + ")");
+    product *= dim;  // <= have, so no overflow
   }
-  const int64_t have = size - f.data_offset;
   if (have < product)
     throw DataError(path, size,
                     "truncated: header declares " + std::to_string(product) + " data bytes from offset " +

@@ -92,7 +92,9 @@ json parse_body(const Request& req) {
   const std::string& b = req.body();
   if (max_json_depth(b) > kMaxJsonDepth)
     throw ApiError(400, "too_deep", "JSON nested deeper than " + std::to_string(kMaxJsonDepth));
-  json j = json::parse(b, nullptr, false);
+  // nlohmann stops at a NUL byte and would take "{...}\0junk" as valid; a NUL is never valid JSON.
+  json j = b.find('\0') == std::string::npos ? json::parse(b, nullptr, false)
+                                               : json(json::value_t::discarded);
   if (j.is_discarded()) throw ApiError(400, "malformed_json", "request body is not valid JSON");
   return j;
 }

@@ -25,6 +25,38 @@ namespace rx::coord {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+namespace {
+
+// [Report types] A progress report is echoed in every job body (progress, loss, ranks), so its fields
+// must have the documented types (api/openapi.yaml ProgressReport), or GET /v1/jobs answers bodies
+// that break the API's own schema (found by the contract test, tests/contract).
+void check_number(const json& b, const char* k, bool integer, const std::string& field) {
+  if (!b.contains(k) || b.at(k).is_null()) return;
+  if (integer ? b.at(k).is_number_integer() : b.at(k).is_number()) return;
+  throw ApiError(400, "invalid_field", integer ? "must be an integer or null" : "must be a number or null",
+                 field);
+}
+
+void check_ranks(const json& b, const std::string& field) {
+  if (!b.contains("ranks")) return;
+  if (!b.at("ranks").is_array()) throw ApiError(400, "invalid_field", "must be an array", field);
+  for (const auto& r : b.at("ranks")) {
+    if (!r.is_object()) throw ApiError(400, "invalid_field", "must be an array of objects", field);
+    check_number(r, "rank", true, field + "[].rank");
+    check_number(r, "images_per_sec", false, field + "[].images_per_sec");
+    check_number(r, "peak_memory_bytes", true, field + "[].peak_memory_bytes");
+  }
+}
+
+// null where a number is documented: the worker's NaN (nlohmann dumps NaN as null).
+void check_progress_report(const json& b) {
+  for (const char* k : {"epoch", "epochs", "step", "steps_per_epoch"}) check_number(b, k, true, k);
+  for (const char* k : {"loss", "test_accuracy"}) check_number(b, k, false, k);
+  check_ranks(b, "ranks");
+}
+
+}  // namespace
+
 JobService::JobService(ServiceOptions opts, std::unique_ptr<Launcher> launcher, Tokens tokens)
     : opts_(std::move(opts)), launcher_(std::move(launcher)), tokens_(std::move(tokens)) {
   RX_CHECK(opts_.slots >= 1, "slots must be >= 1");
@@ -341,12 +373,13 @@ void JobService::report(const std::string& id, const std::string& secret, const 
   const std::string type = body.at("type").get<std::string>();
   Job u = slot;
   if (type == "progress") {
-    if (body.contains("ranks") && !body.at("ranks").is_array())
-      throw ApiError(400, "invalid_field", "must be an array", "ranks");
+    check_progress_report(body);
     u.last_progress = body;
   } else if (type == "result") {
     if (!body.contains("record") || !body.at("record").is_object())
       throw ApiError(400, "invalid_field", "must be an object", "record");
+    check_number(body.at("record"), "final_test_accuracy", false, "record.final_test_accuracy");
+    check_ranks(body.at("record"), "record.ranks");
     u.result = body.at("record");
   } else {
     throw ApiError(400, "invalid_field", "must be \"progress\" or \"result\"", "type");
