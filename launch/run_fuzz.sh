@@ -37,7 +37,7 @@ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_CO
   "-DCMAKE_C_FLAGS_RELWITHDEBINFO=-O1 -gline-tables-only -DNDEBUG" \
   -DRX_SANITIZE=address,undefined -DRX_FUZZ=ON "${launcher[@]}" \
   > build-fuzz/configure.log 2>&1 || { cat build-fuzz/configure.log; exit 1; }
-TESTS=(coordinator_routes coordinator_report_client test_config test_shard_plan test_data_readers test_data_corruption)
+TESTS=(coordinator_routes coordinator_report_client coordinator_hardening test_config test_shard_plan test_data_readers test_data_corruption)
 build=(resnext_coordinator)
 for t in "${ALL[@]}"; do build+=("fuzz_$t" "fuzz_${t}_replay"); done
 cmake --build build-fuzz -j "$(nproc)" --target "${build[@]}" "${TESTS[@]}"
