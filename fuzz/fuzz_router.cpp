@@ -72,7 +72,7 @@ struct Fixture {
     o.slots = 4;
     o.configs_dir = rx::coord::source_dir() + "/configs";
     o.self_url = "http://127.0.0.1:1";
-    o.in_memory_store = true;
+    o.paths.data_roots = {"/usr/share/datasets"};  // where the seed job's preset reads
     jobs = std::make_unique<rx::coord::JobService>(
         o, std::make_unique<FakeLauncher>(fake),
         rx::coord::Tokens::from_pairs({{"alice", "atok"}, {"bob", "btok"}}));
