@@ -56,7 +56,7 @@ def main():
             "--worker", os.path.join(a.source_dir, "tests", "coordinator", "fake_worker.sh"),
             "--mpirun", os.path.join(HERE, "fake_mpirun.sh"), "--configs-dir", os.path.join(a.source_dir, "configs"),
             "--cancel-grace-s", "1", "--idle-timeout-s", "5", "--log-level", "warn"]
-    c = Coordinator(a.coordinator, state, args, env=env)
+    c = Coordinator(a.coordinator, state, args, env=env, read_token="atok")  # reads need a token too
     ok = False
     try:
         # A job that runs until cancelled (fake worker: epochs 3), with a progress report stored.
@@ -95,7 +95,7 @@ def main():
         # Cancel whatever still runs (the generated requests may have started jobs), then stop.
         try:
             _, lst = c.json("GET", "/v1/jobs?limit=1000", None, ALICE)
-            live = [x["id"] for x in lst["jobs"] if x["state"] in ("queued", "running")]
+            live = [x["id"] for x in lst["jobs"] if x["state"] in ("queued", "launching", "running")]
             for jid in live:
                 c.json("POST", f"/v1/jobs/{jid}/cancel", {}, ALICE)
             for jid in live:
