@@ -67,6 +67,7 @@ nlohmann::json job_to_json(const Job& job) {
               {"exit_code", job.exit_code ? json(*job.exit_code) : json(nullptr)},
               {"error", job.error.empty() ? json(nullptr) : json(job.error)},
               {"owner", job.owner},
+              {"hang", job.hang.is_object() ? job.hang : json(nullptr)},
               {"slurm_job_id", job.slurm_job_id.empty() ? json(nullptr) : json(job.slurm_job_id)}};
 }
 

@@ -43,6 +43,7 @@ struct Job {
   int64_t cancel_ms = 0;
   nlohmann::json last_progress;  // last progress report body (null until one arrives)
   nlohmann::json result;         // the worker's run record (null until reported)
+  nlohmann::json hang;           // the last hang report of the job (null if none), see [Hang reports]
   int64_t reports = 0;           // reports stored (counted at load; not a column)
   std::string slurm_job_id;      // --launcher slurm: the Slurm job id (== pid; derived, not stored)
 };

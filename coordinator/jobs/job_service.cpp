@@ -110,10 +110,15 @@ void JobService::recover() {
       u.state = JobState::kCancelled;
     } else if (u.result.is_object()) {
       u.state = JobState::kSucceeded;  // it reported its result before the coordinator went down
+    } else if (auto r = result_from_folder(u)) {
+      u.result = std::move(*r);  // it finished while the coordinator was down: [Result on disk]
+      u.state = JobState::kSucceeded;
+      spdlog::info("job {}: took the result from {}/run/result.json", id, job_dir(id));
     } else {
       u.state = JobState::kFailed;
       u.error = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
                 ") were gone; exit status unknown";
+      if (u.hang.is_object()) u.error += "; " + hang_summary(u.hang);
     }
     commit(slot, u);
     spdlog::warn("job {}: not running after restart -> {}", id, to_string(u.state));
@@ -337,7 +342,7 @@ void JobService::report(const std::string& id, const std::string& secret, const 
                    "report is " + std::to_string(n) + " bytes; at most " +
                        std::to_string(opts_.limits.max_report_bytes) + " (serve --max-report-bytes)");
   if (!body.is_object() || !body.contains("type") || !body.at("type").is_string())
-    throw ApiError(400, "invalid_field", "must be \"progress\" or \"result\"", "type");
+    throw ApiError(400, "invalid_field", "must be \"progress\", \"result\" or \"hang\"", "type");
   const std::string type = body.at("type").get<std::string>();
   Job u = slot;
   if (type == "progress") {
@@ -348,13 +353,28 @@ void JobService::report(const std::string& id, const std::string& secret, const 
     if (!body.contains("record") || !body.at("record").is_object())
       throw ApiError(400, "invalid_field", "must be an object", "record");
     u.result = body.at("record");
+  } else if (type == "hang") {
+    // [Hang reports] Sent by whichever rank's watchdog noticed the stuck collective (any rank, the job
+    // secret is shared). The last one wins (a restarted attempt may hang again); every one stays in
+    // the reports table. The processes end on their own (the worker aborts after reporting).
+    if (!body.contains("report") || !body.at("report").is_object())
+      throw ApiError(400, "invalid_field", "must be an object", "report");
+    const json& rep = body.at("report");
+    if (!rep.contains("missing") || !rep.at("missing").is_array())
+      throw ApiError(400, "invalid_field", "must be an array of rank numbers", "report.missing");
+    for (const auto& m : rep.at("missing"))
+      if (!m.is_number_integer() || m.get<int64_t>() < 0 || m.get<int64_t>() >= u.world_size)
+        throw ApiError(400, "invalid_field",
+                       "must hold rank numbers in [0, " + std::to_string(u.world_size) + ")", "report.missing");
+    u.hang = rep;
   } else {
-    throw ApiError(400, "invalid_field", "must be \"progress\" or \"result\"", "type");
+    throw ApiError(400, "invalid_field", "must be \"progress\", \"result\" or \"hang\"", "type");
   }
   ++u.reports;
   store_->append_report(u, now_ms(), body.dump());
   slot = u;
   render(slot);
+  if (type == "hang") append_job_log(id, hang_log_line(u.hang));
 }
 
 json JobService::metrics(const std::string& id) {
@@ -497,6 +517,10 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   u.finished_ms = now_ms();
   u.exit_code = ex.exit_code;
   u.error.clear();  // a Slurm pending reason from before the end is no longer true
+  // [Result on disk] The worker writes result.json before it reports; a report that never arrived
+  // (coordinator down, or gone after a restart) is taken from the job folder instead.
+  if (!u.result.is_object() && !u.cancel_requested && !ex.cancelled)
+    if (auto r = result_from_folder(u)) u.result = std::move(*r);
   if (u.cancel_requested || ex.cancelled) {
     u.state = JobState::kCancelled;
   } else if (ex.exit_code && *ex.exit_code == 0) {
@@ -506,6 +530,7 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   } else {
     u.state = JobState::kFailed;
     u.error = ex.reason.empty() ? "worker failed" : ex.reason;
+    if (u.hang.is_object()) u.error += "; " + hang_summary(u.hang);
   }
   commit(slot, u);
   spdlog::info("job {}: {} (exit {})", id, to_string(u.state), ex.exit_code ? std::to_string(*ex.exit_code) : "?");

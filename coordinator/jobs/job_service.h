@@ -121,6 +121,11 @@ class JobService {
   int64_t dataset_size_for(const Job& job) const;
   nlohmann::json compute_shard(const Job& job, int rank, int64_t epoch) const;
   bool visible(const Principal& who, const Job& j) const;
+  // [Result on disk] <job dir>/run/result.json when it records a success of this job's config.
+  std::optional<nlohmann::json> result_from_folder(const Job& job) const;
+  void append_job_log(const std::string& id, const std::string& line) const;  // one line to worker.log
+  static std::string hang_summary(const nlohmann::json& report);   // "hang: ranks [1] missing from ..."
+  static std::string hang_log_line(const nlohmann::json& report);  // summary + where each was last seen
 
   std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path, bool test = false);
 
