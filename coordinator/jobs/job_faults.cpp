@@ -102,4 +102,20 @@ std::optional<json> JobService::result_from_folder(const Job& job) const {
   return r;
 }
 
+std::string JobService::newest_checkpoint(const std::string& id) const {
+  // The worker's CheckpointStore names them <output.dir>/checkpoints/ckpt-<step>.pt; the worker itself
+  // verifies and may fall back to an older one, so this names what the relaunch starts looking at.
+  std::error_code ec;
+  int64_t best = -1;
+  for (fs::directory_iterator it(job_dir(id) + "/run/checkpoints", ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("ckpt-", 0) != 0 || it->path().extension() != ".pt") continue;
+    try {
+      best = std::max<int64_t>(best, std::stoll(name.substr(5, name.size() - 8)));
+    } catch (const std::exception&) {
+    }
+  }
+  return best < 0 ? std::string() : "checkpoints/ckpt-" + std::to_string(best) + ".pt";
+}
+
 }  // namespace rx::coord

@@ -81,7 +81,8 @@ void JobService::recover() {
       // The coordinator stopped between recording the launch and recording its outcome: adopt what
       // the launch left running, or fail the job. Never launch it again.
       LaunchSpec spec{id, job_dir(id), j.world_size, "", opts_.self_url};
-      auto h = launcher_->find_launched(spec, j.started_ms);
+      const int64_t since = !j.attempts.empty() ? j.attempts.back().value("started_ms", j.started_ms) : j.started_ms;
+      auto h = launcher_->find_launched(spec, since);
       Job u = slot;
       if (h) {
         u.state = JobState::kRunning;
@@ -115,11 +116,15 @@ void JobService::recover() {
       u.state = JobState::kSucceeded;
       spdlog::info("job {}: took the result from {}/run/result.json", id, job_dir(id));
     } else {
-      u.state = JobState::kFailed;
-      u.error = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
-                ") were gone; exit status unknown";
-      if (u.hang.is_object()) u.error += "; " + hang_summary(u.hang);
+      std::string cause = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
+                          ") were gone; exit status unknown";
+      if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
+      if (!end_attempt_locked(u, cause, true)) {
+        u.state = JobState::kFailed;
+        u.error = cause;
+      }
     }
+    if (is_terminal(u.state)) end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
     commit(slot, u);
     spdlog::warn("job {}: not running after restart -> {}", id, to_string(u.state));
   }
@@ -142,7 +147,8 @@ json JobService::load_config(const json& config_field) const {
 SubmitOutcome JobService::submit(const std::string& owner, const json& body, const std::string& idem_key) {
   if (!body.is_object()) throw ApiError(400, "invalid_body", "body must be a JSON object");
   for (auto it = body.begin(); it != body.end(); ++it)
-    if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides")
+    if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides" &&
+        it.key() != "max_restarts")
       throw ApiError(400, "unknown_field", "unknown field '" + it.key() + "'", it.key());
   if (idem_key.size() > 200) throw ApiError(400, "invalid_header", "Idempotency-Key too long", "Idempotency-Key");
   const std::string request_hash = sha256_hex(body.dump());
@@ -177,6 +183,14 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
     throw ApiError(400, "exceeds_capacity",
                    "needs " + std::to_string(ranks) + " slots; the coordinator has " + std::to_string(opts_.slots),
                    "ranks");
+  int max_restarts = 0;
+  if (body.contains("max_restarts")) {
+    const json& m = body.at("max_restarts");
+    if (!m.is_number_integer() || m.get<int64_t>() < 0 || m.get<int64_t>() > kMaxRestarts)
+      throw ApiError(400, "invalid_field", "must be an integer in [0, " + std::to_string(kMaxRestarts) + "]",
+                     "max_restarts");
+    max_restarts = m.get<int>();
+  }
   std::string name;
   if (body.contains("name")) {
     if (!body.at("name").is_string()) throw ApiError(400, "invalid_field", "must be a string", "name");
@@ -207,6 +221,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   job.config = std::move(resolved);
   job.idempotency_key = idem_key;
   job.request_hash = request_hash;
+  job.max_restarts = max_restarts;
   job.created_ms = now_ms();
 
   std::unique_lock lock(mu_);
@@ -296,7 +311,7 @@ std::shared_ptr<const std::string> JobService::cancel(const Principal& who, cons
   if (is_terminal(slot.state))
     throw ApiError(409, "conflict", "job '" + id + "' already " + to_string(slot.state));
   Job u = slot;
-  if (u.state == JobState::kQueued && !submitted(u)) {
+  if ((u.state == JobState::kQueued && !submitted(u)) || u.state == JobState::kRestarting) {
     u.state = JobState::kCancelled;
     u.finished_ms = now_ms();
     commit(slot, u);
@@ -401,7 +416,8 @@ json JobService::result(const std::string& id) const {
 int JobService::busy_slots_locked() const {
   int busy = 0;
   for (const auto& [id, j] : jobs_)
-    if (j.state == JobState::kRunning || j.state == JobState::kLaunching) busy += j.world_size;
+    if (j.state == JobState::kRunning || j.state == JobState::kLaunching || j.state == JobState::kRestarting)
+      busy += j.world_size;
   return busy;
 }
 
@@ -418,7 +434,7 @@ std::vector<LaunchSpec> JobService::schedule_locked() {
   return out;
 }
 
-std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot) {
+std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot, bool resume) {
   Job u = slot;
   const std::string dir = job_dir(u.id);
   const std::string secret = random_hex(32);
@@ -450,7 +466,14 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot) {
   // (the store still says queued, so a restart may run it once); a restart after the fork finds
   // "launching" and adopts or fails the job, never launching it twice.
   u.state = JobState::kLaunching;
-  u.started_ms = now_ms();
+  const int64_t now = now_ms();
+  if (u.started_ms == 0) u.started_ms = now;  // started_at stays the first launch; attempts have each
+  json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}};
+  if (resume) {
+    const std::string ck = newest_checkpoint(u.id);
+    attempt["resumed_from"] = ck.empty() ? json("none (starts over)") : json(ck);
+  }
+  u.attempts.push_back(std::move(attempt));
   u.secret_hash = sha256_hex(secret);
   try {
     commit(slot, u);
@@ -464,7 +487,7 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot) {
     spdlog::error("job {}: {}", u.id, f.error);
     return std::nullopt;
   }
-  return LaunchSpec{u.id, dir, u.world_size, secret, opts_.self_url};
+  return LaunchSpec{u.id, dir, u.world_size, secret, opts_.self_url, resume};
 }
 
 void JobService::launch(const LaunchSpec& spec) {
@@ -528,10 +551,14 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   } else if (!ex.exit_code && ex.reason.rfind("exit status unknown", 0) == 0 && u.result.is_object()) {
     u.state = JobState::kSucceeded;
   } else {
-    u.state = JobState::kFailed;
-    u.error = ex.reason.empty() ? "worker failed" : ex.reason;
-    if (u.hang.is_object()) u.error += "; " + hang_summary(u.hang);
+    std::string cause = ex.reason.empty() ? "worker failed" : ex.reason;
+    if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
+    if (!end_attempt_locked(u, cause, true)) {
+      u.state = JobState::kFailed;
+      u.error = cause;
+    }
   }
+  if (is_terminal(u.state)) end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
   commit(slot, u);
   spdlog::info("job {}: {} (exit {})", id, to_string(u.state), ex.exit_code ? std::to_string(*ex.exit_code) : "?");
 }
@@ -586,16 +613,50 @@ void JobService::tick() {
   std::vector<LaunchSpec> pending;
   {
     std::unique_lock lock(mu_);
-    pending = schedule_locked();
+    // [Restarts] Due relaunches first: they hold their slots already, so they never wait in the queue.
+    const int64_t now = now_ms();
+    for (const auto& [seq, id] : order_) {
+      Job& j = jobs_.at(id);
+      if (j.state != JobState::kRestarting || j.restart_due_ms > now) continue;
+      spdlog::info("job {}: restart {} of {} (--resume)", id, j.attempts.size(), j.max_restarts);
+      if (auto spec = prepare_launch_locked(j, true)) pending.push_back(std::move(*spec));
+    }
+    auto queued = schedule_locked();
+    pending.insert(pending.end(), queued.begin(), queued.end());
   }
   for (const auto& spec : pending) launch(spec);
+}
+
+bool JobService::end_attempt_locked(Job& u, const std::string& cause, bool may_restart) {
+  const int64_t now = now_ms();
+  if (!u.attempts.empty() && u.attempts.back().value("ended_ms", int64_t{0}) == 0) {
+    json& a = u.attempts.back();
+    a["ended_ms"] = now;
+    a["cause"] = cause;
+    a["exit_code"] = u.exit_code ? json(*u.exit_code) : json(nullptr);
+  }
+  const int used = u.attempts.empty() ? 0 : static_cast<int>(u.attempts.size()) - 1;
+  if (!may_restart || u.cancel_requested || used >= u.max_restarts) return false;
+  // Backoff 2 s, 4 s, 8 s, ... capped at 30 s: long enough for a dying rank's port and files to be
+  // released, short against a training run.
+  const int64_t backoff = std::min<int64_t>(30000, opts_.restart_backoff_ms << std::min(used, 4));
+  u.state = JobState::kRestarting;
+  u.restart_due_ms = now + backoff;
+  u.error = "restarting after: " + cause;
+  u.finished_ms = 0;
+  u.exit_code.reset();
+  u.pid = u.pgid = 0;
+  u.proc_start = 0;
+  u.hang = nullptr;  // kept in the reports table and in the attempt's cause
+  spdlog::warn("job {}: attempt {} failed ({}); restarting in {} ms", u.id, used, cause, backoff);
+  return true;
 }
 
 std::string JobService::prometheus() const {
   std::shared_lock lock(mu_);
   std::map<std::string, int> by_state;
-  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                  JobState::kCancelled})
+  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kRestarting,
+                  JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
     by_state[to_string(st)] = 0;
   std::ostringstream os;
   for (const auto& [id, j] : jobs_) by_state[to_string(j.state)]++;

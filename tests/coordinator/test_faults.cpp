@@ -204,3 +204,160 @@ TEST_F(FaultsTest, ProcessesEndedWithoutAResultReportTakeTheFolder) {
 
 }  // namespace
 }  // namespace rx::coord
+
+namespace rx::coord {
+namespace {
+
+class RestartsTest : public FaultsTest {
+ protected:
+  void SetUp() override {}  // each test opens with its own backoff
+  void open_with_backoff(int64_t ms) {
+    backoff_ms_ = ms;
+    reopen();
+  }
+  void reopen() {
+    state_.reset();
+    service_.reset();
+    ServiceOptions o;
+    o.state_dir = dir_.path();
+    o.slots = 10;
+    o.configs_dir = source_dir() + "/configs";
+    o.self_url = "http://127.0.0.1:1";
+    o.paths.data_roots = {"/usr/share/datasets"};
+    o.restart_backoff_ms = backoff_ms_;
+    service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_),
+                                            Tokens::from_pairs({{"alice", "atok"}}));
+    service_->recover();
+    state_ = std::make_unique<ServiceState>(*service_);
+  }
+  Response submit_raw(const json& extra) {
+    json b = {{"config", "fashion_mnist_small"}, {"ranks", 2}, {"overrides", {{"training.epochs", 1}}}};
+    b.update(extra);
+    return call(http::verb::post, "/v1/jobs", b.dump(), {{"Authorization", "Bearer atok"}});
+  }
+  std::string submit_restarts(int n) {
+    auto r = submit_raw({{"max_restarts", n}});
+    EXPECT_EQ(r.result_int(), 201) << r.body();
+    return json::parse(r.body())["id"].get<std::string>();
+  }
+  void exit_with(const std::string& id, std::optional<int> code, const std::string& reason) {
+    fake_->exits[service_->get(id)->pid] = ExitInfo{code, reason, false};
+  }
+  const LaunchSpec& last_start(const std::string& id) {
+    const LaunchSpec* found = nullptr;
+    for (const auto& s : fake_->started)
+      if (s.job_id == id) found = &s;
+    EXPECT_NE(found, nullptr);
+    return *found;
+  }
+  int starts(const std::string& id) {
+    return static_cast<int>(std::count_if(fake_->started.begin(), fake_->started.end(),
+                                          [&](const LaunchSpec& s) { return s.job_id == id; }));
+  }
+  int64_t backoff_ms_ = 0;
+};
+
+TEST_F(RestartsTest, BadMaxRestartsIsRefusedNamingTheField) {
+  open_with_backoff(0);
+  for (const json& v : {json(-1), json("1"), json(1.5), json(JobService::kMaxRestarts + 1)}) {
+    auto r = submit_raw({{"max_restarts", v}});
+    EXPECT_EQ(r.result_int(), 400) << v;
+    EXPECT_EQ(json::parse(r.body())["error"]["field"], "max_restarts") << v;
+  }
+  const std::string id = submit_restarts(0);  // default behaviour: a failure is final
+  EXPECT_EQ(get(id)["max_restarts"], 0);
+  exit_with(id, 1, "exit status 1");
+  service_->tick();
+  json j = get(id);
+  EXPECT_EQ(j["state"], "failed");
+  EXPECT_EQ(starts(id), 1);
+  ASSERT_EQ(j["attempts"].size(), 1u);
+  EXPECT_EQ(j["attempts"][0]["cause"], "exit status 1");
+  EXPECT_EQ(j["attempts"][0]["exit_code"], 1);
+}
+
+TEST_F(RestartsTest, FailedProcessesRelaunchWithResumeUpToMaxRestarts) {
+  open_with_backoff(0);
+  const std::string id = submit_restarts(1);
+  EXPECT_FALSE(last_start(id).resume);
+  const std::string first_secret = last_start(id).secret;
+  std::filesystem::create_directories(service_->job_dir(id) + "/run/checkpoints");
+  for (const char* f : {"ckpt-4.pt", "ckpt-12.pt", "ckpt-12.json", "ckpt-100.json"})
+    std::ofstream(service_->job_dir(id) + "/run/checkpoints/" + f) << "x";
+  ASSERT_EQ(report(id, {{"type", "hang"}, {"report", hang_report()}}, first_secret).result_int(), 202);
+  exit_with(id, 1, "exit status 1");
+  service_->tick();  // reaps the failure; the backoff (0 here) is due at once, so it relaunches
+  json j = get(id);
+  EXPECT_EQ(j["state"], "running") << j.dump();
+  EXPECT_EQ(starts(id), 2);
+  EXPECT_TRUE(last_start(id).resume);
+  EXPECT_EQ(j["restarts"], 1);
+  ASSERT_EQ(j["attempts"].size(), 2u);
+  EXPECT_NE(j["attempts"][0]["cause"].get<std::string>().find("hang: ranks [1]"), std::string::npos) << j.dump();
+  EXPECT_TRUE(j["attempts"][0]["ended_at"].is_string());
+  EXPECT_EQ(j["attempts"][1]["resumed_from"], "checkpoints/ckpt-12.pt");
+  EXPECT_TRUE(j["attempts"][1]["ended_at"].is_null());
+  EXPECT_TRUE(j["hang"].is_null()) << "the hang belongs to attempt 0";
+  // The new attempt has a new secret; the old one no longer reports.
+  EXPECT_EQ(report(id, {{"type", "progress"}}, first_secret).result_int(), 401);
+  EXPECT_EQ(report(id, {{"type", "progress"}}, last_start(id).secret).result_int(), 202);
+
+  exit_with(id, 137, "rank 1 killed");
+  service_->tick();
+  j = get(id);
+  EXPECT_EQ(j["state"], "failed");  // restarts used up
+  EXPECT_EQ(starts(id), 2);
+  EXPECT_EQ(j["error"], "rank 1 killed");
+  EXPECT_EQ(j["attempts"][1]["cause"], "rank 1 killed");
+}
+
+TEST_F(RestartsTest, ARestartThatSucceedsIsSucceeded) {
+  open_with_backoff(0);
+  const std::string id = submit_restarts(3);
+  exit_with(id, 1, "exit status 1");
+  service_->tick();
+  exit_with(id, 0, "");
+  service_->tick();
+  json j = get(id);
+  EXPECT_EQ(j["state"], "succeeded");
+  EXPECT_EQ(j["restarts"], 1);
+  EXPECT_EQ(j["attempts"][1]["resumed_from"], "none (starts over)");
+  EXPECT_EQ(j["attempts"][1]["cause"], "succeeded");
+}
+
+TEST_F(RestartsTest, RestartingJobsWaitTheirBackoffSurviveARestartAndCancelAtOnce) {
+  open_with_backoff(3600 * 1000);  // never due within the test
+  const std::string a = submit_restarts(2), b = submit_restarts(2);
+  exit_with(a, 1, "exit status 1");
+  exit_with(b, 1, "exit status 1");
+  service_->tick();
+  EXPECT_EQ(get(a)["state"], "restarting");
+  EXPECT_NE(get(a)["error"].get<std::string>().find("restarting after: exit status 1"), std::string::npos);
+  EXPECT_EQ(starts(a), 1);
+  // Restarting jobs keep their slots: 10 slots, 2 x 2 held, so three more 2-rank jobs run and a fourth
+  // queues.
+  std::vector<std::string> more;
+  for (int i = 0; i < 4; ++i) more.push_back(submit_restarts(0));
+  EXPECT_EQ(get(more[2])["state"], "running");
+  EXPECT_EQ(get(more[3])["state"], "queued");
+
+  reopen();  // the restart is in SQLite
+  EXPECT_EQ(get(a)["state"], "restarting");
+  auto r = call(http::verb::post, "/v1/jobs/" + a + "/cancel", "{}", {{"Authorization", "Bearer atok"}});
+  EXPECT_EQ(r.result_int(), 202) << r.body();
+  EXPECT_EQ(get(a)["state"], "cancelled");  // no process to wait for
+
+  // The due time is stored, not recomputed: a coordinator restart neither hurries nor delays it.
+  const int64_t due = service_->get(b)->restart_due_ms;
+  backoff_ms_ = 0;
+  reopen();
+  service_->tick();
+  EXPECT_EQ(get(b)["state"], "restarting");
+  EXPECT_EQ(service_->get(b)->restart_due_ms, due);
+  EXPECT_EQ(starts(b), 1);
+  EXPECT_EQ(get(a)["state"], "cancelled");
+  EXPECT_EQ(starts(a), 1);
+}
+
+}  // namespace
+}  // namespace rx::coord
