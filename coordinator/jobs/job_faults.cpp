@@ -43,24 +43,43 @@ json comparable(json cfg) {
   return cfg;
 }
 
+// The ranks to blame: those that never entered the stuck collective, or, when every rank entered it
+// (the stop came after a rank had posted its part of a non-blocking all-reduce), those whose
+// heartbeat stopped.
+json culprits(const json& rep) {
+  json missing = rep.value("missing", json::array());
+  if (!missing.empty()) return missing;
+  json out = json::array();
+  for (const auto& r : rep.value("ranks", json::array()))
+    if (r.is_object() && r.contains("rank") && r.value("responding", true) == false) out.push_back(r["rank"]);
+  return out;
+}
+
 }  // namespace
 
 std::string JobService::hang_summary(const json& rep) {
   const json c = rep.value("collective", json::object());
-  std::string s = "hang: ranks " + rank_list(rep.value("missing", json::array())) +
-                  " never entered collective #" + clean(c.value("seq", json(nullptr)), 20);
-  if (c.contains("kind")) s += " (" + clean(c["kind"], 40) + ")";
+  std::string what = "collective #" + clean(c.value("seq", json(nullptr)), 20);
+  if (c.contains("kind")) what += " (" + clean(c["kind"], 40) + ")";
+  const json missing = rep.value("missing", json::array());
+  std::string s = !missing.empty()
+                      ? "hang: ranks " + rank_list(missing) + " never entered " + what
+                      : "hang: " + what + " stuck with every rank in it; not responding: ranks " +
+                            rank_list(culprits(rep));
   s += "; detected by rank " + clean(rep.value("detected_by", json(nullptr)), 12);
-  if (rep.contains("waited_s")) s += " after " + clean(rep["waited_s"], 20) + " s";
+  if (rep.contains("waited_s") && rep["waited_s"].is_number()) {
+    const auto tenths = static_cast<int64_t>(rep["waited_s"].get<double>() * 10 + 0.5);
+    s += " after " + std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " s";
+  }
   return s;
 }
 
 std::string JobService::hang_log_line(const json& rep) {
   std::string s = "[coordinator] " + hang_summary(rep);
-  const json missing = rep.value("missing", json::array());
+  const json blamed = culprits(rep);
   for (const auto& r : rep.value("ranks", json::array())) {
     if (!r.is_object() || !r.contains("rank") ||
-        std::find(missing.begin(), missing.end(), r["rank"]) == missing.end())
+        std::find(blamed.begin(), blamed.end(), r["rank"]) == blamed.end())
       continue;
     s += "; rank " + clean(r["rank"], 12) + ": pid " + clean(r.value("pid", json(nullptr)), 20) + " on " +
          clean(r.value("host", json(nullptr)), 64) + ", process " +
@@ -107,7 +126,8 @@ std::string JobService::newest_checkpoint(const std::string& id) const {
   // verifies and may fall back to an older one, so this names what the relaunch starts looking at.
   std::error_code ec;
   int64_t best = -1;
-  for (fs::directory_iterator it(job_dir(id) + "/run/checkpoints", ec), end; !ec && it != end; it.increment(ec)) {
+  for (fs::directory_iterator it(job_dir(id) + "/run/checkpoints", ec), end; !ec && it != end;
+       it.increment(ec)) {
     const std::string name = it->path().filename().string();
     if (name.rfind("ckpt-", 0) != 0 || it->path().extension() != ".pt") continue;
     try {

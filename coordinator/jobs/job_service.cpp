@@ -542,7 +542,10 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   u.error.clear();  // a Slurm pending reason from before the end is no longer true
   // [Result on disk] The worker writes result.json before it reports; a report that never arrived
   // (coordinator down, or gone after a restart) is taken from the job folder instead.
-  if (!u.result.is_object() && !u.cancel_requested && !ex.cancelled)
+  // Only for an exit that may be a success: a failed exit is never turned into one.
+  const bool maybe_ok =
+      ex.exit_code ? *ex.exit_code == 0 : ex.reason.rfind("exit status unknown", 0) == 0;
+  if (!u.result.is_object() && !u.cancel_requested && !ex.cancelled && maybe_ok)
     if (auto r = result_from_folder(u)) u.result = std::move(*r);
   if (u.cancel_requested || ex.cancelled) {
     u.state = JobState::kCancelled;

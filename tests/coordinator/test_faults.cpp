@@ -149,11 +149,25 @@ TEST_F(FaultsTest, HangReportIsStoredShownLoggedAndKeptOverARestart) {
   // A job whose processes exit after a hang report fails with the culprit in its error.
   const std::string id2 = submit();
   ASSERT_EQ(report(id2, {{"type", "hang"}, {"report", hang_report()}}, secret_of(id2)).result_int(), 202);
+  // Every rank entered the collective (rank 1 was stopped after posting its part): the silent rank is
+  // blamed. The last report wins.
+  json all_in = hang_report();
+  all_in["missing"] = json::array();
+  all_in["entered"] = {0, 1};
+  all_in["ranks"][0]["responding"] = true;
+  all_in["ranks"][1]["responding"] = false;
+  ASSERT_EQ(report(id2, {{"type", "hang"}, {"report", all_in}}, secret_of(id2)).result_int(), 202);
+  EXPECT_EQ(get(id2)["hang"]["missing"], json::array());
+  const std::string log2 = log_of(id2);
+  EXPECT_NE(log2.find("[coordinator] hang: collective #7 (allreduce) stuck with every rank in it; not responding: "
+                      "ranks [1]; detected by rank 0 after 60.2 s; rank 1: pid 4242"),
+            std::string::npos)
+      << log2;
   fake_->exits[service_->get(id2)->pid] = ExitInfo{1, "exit status 1", false};
   service_->tick();
   j = get(id2);
   EXPECT_EQ(j["state"], "failed");
-  EXPECT_NE(j["error"].get<std::string>().find("hang: ranks [1]"), std::string::npos) << j.dump();
+  EXPECT_NE(j["error"].get<std::string>().find("not responding: ranks [1]"), std::string::npos) << j.dump();
 }
 
 TEST_F(FaultsTest, RestartTakesASucceededResultFromTheJobFolder) {
