@@ -1,6 +1,6 @@
 // [JobService: faults] What the coordinator makes of a job's failure evidence: hang reports (stored by
-// report(), summarised here for the job's error and log) and the result a worker left in its folder
-// when its result report could not be delivered (coordinator down or restarted).
+// report(), summarised here for the job's error and log), the result a worker left in its folder when
+// its result report could not be delivered (coordinator down or restarted), and the restart decision.
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,6 +10,7 @@
 #include "common/config/job_config.h"
 #include "common/util/file_util.h"
 #include "coordinator/jobs/job_service.h"
+#include "coordinator/util/util.h"
 
 namespace rx::coord {
 
@@ -119,6 +120,31 @@ std::optional<json> JobService::result_from_folder(const Job& job) const {
     return std::nullopt;
   }
   return r;
+}
+
+bool JobService::end_attempt_locked(Job& u, const std::string& cause, bool may_restart) {
+  const int64_t now = now_ms();
+  if (!u.attempts.empty() && u.attempts.back().value("ended_ms", int64_t{0}) == 0) {
+    json& a = u.attempts.back();
+    a["ended_ms"] = now;
+    a["cause"] = cause;
+    a["exit_code"] = u.exit_code ? json(*u.exit_code) : json(nullptr);
+  }
+  const int used = u.attempts.empty() ? 0 : static_cast<int>(u.attempts.size()) - 1;
+  if (!may_restart || u.cancel_requested || used >= u.max_restarts) return false;
+  // Backoff 2 s, 4 s, 8 s, ... capped at 30 s: long enough for a dying rank's port and files to be
+  // released, short against a training run.
+  const int64_t backoff = std::min<int64_t>(30000, opts_.restart_backoff_ms << std::min(used, 4));
+  u.state = JobState::kRestarting;
+  u.restart_due_ms = now + backoff;
+  u.error = "restarting after: " + cause;
+  u.finished_ms = 0;
+  u.exit_code.reset();
+  u.pid = u.pgid = 0;
+  u.proc_start = 0;
+  u.hang = nullptr;  // kept in the reports table and in the attempt's cause
+  spdlog::warn("job {}: attempt {} failed ({}); restarting in {} ms", u.id, used, cause, backoff);
+  return true;
 }
 
 std::string JobService::newest_checkpoint(const std::string& id) const {

@@ -470,6 +470,7 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot, bool resu
   if (u.started_ms == 0) u.started_ms = now;  // started_at stays the first launch; attempts have each
   json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}};
   if (resume) {
+    u.error.clear();  // "restarting after: ..." is history now; the cause stays in the attempt
     const std::string ck = newest_checkpoint(u.id);
     attempt["resumed_from"] = ck.empty() ? json("none (starts over)") : json(ck);
   }
@@ -628,31 +629,6 @@ void JobService::tick() {
     pending.insert(pending.end(), queued.begin(), queued.end());
   }
   for (const auto& spec : pending) launch(spec);
-}
-
-bool JobService::end_attempt_locked(Job& u, const std::string& cause, bool may_restart) {
-  const int64_t now = now_ms();
-  if (!u.attempts.empty() && u.attempts.back().value("ended_ms", int64_t{0}) == 0) {
-    json& a = u.attempts.back();
-    a["ended_ms"] = now;
-    a["cause"] = cause;
-    a["exit_code"] = u.exit_code ? json(*u.exit_code) : json(nullptr);
-  }
-  const int used = u.attempts.empty() ? 0 : static_cast<int>(u.attempts.size()) - 1;
-  if (!may_restart || u.cancel_requested || used >= u.max_restarts) return false;
-  // Backoff 2 s, 4 s, 8 s, ... capped at 30 s: long enough for a dying rank's port and files to be
-  // released, short against a training run.
-  const int64_t backoff = std::min<int64_t>(30000, opts_.restart_backoff_ms << std::min(used, 4));
-  u.state = JobState::kRestarting;
-  u.restart_due_ms = now + backoff;
-  u.error = "restarting after: " + cause;
-  u.finished_ms = 0;
-  u.exit_code.reset();
-  u.pid = u.pgid = 0;
-  u.proc_start = 0;
-  u.hang = nullptr;  // kept in the reports table and in the attempt's cause
-  spdlog::warn("job {}: attempt {} failed ({}); restarting in {} ms", u.id, used, cause, backoff);
-  return true;
 }
 
 std::string JobService::prometheus() const {

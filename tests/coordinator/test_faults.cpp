@@ -312,6 +312,7 @@ TEST_F(RestartsTest, FailedProcessesRelaunchWithResumeUpToMaxRestarts) {
   EXPECT_EQ(j["attempts"][1]["resumed_from"], "checkpoints/ckpt-12.pt");
   EXPECT_TRUE(j["attempts"][1]["ended_at"].is_null());
   EXPECT_TRUE(j["hang"].is_null()) << "the hang belongs to attempt 0";
+  EXPECT_TRUE(j["error"].is_null()) << j["error"];
   // The new attempt has a new secret; the old one no longer reports.
   EXPECT_EQ(report(id, {{"type", "progress"}}, first_secret).result_int(), 401);
   EXPECT_EQ(report(id, {{"type", "progress"}}, last_start(id).secret).result_int(), 202);
