@@ -99,6 +99,12 @@ void print_job(const json& j) {
             << "test_accuracy: " << str(j["test_accuracy"]) << "\n"
             << "exit_code:     " << str(j["exit_code"]) << "\n";
   if (!j["error"].is_null()) std::cout << "error:         " << str(j["error"]) << "\n";
+  if (j.contains("hang") && j["hang"].is_object() && j["hang"].contains("message"))
+    std::cout << "hang:          " << str(j["hang"]["message"]) << "\n";
+  if (j.contains("attempts") && j["attempts"].size() > 1)
+    for (const auto& at : j["attempts"])
+      std::cout << "  attempt " << str(at["attempt"]) << ": " << str(at["started_at"]) << " .. " << str(at["ended_at"])
+                << ", resumed from " << str(at["resumed_from"]) << ", ended: " << str(at["cause"]) << "\n";
   for (const auto& r : j["ranks"])
     std::cout << "  rank " << str(r["rank"]) << ": " << str(r["images_per_sec"]) << " img/s, peak "
               << str(r["peak_memory_bytes"]) << " bytes\n";
@@ -110,7 +116,7 @@ bool terminal(const std::string& s) { return s == "succeeded" || s == "failed" |
 
 int client_main(const std::string& command, const std::vector<std::string>& argv) {
   Args a(argv, {"url", "token", "ranks", "set", "name", "tail", "state", "limit", "offset", "interval-ms",
-                "idempotency-key", "timeout-ms"},
+                "idempotency-key", "timeout-ms", "max-restarts"},
          {"json", "watch"});
   Conn c;
   c.url = a.get_or("url", "http://127.0.0.1:8080");
@@ -149,6 +155,7 @@ int client_main(const std::string& command, const std::vector<std::string>& argv
     }
     if (!overrides.empty()) body["overrides"] = overrides;
     if (auto n = a.get("name")) body["name"] = *n;
+    if (a.get("max-restarts")) body["max_restarts"] = a.get_int("max-restarts", 0, 0, 100);
     std::vector<std::pair<std::string, std::string>> headers;
     if (auto k = a.get("idempotency-key")) headers.emplace_back("Idempotency-Key", *k);
     auto res = call(c, "POST", "/v1/jobs", body.dump(), headers);
@@ -182,7 +189,7 @@ int client_main(const std::string& command, const std::vector<std::string>& argv
     if (w.tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0) w.columns = ws.ws_col;
     std::vector<std::string> ids = pos;
     if (ids.empty()) {  // every queued or running job
-      for (const char* s : {"running", "queued"}) {
+      for (const char* s : {"running", "restarting", "launching", "queued"}) {
         auto res = call(c, "GET", std::string("/v1/jobs?limit=1000&state=") + s);
         if (!res) return 1;
         const json page = json::parse(res->body);

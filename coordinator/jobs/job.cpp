@@ -9,6 +9,7 @@ std::string to_string(JobState s) {
     case JobState::kQueued: return "queued";
     case JobState::kLaunching: return "launching";
     case JobState::kRunning: return "running";
+    case JobState::kRestarting: return "restarting";
     case JobState::kSucceeded: return "succeeded";
     case JobState::kFailed: return "failed";
     case JobState::kCancelled: return "cancelled";
@@ -17,7 +18,8 @@ std::string to_string(JobState s) {
 }
 
 std::optional<JobState> parse_job_state(const std::string& s) {
-  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
+  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kRestarting,
+                  JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
     if (to_string(st) == s) return st;
   return std::nullopt;
 }
@@ -53,6 +55,16 @@ nlohmann::json job_to_json(const Job& job) {
       }
     }
   }
+  json attempts = json::array();
+  for (const auto& a : job.attempts) {
+    if (!a.is_object()) continue;
+    attempts.push_back({{"attempt", a.value("attempt", 0)},
+                        {"started_at", ts(a.value("started_ms", int64_t{0}))},
+                        {"ended_at", ts(a.value("ended_ms", int64_t{0}))},
+                        {"cause", a.value("cause", json(nullptr))},
+                        {"exit_code", a.value("exit_code", json(nullptr))},
+                        {"resumed_from", a.value("resumed_from", json(nullptr))}});
+  }
   return json{{"id", job.id},
               {"name", job.name},
               {"state", to_string(job.state)},
@@ -67,6 +79,10 @@ nlohmann::json job_to_json(const Job& job) {
               {"exit_code", job.exit_code ? json(*job.exit_code) : json(nullptr)},
               {"error", job.error.empty() ? json(nullptr) : json(job.error)},
               {"owner", job.owner},
+              {"hang", job.hang.is_object() ? job.hang : json(nullptr)},
+              {"max_restarts", job.max_restarts},
+              {"restarts", attempts.empty() ? 0 : static_cast<int>(attempts.size()) - 1},
+              {"attempts", attempts},
               {"slurm_job_id", job.slurm_job_id.empty() ? json(nullptr) : json(job.slurm_job_id)}};
 }
 

@@ -12,12 +12,15 @@ namespace rx::coord {
 // [Launching] A job is committed as kLaunching (secret hash, start time) before its processes are
 // forked, and as kRunning (pid, process start time) after. A coordinator that finds kLaunching on
 // restart looks for the processes the launch left behind and never launches the job again.
-enum class JobState { kQueued, kLaunching, kRunning, kSucceeded, kFailed, kCancelled };
+// [Restarts] kRestarting: the job's processes failed and it waits out its backoff before being
+// launched again with --resume (it keeps its slots meanwhile, so the relaunch never queues).
+enum class JobState { kQueued, kLaunching, kRunning, kRestarting, kSucceeded, kFailed, kCancelled };
 
 std::string to_string(JobState s);
 std::optional<JobState> parse_job_state(const std::string& s);
 inline bool is_terminal(JobState s) {
-  return s != JobState::kQueued && s != JobState::kLaunching && s != JobState::kRunning;
+  return s != JobState::kQueued && s != JobState::kLaunching && s != JobState::kRunning &&
+         s != JobState::kRestarting;
 }
 
 struct Job {
@@ -43,6 +46,11 @@ struct Job {
   int64_t cancel_ms = 0;
   nlohmann::json last_progress;  // last progress report body (null until one arrives)
   nlohmann::json result;         // the worker's run record (null until reported)
+  nlohmann::json hang;           // the last hang report of the job (null if none), see [Hang reports]
+  int max_restarts = 0;          // relaunches (with --resume) allowed after a failure
+  // One entry per launch: {attempt, started_ms, ended_ms, cause, exit_code, resumed_from}.
+  nlohmann::json attempts = nlohmann::json::array();
+  int64_t restart_due_ms = 0;    // kRestarting: when the relaunch is due
   int64_t reports = 0;           // reports stored (counted at load; not a column)
   std::string slurm_job_id;      // --launcher slurm: the Slurm job id (== pid; derived, not stored)
 };

@@ -113,7 +113,8 @@ void JobService::recover() {
       // The coordinator stopped between recording the launch and recording its outcome: adopt what
       // the launch left running, or fail the job. Never launch it again.
       LaunchSpec spec{id, job_dir(id), j.world_size, "", opts_.self_url};
-      auto h = launcher_->find_launched(spec, j.started_ms);
+      const int64_t since = !j.attempts.empty() ? j.attempts.back().value("started_ms", j.started_ms) : j.started_ms;
+      auto h = launcher_->find_launched(spec, since);
       Job u = slot;
       if (h) {
         u.state = JobState::kRunning;
@@ -142,11 +143,20 @@ void JobService::recover() {
       u.state = JobState::kCancelled;
     } else if (u.result.is_object()) {
       u.state = JobState::kSucceeded;  // it reported its result before the coordinator went down
+    } else if (auto r = result_from_folder(u)) {
+      u.result = std::move(*r);  // it finished while the coordinator was down: [Result on disk]
+      u.state = JobState::kSucceeded;
+      spdlog::info("job {}: took the result from {}/run/result.json", id, job_dir(id));
     } else {
-      u.state = JobState::kFailed;
-      u.error = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
-                ") were gone; exit status unknown";
+      std::string cause = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
+                          ") were gone; exit status unknown";
+      if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
+      if (!end_attempt_locked(u, cause, true)) {
+        u.state = JobState::kFailed;
+        u.error = cause;
+      }
     }
+    if (is_terminal(u.state)) end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
     commit(slot, u);
     spdlog::warn("job {}: not running after restart -> {}", id, to_string(u.state));
   }
@@ -169,7 +179,8 @@ json JobService::load_config(const json& config_field) const {
 SubmitOutcome JobService::submit(const std::string& owner, const json& body, const std::string& idem_key) {
   if (!body.is_object()) throw ApiError(400, "invalid_body", "body must be a JSON object");
   for (auto it = body.begin(); it != body.end(); ++it)
-    if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides")
+    if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides" &&
+        it.key() != "max_restarts")
       throw ApiError(400, "unknown_field", "unknown field '" + it.key() + "'", it.key());
   if (idem_key.size() > 200) throw ApiError(400, "invalid_header", "Idempotency-Key too long", "Idempotency-Key");
   const std::string request_hash = sha256_hex(body.dump());
@@ -204,6 +215,14 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
     throw ApiError(400, "exceeds_capacity",
                    "needs " + std::to_string(ranks) + " slots; the coordinator has " + std::to_string(opts_.slots),
                    "ranks");
+  int max_restarts = 0;
+  if (body.contains("max_restarts")) {
+    const json& m = body.at("max_restarts");
+    if (!m.is_number_integer() || m.get<int64_t>() < 0 || m.get<int64_t>() > kMaxRestarts)
+      throw ApiError(400, "invalid_field", "must be an integer in [0, " + std::to_string(kMaxRestarts) + "]",
+                     "max_restarts");
+    max_restarts = m.get<int>();
+  }
   std::string name;
   if (body.contains("name")) {
     if (!body.at("name").is_string()) throw ApiError(400, "invalid_field", "must be a string", "name");
@@ -234,6 +253,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   job.config = std::move(resolved);
   job.idempotency_key = idem_key;
   job.request_hash = request_hash;
+  job.max_restarts = max_restarts;
   job.created_ms = now_ms();
 
   std::unique_lock lock(mu_);
@@ -323,7 +343,7 @@ std::shared_ptr<const std::string> JobService::cancel(const Principal& who, cons
   if (is_terminal(slot.state))
     throw ApiError(409, "conflict", "job '" + id + "' already " + to_string(slot.state));
   Job u = slot;
-  if (u.state == JobState::kQueued && !submitted(u)) {
+  if ((u.state == JobState::kQueued && !submitted(u)) || u.state == JobState::kRestarting) {
     u.state = JobState::kCancelled;
     u.finished_ms = now_ms();
     commit(slot, u);
@@ -369,7 +389,7 @@ void JobService::report(const std::string& id, const std::string& secret, const 
                    "report is " + std::to_string(n) + " bytes; at most " +
                        std::to_string(opts_.limits.max_report_bytes) + " (serve --max-report-bytes)");
   if (!body.is_object() || !body.contains("type") || !body.at("type").is_string())
-    throw ApiError(400, "invalid_field", "must be \"progress\" or \"result\"", "type");
+    throw ApiError(400, "invalid_field", "must be \"progress\", \"result\" or \"hang\"", "type");
   const std::string type = body.at("type").get<std::string>();
   Job u = slot;
   if (type == "progress") {
@@ -381,13 +401,28 @@ void JobService::report(const std::string& id, const std::string& secret, const 
     check_number(body.at("record"), "final_test_accuracy", false, "record.final_test_accuracy");
     check_ranks(body.at("record"), "record.ranks");
     u.result = body.at("record");
+  } else if (type == "hang") {
+    // [Hang reports] Sent by whichever rank's watchdog noticed the stuck collective (any rank, the job
+    // secret is shared). The last one wins (a restarted attempt may hang again); every one stays in
+    // the reports table. The processes end on their own (the worker aborts after reporting).
+    if (!body.contains("report") || !body.at("report").is_object())
+      throw ApiError(400, "invalid_field", "must be an object", "report");
+    const json& rep = body.at("report");
+    if (!rep.contains("missing") || !rep.at("missing").is_array())
+      throw ApiError(400, "invalid_field", "must be an array of rank numbers", "report.missing");
+    for (const auto& m : rep.at("missing"))
+      if (!m.is_number_integer() || m.get<int64_t>() < 0 || m.get<int64_t>() >= u.world_size)
+        throw ApiError(400, "invalid_field",
+                       "must hold rank numbers in [0, " + std::to_string(u.world_size) + ")", "report.missing");
+    u.hang = rep;
   } else {
-    throw ApiError(400, "invalid_field", "must be \"progress\" or \"result\"", "type");
+    throw ApiError(400, "invalid_field", "must be \"progress\", \"result\" or \"hang\"", "type");
   }
   ++u.reports;
   store_->append_report(u, now_ms(), body.dump());
   slot = u;
   render(slot);
+  if (type == "hang") append_job_log(id, hang_log_line(u.hang));
 }
 
 json JobService::metrics(const std::string& id) {
@@ -414,7 +449,8 @@ json JobService::result(const std::string& id) const {
 int JobService::busy_slots_locked() const {
   int busy = 0;
   for (const auto& [id, j] : jobs_)
-    if (j.state == JobState::kRunning || j.state == JobState::kLaunching) busy += j.world_size;
+    if (j.state == JobState::kRunning || j.state == JobState::kLaunching || j.state == JobState::kRestarting)
+      busy += j.world_size;
   return busy;
 }
 
@@ -431,7 +467,7 @@ std::vector<LaunchSpec> JobService::schedule_locked() {
   return out;
 }
 
-std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot) {
+std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot, bool resume) {
   Job u = slot;
   const std::string dir = job_dir(u.id);
   const std::string secret = random_hex(32);
@@ -463,7 +499,15 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot) {
   // (the store still says queued, so a restart may run it once); a restart after the fork finds
   // "launching" and adopts or fails the job, never launching it twice.
   u.state = JobState::kLaunching;
-  u.started_ms = now_ms();
+  const int64_t now = now_ms();
+  if (u.started_ms == 0) u.started_ms = now;  // started_at stays the first launch; attempts have each
+  json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}};
+  if (resume) {
+    u.error.clear();  // "restarting after: ..." is history now; the cause stays in the attempt
+    const std::string ck = newest_checkpoint(u.id);
+    attempt["resumed_from"] = ck.empty() ? json("none (starts over)") : json(ck);
+  }
+  u.attempts.push_back(std::move(attempt));
   u.secret_hash = sha256_hex(secret);
   try {
     commit(slot, u);
@@ -477,7 +521,7 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot) {
     spdlog::error("job {}: {}", u.id, f.error);
     return std::nullopt;
   }
-  return LaunchSpec{u.id, dir, u.world_size, secret, opts_.self_url};
+  return LaunchSpec{u.id, dir, u.world_size, secret, opts_.self_url, resume};
 }
 
 void JobService::launch(const LaunchSpec& spec) {
@@ -530,6 +574,13 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   u.finished_ms = now_ms();
   u.exit_code = ex.exit_code;
   u.error.clear();  // a Slurm pending reason from before the end is no longer true
+  // [Result on disk] The worker writes result.json before it reports; a report that never arrived
+  // (coordinator down, or gone after a restart) is taken from the job folder instead.
+  // Only for an exit that may be a success: a failed exit is never turned into one.
+  const bool maybe_ok =
+      ex.exit_code ? *ex.exit_code == 0 : ex.reason.rfind("exit status unknown", 0) == 0;
+  if (!u.result.is_object() && !u.cancel_requested && !ex.cancelled && maybe_ok)
+    if (auto r = result_from_folder(u)) u.result = std::move(*r);
   if (u.cancel_requested || ex.cancelled) {
     u.state = JobState::kCancelled;
   } else if (ex.exit_code && *ex.exit_code == 0) {
@@ -537,9 +588,14 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   } else if (!ex.exit_code && ex.reason.rfind("exit status unknown", 0) == 0 && u.result.is_object()) {
     u.state = JobState::kSucceeded;
   } else {
-    u.state = JobState::kFailed;
-    u.error = ex.reason.empty() ? "worker failed" : ex.reason;
+    std::string cause = ex.reason.empty() ? "worker failed" : ex.reason;
+    if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
+    if (!end_attempt_locked(u, cause, true)) {
+      u.state = JobState::kFailed;
+      u.error = cause;
+    }
   }
+  if (is_terminal(u.state)) end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
   commit(slot, u);
   spdlog::info("job {}: {} (exit {})", id, to_string(u.state), ex.exit_code ? std::to_string(*ex.exit_code) : "?");
 }
@@ -594,7 +650,16 @@ void JobService::tick() {
   std::vector<LaunchSpec> pending;
   {
     std::unique_lock lock(mu_);
-    pending = schedule_locked();
+    // [Restarts] Due relaunches first: they hold their slots already, so they never wait in the queue.
+    const int64_t now = now_ms();
+    for (const auto& [seq, id] : order_) {
+      Job& j = jobs_.at(id);
+      if (j.state != JobState::kRestarting || j.restart_due_ms > now) continue;
+      spdlog::info("job {}: restart {} of {} (--resume)", id, j.attempts.size(), j.max_restarts);
+      if (auto spec = prepare_launch_locked(j, true)) pending.push_back(std::move(*spec));
+    }
+    auto queued = schedule_locked();
+    pending.insert(pending.end(), queued.begin(), queued.end());
   }
   for (const auto& spec : pending) launch(spec);
 }
@@ -602,8 +667,8 @@ void JobService::tick() {
 std::string JobService::prometheus() const {
   std::shared_lock lock(mu_);
   std::map<std::string, int> by_state;
-  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kSucceeded, JobState::kFailed,
-                  JobState::kCancelled})
+  for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kRestarting,
+                  JobState::kSucceeded, JobState::kFailed, JobState::kCancelled})
     by_state[to_string(st)] = 0;
   std::ostringstream os;
   for (const auto& [id, j] : jobs_) by_state[to_string(j.state)]++;

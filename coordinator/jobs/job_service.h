@@ -42,6 +42,7 @@ struct ServiceOptions {
   std::string configs_dir;      // presets: <configs_dir>/<name>.json
   std::string self_url;         // what workers use to reach us (set once the port is bound)
   int64_t cancel_grace_ms = 10000;  // SIGTERM -> SIGKILL
+  int64_t restart_backoff_ms = 2000;  // [Restarts] first relaunch delay, doubling, capped at 30 s
   PathPolicy paths;                 // where data.path / model.pretrained may point; string bounds
   Limits limits;
 };
@@ -62,6 +63,8 @@ struct SubmitOutcome {
 
 class JobService {
  public:
+  static constexpr int kMaxRestarts = 100;  // bound on a submission's max_restarts
+
   JobService(ServiceOptions opts, std::unique_ptr<Launcher> launcher, Tokens tokens = Tokens());
 
   void set_self_url(const std::string& url);
@@ -110,7 +113,11 @@ class JobService {
   // Picks queued jobs that fit and records each as launching; the caller launches them after
   // releasing mu_.
   std::vector<LaunchSpec> schedule_locked();
-  std::optional<LaunchSpec> prepare_launch_locked(Job& job);
+  std::optional<LaunchSpec> prepare_launch_locked(Job& job, bool resume = false);
+  // [Restarts] Closes the current attempt with `cause`; if the job has restarts left, turns `u` into
+  // kRestarting (due after a backoff) and returns true, else leaves it for the caller to fail.
+  bool end_attempt_locked(Job& u, const std::string& cause, bool may_restart);
+  std::string newest_checkpoint(const std::string& id) const;
   void launch(const LaunchSpec& spec);  // without mu_ held
   void finish(const std::string& id, const ExitInfo& ex);
   void update_live(const std::string& id, const LiveInfo& live);
@@ -121,6 +128,11 @@ class JobService {
   int64_t dataset_size_for(const Job& job) const;
   nlohmann::json compute_shard(const Job& job, int rank, int64_t epoch) const;
   bool visible(const Principal& who, const Job& j) const;
+  // [Result on disk] <job dir>/run/result.json when it records a success of this job's config.
+  std::optional<nlohmann::json> result_from_folder(const Job& job) const;
+  void append_job_log(const std::string& id, const std::string& line) const;  // one line to worker.log
+  static std::string hang_summary(const nlohmann::json& report);   // "hang: ranks [1] missing from ..."
+  static std::string hang_log_line(const nlohmann::json& report);  // summary + where each was last seen
 
   std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path, bool test = false);
 

@@ -15,7 +15,7 @@ using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
 
 const char* kColumns =
     "id, name, owner, state, world_size, config, idem_key, created_ms, started_ms, finished_ms, pid, pgid, "
-    "exit_code, error, secret_hash, cancel_requested, cancel_ms, last_progress, result, request_hash, proc_start";
+    "exit_code, error, secret_hash, cancel_requested, cancel_ms, last_progress, result, request_hash, proc_start, hang, max_restarts, attempts, restart_due_ms";
 
 std::string col_text(sqlite3_stmt* st, int i) {
   auto* p = sqlite3_column_text(st, i);
@@ -51,7 +51,8 @@ JobStore::JobStore(const std::string& path) : path_(path) {
       "received_ms INTEGER, body TEXT)");
   exec("CREATE INDEX IF NOT EXISTS reports_by_job ON reports(job_id, n)");
   // Columns added after the first release: a state dir from before gains them (empty/0).
-  for (const char* col : {"request_hash TEXT", "proc_start INTEGER"}) {
+  for (const char* col : {"request_hash TEXT", "proc_start INTEGER", "hang TEXT", "max_restarts INTEGER",
+                          "attempts TEXT", "restart_due_ms INTEGER"}) {
     const std::string name = std::string(col).substr(0, std::string(col).find(' '));
     sqlite3_stmt* raw = nullptr;
     const std::string probe = "SELECT " + name + " FROM jobs LIMIT 0";
@@ -111,11 +112,15 @@ void JobStore::bind_job(sqlite3_stmt* st, const Job& j) {
   text(19, j.result.is_null() ? std::string() : j.result.dump());
   text(20, j.request_hash);
   sqlite3_bind_int64(st, 21, static_cast<int64_t>(j.proc_start));
+  text(22, j.hang.is_null() ? std::string() : j.hang.dump());
+  sqlite3_bind_int(st, 23, j.max_restarts);
+  text(24, j.attempts.dump());
+  sqlite3_bind_int64(st, 25, j.restart_due_ms);
 }
 
 void JobStore::insert(Job& job) {
   std::string sql = std::string("INSERT INTO jobs (") + kColumns +
-                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK)
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
@@ -130,7 +135,7 @@ void JobStore::update(const Job& job) {
       "UPDATE jobs SET id=?1, name=?2, owner=?3, state=?4, world_size=?5, config=?6, idem_key=?7, created_ms=?8, "
       "started_ms=?9, finished_ms=?10, pid=?11, pgid=?12, exit_code=?13, error=?14, secret_hash=?15, "
       "cancel_requested=?16, cancel_ms=?17, last_progress=?18, result=?19, request_hash=?20, "
-      "proc_start=?21 WHERE id=?1";
+      "proc_start=?21, hang=?22, max_restarts=?23, attempts=?24, restart_due_ms=?25 WHERE id=?1";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK)
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
@@ -191,6 +196,11 @@ std::vector<Job> JobStore::load_all() {
     j.result = parse_or_null(col_text(raw, 19));
     j.request_hash = col_text(raw, 20);
     j.proc_start = static_cast<uint64_t>(sqlite3_column_int64(raw, 21));
+    j.hang = parse_or_null(col_text(raw, 22));
+    j.max_restarts = sqlite3_column_int(raw, 23);
+    j.attempts = parse_or_null(col_text(raw, 24));
+    if (!j.attempts.is_array()) j.attempts = nlohmann::json::array();
+    j.restart_due_ms = sqlite3_column_int64(raw, 25);
     out.push_back(std::move(j));
   }
   return out;

@@ -14,6 +14,7 @@ struct LaunchSpec {
   int world_size = 1;
   std::string secret;       // handed to the job via env RX_JOB_SECRET, never argv
   std::string coordinator_url;
+  bool resume = false;      // a restart: the worker continues from its newest checkpoint (--resume)
 };
 
 struct LaunchHandle {

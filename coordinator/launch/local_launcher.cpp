@@ -66,6 +66,7 @@ LaunchHandle LocalLauncher::start(const LaunchSpec& spec) {
                                    spec.job_id,
                                    "--coordinator",
                                    spec.coordinator_url};
+  if (spec.resume) args.push_back("--resume");
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

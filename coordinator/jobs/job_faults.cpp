@@ -1,0 +1,167 @@
+// [JobService: faults] What the coordinator makes of a job's failure evidence: hang reports (stored by
+// report(), summarised here for the job's error and log), the result a worker left in its folder when
+// its result report could not be delivered (coordinator down or restarted), and the restart decision.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "common/config/job_config.h"
+#include "common/util/file_util.h"
+#include "coordinator/jobs/job_service.h"
+#include "coordinator/util/util.h"
+
+namespace rx::coord {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+// A report comes from the network: its strings go into a log line only printable and bounded, so a
+// report cannot forge further log lines.
+std::string clean(const json& v, size_t cap = 120) {
+  std::string s = v.is_string() ? v.get<std::string>() : v.is_null() ? std::string() : v.dump();
+  if (s.size() > cap) s = s.substr(0, cap) + "...";
+  for (char& c : s)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return s;
+}
+
+std::string rank_list(const json& ranks) {
+  std::string out = "[";
+  for (const auto& r : ranks) out += (out.size() > 1 ? ", " : "") + clean(r, 12);
+  return out + "]";
+}
+
+// A resolved config minus the keys the launch itself sets on the worker's command line (--out,
+// --resume), which legitimately differ between the job's config and the worker's record.
+json comparable(json cfg) {
+  if (!cfg.is_object()) return cfg;
+  if (cfg.contains("output") && cfg["output"].is_object()) cfg["output"].erase("dir");
+  if (cfg.contains("checkpoint") && cfg["checkpoint"].is_object()) cfg["checkpoint"].erase("resume");
+  return cfg;
+}
+
+// The ranks to blame: those that never entered the stuck collective, or, when every rank entered it
+// (the stop came after a rank had posted its part of a non-blocking all-reduce), those whose
+// heartbeat stopped.
+json culprits(const json& rep) {
+  json missing = rep.value("missing", json::array());
+  if (!missing.empty()) return missing;
+  json out = json::array();
+  for (const auto& r : rep.value("ranks", json::array()))
+    if (r.is_object() && r.contains("rank") && r.value("responding", true) == false) out.push_back(r["rank"]);
+  return out;
+}
+
+}  // namespace
+
+std::string JobService::hang_summary(const json& rep) {
+  const json c = rep.value("collective", json::object());
+  std::string what = "collective #" + clean(c.value("seq", json(nullptr)), 20);
+  if (c.contains("kind")) what += " (" + clean(c["kind"], 40) + ")";
+  const json missing = rep.value("missing", json::array());
+  std::string s = !missing.empty()
+                      ? "hang: ranks " + rank_list(missing) + " never entered " + what
+                      : "hang: " + what + " stuck with every rank in it; not responding: ranks " +
+                            rank_list(culprits(rep));
+  s += "; detected by rank " + clean(rep.value("detected_by", json(nullptr)), 12);
+  if (rep.contains("waited_s") && rep["waited_s"].is_number()) {
+    const auto tenths = static_cast<int64_t>(rep["waited_s"].get<double>() * 10 + 0.5);
+    s += " after " + std::to_string(tenths / 10) + "." + std::to_string(tenths % 10) + " s";
+  }
+  return s;
+}
+
+std::string JobService::hang_log_line(const json& rep) {
+  std::string s = "[coordinator] " + hang_summary(rep);
+  const json blamed = culprits(rep);
+  for (const auto& r : rep.value("ranks", json::array())) {
+    if (!r.is_object() || !r.contains("rank") ||
+        std::find(blamed.begin(), blamed.end(), r["rank"]) == blamed.end())
+      continue;
+    s += "; rank " + clean(r["rank"], 12) + ": pid " + clean(r.value("pid", json(nullptr)), 20) + " on " +
+         clean(r.value("host", json(nullptr)), 64) + ", process " +
+         clean(r.value("process", json(nullptr)), 20) + ", last seen " +
+         clean(r.value("last_seen", json(nullptr)), 160);
+  }
+  return s;
+}
+
+void JobService::append_job_log(const std::string& id, const std::string& line) const {
+  // worker.log is also appended to by the job's processes (O_APPEND): one write of one whole line.
+  std::ofstream out(job_dir(id) + "/worker.log", std::ios::app | std::ios::binary);
+  out << line + "\n" << std::flush;
+  if (!out) spdlog::warn("job {}: cannot append to {}/worker.log", id, job_dir(id));
+}
+
+std::optional<json> JobService::result_from_folder(const Job& job) const {
+  const std::string path = job_dir(job.id) + "/run/result.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return std::nullopt;
+  constexpr uintmax_t kMaxBytes = 16u << 20;  // a run record is kilobytes; anything huge is not one
+  if (fs::file_size(path, ec) > kMaxBytes || ec) return std::nullopt;
+  json r;
+  try {
+    r = json::parse(read_file(path), nullptr, false);
+  } catch (const std::exception& e) {
+    spdlog::warn("job {}: cannot read {}: {}", job.id, path, e.what());
+    return std::nullopt;
+  }
+  // Only a success of this very job counts: a hung run writes status "failed"; a record whose config
+  // is not the job's (a stale folder, a hand edit) or does not match its own hash is ignored.
+  if (!r.is_object() || r.value("status", "") != "succeeded") return std::nullopt;
+  if (!r.contains("config") || !r["config"].is_object() || !r.contains("config_sha256") ||
+      r["config_sha256"] != config::config_hash(r["config"]) ||
+      comparable(r["config"]) != comparable(job.config)) {
+    spdlog::warn("job {}: {} is not a record of this job's config; ignored", job.id, path);
+    return std::nullopt;
+  }
+  return r;
+}
+
+bool JobService::end_attempt_locked(Job& u, const std::string& cause, bool may_restart) {
+  const int64_t now = now_ms();
+  if (!u.attempts.empty() && u.attempts.back().value("ended_ms", int64_t{0}) == 0) {
+    json& a = u.attempts.back();
+    a["ended_ms"] = now;
+    a["cause"] = cause;
+    a["exit_code"] = u.exit_code ? json(*u.exit_code) : json(nullptr);
+  }
+  const int used = u.attempts.empty() ? 0 : static_cast<int>(u.attempts.size()) - 1;
+  if (!may_restart || u.cancel_requested || used >= u.max_restarts) return false;
+  // Backoff 2 s, 4 s, 8 s, ... capped at 30 s: long enough for a dying rank's port and files to be
+  // released, short against a training run.
+  const int64_t backoff = std::min<int64_t>(30000, opts_.restart_backoff_ms << std::min(used, 4));
+  u.state = JobState::kRestarting;
+  u.restart_due_ms = now + backoff;
+  u.error = "restarting after: " + cause;
+  u.finished_ms = 0;
+  u.exit_code.reset();
+  u.pid = u.pgid = 0;
+  u.proc_start = 0;
+  u.hang = nullptr;  // kept in the reports table and in the attempt's cause
+  spdlog::warn("job {}: attempt {} failed ({}); restarting in {} ms", u.id, used, cause, backoff);
+  return true;
+}
+
+std::string JobService::newest_checkpoint(const std::string& id) const {
+  // The worker's CheckpointStore names them <output.dir>/checkpoints/ckpt-<step>.pt; the worker itself
+  // verifies and may fall back to an older one, so this names what the relaunch starts looking at.
+  std::error_code ec;
+  int64_t best = -1;
+  for (fs::directory_iterator it(job_dir(id) + "/run/checkpoints", ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("ckpt-", 0) != 0 || it->path().extension() != ".pt") continue;
+    try {
+      best = std::max<int64_t>(best, std::stoll(name.substr(5, name.size() - 8)));
+    } catch (const std::exception&) {
+    }
+  }
+  return best < 0 ? std::string() : "checkpoints/ckpt-" + std::to_string(best) + ".pt";
+}
+
+}  // namespace rx::coord
