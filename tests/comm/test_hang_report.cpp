@@ -56,6 +56,7 @@ TEST(HangReport, NamesTheRankThatDidNotEnter) {
   const json r = build_report(three_ranks_one_stopped(), fake_probe);
   EXPECT_EQ(r["missing"], json::array({1}));
   EXPECT_EQ(r["entered"], json::array({0, 2}));
+  EXPECT_TRUE(r["stalled"].empty());
   EXPECT_EQ(r["collective"]["seq"], 41);
   EXPECT_EQ(r["collective"]["bucket"], 3);
   EXPECT_EQ(r["detected_by"], 0);
@@ -90,6 +91,11 @@ TEST(HangReport, RankAheadCountsAsEntered) {
   const json r = build_report(in, fake_probe);
   EXPECT_TRUE(r["missing"].empty());
   EXPECT_NE(r["message"].get<std::string>().find("every rank entered it"), std::string::npos);
+  // Stopped after entering: still named, as the rank that keeps the collective from finishing.
+  EXPECT_EQ(r["stalled"], json::array({1}));
+  EXPECT_NE(r["message"].get<std::string>().find("not progressing: rank 1 (node1 pid 1001, process stopped"),
+            std::string::npos)
+      << r["message"];
 }
 
 TEST(HangReport, AliveButBehindSaysHeartbeatAlive) {

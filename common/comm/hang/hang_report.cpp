@@ -116,8 +116,8 @@ std::string probe_process(const RankState& s) {
 
 json build_report(const ReportInput& in, const ProcessProbe& probe) {
   const CollectiveInfo& c = in.hung;
-  json entered = json::array(), missing = json::array(), ranks = json::array();
-  std::ostringstream missing_text;
+  json entered = json::array(), missing = json::array(), stalled = json::array(), ranks = json::array();
+  std::ostringstream missing_text, stalled_text;
   for (size_t r = 0; r < in.states.size(); ++r) {
     const auto& st = in.states[r];
     json e = {{"rank", static_cast<int>(r)}};
@@ -157,6 +157,15 @@ json build_report(const ReportInput& in, const ProcessProbe& probe) {
     ranks.push_back(e);
     if (in_it) {
       entered.push_back(static_cast<int>(r));
+      // [Stalled] A rank stopped right after posting its part of a non-blocking collective has
+      // entered it, yet the collective cannot finish without it: named as stalled, not missing.
+      if (!responding || process == "stopped" || process == "dead") {
+        stalled.push_back(static_cast<int>(r));
+        stalled_text << (stalled.size() > 1 ? "; " : "") << "rank " << r << " (" << st->host << " pid " << st->pid
+                     << ", process " << process << ", "
+                     << (responding ? "heartbeat alive" : "no heartbeat for " + fixed1(age) + " s")
+                     << ", last seen at " << seen.str() << ")";
+      }
       continue;
     }
     missing.push_back(static_cast<int>(r));
@@ -168,14 +177,17 @@ json build_report(const ReportInput& in, const ProcessProbe& probe) {
   std::ostringstream msg;
   msg << "hang: collective " << describe(c) << " not complete after " << fixed1(c.age_s)
       << " s (hang_timeout_s " << in.hang_timeout_s << "); entered by rank(s) " << entered.dump() << "; ";
-  if (missing.empty())
+  if (missing.empty() && !stalled.empty())
+    msg << "every rank entered it; not progressing: " << stalled_text.str();
+  else if (missing.empty())
     msg << "every rank entered it (a stuck transport or a diverged collective, not a missing rank)";
   else
     msg << "missing: " << missing_text.str();
   return {{"collective", to_json(c)}, {"detected_by", in.reporter},
           {"waited_s", c.age_s},      {"hang_timeout_s", in.hang_timeout_s},
           {"detected_ms", in.now_ms}, {"entered", entered},
-          {"missing", missing},       {"ranks", ranks},
+          {"missing", missing},       {"stalled", stalled},
+          {"ranks", ranks},
           {"message", msg.str()}};
 }
 
