@@ -189,7 +189,7 @@ def describe(tmp):
 
 SCENARIOS = {name: globals()[name] for name in (
     "replicas", "determinism", "learns", "single", "fault", "bad_config", "resume", "resume_corrupt",
-    "resume_other_world", "describe")}
+    "resume_other_world", "describe", "mixed_precision")}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS, __doc__))
