@@ -31,11 +31,6 @@ void replace_all(std::string& s, const std::string& from, const std::string& to)
     s.replace(p, from.size(), to);
 }
 
-const rx::coord::TempDir& state_dir() {
-  static const rx::coord::TempDir dir;  // removed at exit; jobs/<id>/ folders land here
-  return dir;
-}
-
 // The job body keeps the types api/openapi.yaml documents for Job, whatever a request stored.
 void check_job_body(const std::string& text) {
   const auto j = nlohmann::json::parse(text, nullptr, false);
@@ -61,6 +56,9 @@ void check_job_body(const std::string& text) {
 constexpr int kInputsPerService = 2000;
 
 struct Fixture {
+  // Its own state folder (jobs.db, jobs/<id>/), removed after the service: a rebuilt service must not
+  // recover the previous one's jobs, which would take the slots the seed job needs.
+  rx::coord::TempDir state;
   std::shared_ptr<FakeState> fake = std::make_shared<FakeState>();
   std::unique_ptr<rx::coord::JobService> jobs;
   std::string id, secret;
@@ -68,7 +66,7 @@ struct Fixture {
 
   Fixture() {
     rx::coord::ServiceOptions o;
-    o.state_dir = state_dir().path();
+    o.state_dir = state.path();
     o.slots = 4;
     o.configs_dir = rx::coord::source_dir() + "/configs";
     o.self_url = "http://127.0.0.1:1";
