@@ -21,21 +21,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from coordlib import Coordinator, session_members, wait_for  # noqa: E402
+from rxtest import process_alive as alive  # noqa: E402  tests/python, on PYTHONPATH (CTest)
+from rxtest import read_text as read  # noqa: E402
 
 TERMINAL = ["succeeded", "failed", "cancelled"]
-
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
-
-
-def alive(pid):
-    stat = read(f"/proc/{pid}/stat")
-    return bool(stat) and stat[stat.rfind(")") + 2] not in "ZX"
 
 
 def submit(c, overrides):

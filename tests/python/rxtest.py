@@ -61,6 +61,21 @@ def check(cond, msg, log="", log_path=None):
         raise Failure(msg + _log_excerpt(log, log_path))
 
 
+def read_text(path):
+    """The file's text, or "" when it does not exist (yet) or cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def process_alive(pid):
+    """True while pid exists and is neither a zombie nor dead (/proc/PID/stat state)."""
+    stat = read_text(f"/proc/{pid}/stat")
+    return bool(stat) and stat[stat.rfind(")") + 2] not in "ZX"
+
+
 def skip(reason):
     """Ends the scenario as skipped: prints "SKIPPED: <reason>" and exits 0."""
     raise Skip(reason)

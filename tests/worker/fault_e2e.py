@@ -21,6 +21,8 @@ import tempfile
 import time
 
 from rxtest import MPIEXEC, check, source_dir, worker_path  # tests/python, on PYTHONPATH (CTest)
+from rxtest import process_alive as alive
+from rxtest import read_text as read
 from rxtest import run_record as record
 
 WORKER = worker_path()
@@ -35,13 +37,6 @@ def start_worker(np, out, sets, log_path, extra=(), env=None):
     log = open(log_path, "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **(env or {})))
 
-
-def read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def poll(cond, seconds, what, proc=None, log_path=None):
@@ -63,14 +58,6 @@ def culprit(h):
     if h["missing"]:
         return h["missing"] if h["entered"] == [r for r in range(len(h["ranks"])) if r not in h["missing"]] else None
     return h["stalled"]
-
-
-def alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except OSError:
-        return False
 
 
 def hang(tmp):
