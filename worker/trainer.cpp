@@ -24,6 +24,7 @@
 #include "common/util/rng.h"
 #include "worker/lr_schedule.h"
 #include "worker/run_record.h"
+#include "worker/step_sums.h"
 #include "worker/trainer_detail.h"
 
 namespace rx::worker {
@@ -135,7 +136,7 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
     model::load_state_dict(*model_, model::read_state_dict(pretrained), lo, pretrained);
   }
   model_->to(device_);
-  if (device_.is_cuda()) timer_.set_device_sync([] { torch::cuda::synchronize(); });
+  if (device_.is_cuda()) timer_.set_device_clock(metrics::make_cuda_clock(device_.index()));
   // [Mixed precision] in common/model/precision.h; channels-last covers the input batches (the
   // loader) and the 4-D weights, converted before the broadcast so every rank holds the same layout.
   precision_ = model::parse_precision(t.at("precision").get<std::string>());
@@ -306,8 +307,9 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
   const double smoothing = t.at("label_smoothing").get<double>();
   const int64_t log_every = t.at("log_every_steps").get<int64_t>();
   const int64_t every_steps = cfg_.at("checkpoint").at("every_steps").get<int64_t>();
-  double window_start = now_seconds(), window_loss = 0;
+  double window_start = now_seconds();
   int64_t window_images = 0, window_batches = 0;
+  StepSums sums(device_, stats.loss_sum, stats.correct);
   for (int64_t step = first_step; step < first_step + steps; ++step) {
     maybe_inject_fault(global_step_);
     comm::hang::mark_step(comm_, global_step_);  // [Collective trace] where this rank is, for hang reports
@@ -336,10 +338,8 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
       scaler_->scale_loss(loss / accumulate).backward();
       timer_.lap(Phase::kBackward);
       const int64_t n = labels.size(0);
-      stats.loss_sum += loss.item<double>() * n;
-      stats.correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+      sums.add(loss, logits, labels, n);
       stats.count += n;
-      window_loss += loss.item<double>();
       window_images += n;
       ++window_batches;
     }
@@ -354,21 +354,24 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     ++global_step_;
     if ((step + 1) % log_every == 0 || step + 1 == steps_per_epoch_) {
       images_trained_ += window_images;
-      log_progress(epoch, step + 1, steps_per_epoch_, window_loss / std::max<int64_t>(1, window_batches),
+      log_progress(epoch, step + 1, steps_per_epoch_, sums.take_window_loss() / std::max<int64_t>(1, window_batches),
                    static_cast<double>(window_images), now_seconds() - window_start);
       window_start = now_seconds();
-      window_loss = 0;
       window_images = window_batches = 0;
     }
     const int64_t position = start_position + (step + 1 - first_step) * per_step * comm_.world_size();
     comm::hang::mark_phase(comm_, "end of step");
     if (stop_requested()) {
+      sums.store(stats);
       save_checkpoint(epoch, position, stats);
       throw Preempted("stopped by signal after step " + std::to_string(global_step_) + "; checkpoint written");
     }
-    if (every_steps > 0 && global_step_ % every_steps == 0 && step + 1 < steps_per_epoch_)
+    if (every_steps > 0 && global_step_ % every_steps == 0 && step + 1 < steps_per_epoch_) {
+      sums.store(stats);
       save_checkpoint(epoch, position, stats);
+    }
   }
+  sums.store(stats);
   return stats;
 }
 

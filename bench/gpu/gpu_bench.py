@@ -6,11 +6,14 @@ usage: python3 bench/gpu/gpu_bench.py --worker build-cuda/worker/resnext_worker 
 
 Per case (model, input HxW, batch), one after another so nothing shares the GPU:
   worker  `resnext_worker train` alone (a world of 1) on in-memory synthetic CIFAR data through its
-          normal loader (8 threads; 224x224 is resized on the CPU), fp32 only (the worker has no
-          bf16/channels-last switch yet). Steady images/s = all logged windows but the first (cuDNN
+          normal loader (8 threads, 14 at 224x224, where images are resized on the CPU), per variant:
+          fp32 (TF32 convolutions) and bf16-cl (training.precision bf16 + data.channels_last), cuDNN
+          autotuning on, the fused SGD. Steady images/s = all logged windows but the first (cuDNN
           warm-up); the run record's whole-run images/s and step split are kept too.
   peer    bench/gpu/torch_peer.py: PyTorch eager fp32, bf16 autocast, bf16 + channels_last, input
-          generated on the GPU; and last, if the budget allows, bf16 torch.compile of resnext29_8x64d.
+          generated on the GPU, cudnn.benchmark on as in the worker; and last, if the budget allows,
+          bf16 + channels_last torch.compile of resnext29_8x64d.
+The last cases are a batch sweep of resnext29_8x64d (bf16-cl, worker and eager) up to 512.
 FLOPs/image = 3 (forward + backward) x 2 x MACs of one forward (`resnext_worker describe --json`).
 Writes <out>/gpu_bench.json and prints a markdown table. Every subprocess has a timeout; once the
 budget is spent the remaining steps are recorded as skipped. Exit 0 when the first case's worker and
@@ -33,14 +36,18 @@ PEER_PYTHONPATH = os.path.join(HERE, "..", "python")  # bench/python/resnext_tor
 BF16_PEAK = 989.4
 WINDOW = re.compile(r"step (\d+)/(\d+) loss (\S+) lr \S+ images/s ([0-9.]+) \(total ([0-9.]+)\)")
 
-GPU = dict(device="cuda", cases=[("resnext29_8x64d", 32, 128), ("resnext50_32x4d", 32, 128),
-                                 ("resnext50_32x4d", 224, 64)],
-           worker_steps=60, log_every=20, loader_threads=8, test_samples=256, warmup=10, steps=40,
-           compile_model="resnext29_8x64d", worker_timeout=90, peer_timeout=120, min_start=25, min_compile=75)
-QUICK = dict(device="cpu", cases=[("resnext11_4x16d", 32, 4), ("resnext50_32x4d", 32, 4), ("resnext50_32x4d", 64, 2)],
-             worker_steps=6, log_every=2, loader_threads=1, test_samples=8, warmup=2, steps=3,
-             compile_model="resnext11_4x16d", worker_timeout=120, peer_timeout=120, min_start=5, min_compile=5)
-PEER_VARIANTS = ["fp32", "bf16", "bf16-cl"]
+ALL = (["fp32", "bf16-cl"], ["fp32", "bf16", "bf16-cl"])  # (worker variants, peer variants) of a case
+BF16 = (["bf16-cl"], ["bf16-cl"])
+GPU = dict(device="cuda", cases=[("resnext29_8x64d", 32, 128, ALL), ("resnext50_32x4d", 32, 128, ALL),
+                                 ("resnext50_32x4d", 224, 64, ALL), ("resnext29_8x64d", 32, 256, BF16),
+                                 ("resnext29_8x64d", 32, 512, BF16)],
+           worker_steps=80, log_every=20, loader_threads=8, loader_threads_large=14, test_samples=256, warmup=10,
+           steps=40, compile_model="resnext29_8x64d", compile_batch=128, worker_timeout=90, peer_timeout=120,
+           min_start=25, min_compile=75)
+QUICK = dict(device="cpu", cases=[("resnext11_4x16d", 32, 4, ALL), ("resnext50_32x4d", 64, 2, BF16)],
+             worker_steps=6, log_every=2, loader_threads=1, loader_threads_large=1, test_samples=8, warmup=2,
+             steps=3, compile_model="resnext11_4x16d", compile_batch=4, worker_timeout=120, peer_timeout=120,
+             min_start=5, min_compile=5)
 
 
 class Runner:
@@ -93,10 +100,11 @@ def describe(runner, worker, model, hw, out):
         return {"error": f"describe failed (rc {rec.get('rc')}): {e}: {tail(text, 3)}"}
 
 
-def run_worker(runner, args, cfg, model, hw, batch, case_dir):
+def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
     if runner.left() < cfg["min_start"]:
         return {"status": "skipped", "error": f"budget: {max(0, runner.left()):.0f}s left of {args.budget_s:.0f}s"}
-    wdir = os.path.join(case_dir, "worker")
+    bf16 = variant == "bf16-cl"
+    wdir = os.path.join(case_dir, "worker_" + variant)
     os.makedirs(wdir, exist_ok=True)
     result_path = os.path.join(wdir, "result.json")
     if os.path.exists(result_path):
@@ -105,21 +113,24 @@ def run_worker(runner, args, cfg, model, hw, batch, case_dir):
     job = {"name": f"gpu_bench_{model}_{hw}_b{batch}",
            "model": {"preset": model, "num_classes": 10},
            "data": {"format": "synthetic", "path": "", "max_train_samples": steps * batch,
-                    "max_test_samples": cfg["test_samples"], "num_workers": cfg["loader_threads"],
-                    "channels_last": False, "augment": {"resize": hw if hw != 32 else 0}},
+                    "max_test_samples": cfg["test_samples"],
+                    "num_workers": cfg["loader_threads"] if hw == 32 else cfg["loader_threads_large"],
+                    "channels_last": bf16, "augment": {"resize": hw if hw != 32 else 0}},
            "training": {"epochs": 1, "batch_size": batch, "max_steps_per_epoch": steps,
+                        "precision": "bf16" if bf16 else "fp32", "cudnn_benchmark": True,
                         "log_every_steps": cfg["log_every"], "eval_every_epochs": 0,
                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
                                       "weight_decay": 5e-4},
                         "lr_schedule": {"name": "constant"}},
            "checkpoint": {"every_epochs": 0},
            "output": {"dir": wdir}}
-    cfg_path = os.path.join(case_dir, "worker_config.json")
+    cfg_path = os.path.join(case_dir, f"worker_{variant}.json")
     with open(cfg_path, "w") as f:
         json.dump(job, f, indent=2)
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = [args.worker, "train", "--config", cfg_path, "--out", wdir, "--set", f"training.device={cfg['device']}"]
-    rec, text = runner.run(cmd, os.path.join(case_dir, "worker.log"), min(cfg["worker_timeout"], runner.left()), env)
+    rec, text = runner.run(cmd, os.path.join(case_dir, f"worker_{variant}.log"), min(cfg["worker_timeout"], runner.left()),
+                           env)
     windows = [{"step": int(m.group(1)), "loss": float(m.group(3)), "images_per_sec": float(m.group(4))}
                for m in WINDOW.finditer(text)]
     out = {"command_seconds": rec["seconds"], "rc": rec["rc"], "windows": windows, "config": cfg_path}
@@ -138,7 +149,8 @@ def run_worker(runner, args, cfg, model, hw, batch, case_dir):
                    cuda_max_memory_allocated_bytes=r0.get("cuda_peak_allocated_bytes"),
                    cuda_max_memory_reserved_bytes=r0.get("cuda_peak_reserved_bytes"),
                    peak_rss_bytes=r0.get("peak_rss_bytes"), device_info=record.get("device_info"),
-                   versions=record.get("versions"), wall_seconds=record.get("wall_seconds"))
+                   versions=record.get("versions"), wall_seconds=record.get("wall_seconds"),
+                   numerics=record.get("numerics"))
     ok = rec["rc"] == 0 and "images_per_sec" in out
     out["status"] = "ok" if ok else "error"
     if not ok:
@@ -218,21 +230,21 @@ def main():
               "worker": os.path.abspath(args.worker), "python": args.python, "cases": []}
     card = gpu_name(runner, args.out) if cfg["device"] == "cuda" else None
     peer_env = None
-    for i, (model, hw, batch) in enumerate(cfg["cases"]):
+    for i, (model, hw, batch, (worker_variants, peer_variants)) in enumerate(cfg["cases"]):
         case_dir = os.path.join(args.out, f"{i + 1}_{model}_{hw}_b{batch}")
         os.makedirs(case_dir, exist_ok=True)
         case = {"model": model, "hw": hw, "batch": batch, "describe": describe(runner, args.worker, model, hw, case_dir)}
-        case["worker"] = run_worker(runner, args, cfg, model, hw, batch, case_dir)
-        case["peer"], env = run_peer(runner, args, cfg, model, hw, batch, PEER_VARIANTS, case_dir, "eager",
+        case["worker"] = {v: run_worker(runner, args, cfg, model, hw, batch, v, case_dir) for v in worker_variants}
+        case["peer"], env = run_peer(runner, args, cfg, model, hw, batch, peer_variants, case_dir, "eager",
                                      cfg["peer_timeout"])
         peer_env = peer_env or env
-        if model == cfg["compile_model"] and not args.no_compile:
+        if model == cfg["compile_model"] and batch == cfg["compile_batch"] and not args.no_compile:
             case["compile_pending"] = case_dir
         report["cases"].append(case)
     for case in report["cases"]:  # last: compilation may take minutes, so it only gets what is left
         case_dir = case.pop("compile_pending", None)
         if case_dir:
-            res, env = run_peer(runner, args, cfg, case["model"], case["hw"], case["batch"], ["bf16-compile"],
+            res, env = run_peer(runner, args, cfg, case["model"], case["hw"], case["batch"], ["bf16-cl-compile"],
                                 case_dir, "compile", runner.left())
             case["peer"].update(res)
             peer_env = peer_env or env
@@ -244,14 +256,15 @@ def main():
         fpi = 6 * case["describe"]["macs"] if "macs" in case["describe"] else None
         case["flops_per_image"] = fpi
         worker, peer = case["worker"], case["peer"]
-        add_flops(worker, fpi, peak)
-        for entry in peer.values():
+        for entry in list(worker.values()) + list(peer.values()):
             add_flops(entry, fpi, peak)
-        case["ratios"] = {"worker_over_torch_eager_fp32": ratio(worker, peer.get("fp32", {})),
-                          "worker_over_torch_eager_bf16_cl": ratio(worker, peer.get("bf16-cl", {})),
-                          "worker_over_torch_compile_bf16": ratio(worker, peer.get("bf16-compile", {}))}
+        # Like for like: the worker's variant over the same precision and layout in PyTorch.
+        case["ratios"] = {"fp32_over_torch_eager": ratio(worker.get("fp32", {}), peer.get("fp32", {})),
+                          "bf16_cl_over_torch_eager": ratio(worker.get("bf16-cl", {}), peer.get("bf16-cl", {})),
+                          "bf16_cl_over_torch_compile": ratio(worker.get("bf16-cl", {}),
+                                                              peer.get("bf16-cl-compile", {}))}
     first = report["cases"][0]
-    ok = first["worker"].get("status") == "ok" and first["peer"].get("fp32", {}).get("status") == "ok"
+    ok = first["worker"].get("fp32", {}).get("status") == "ok" and first["peer"].get("fp32", {}).get("status") == "ok"
     report.update(ok=ok, elapsed_s=round(time.monotonic() - runner.start, 1), commands=runner.commands)
     with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
         json.dump(report, f, indent=2)
@@ -270,8 +283,8 @@ def print_table(report):
         return format(v, spec) if isinstance(v, (int, float)) else "-"
 
     for c in report["cases"]:
-        rows = [("worker (C++)", "fp32", c["worker"])] + [("torch compile" if "compile" in v else "torch eager", v, e)
-                                                           for v, e in c["peer"].items()]
+        rows = [("worker (C++)", v, e) for v, e in c["worker"].items()] + \
+               [("torch compile" if "compile" in v else "torch eager", v, e) for v, e in c["peer"].items()]
         for runner, variant, e in rows:
             mem = e.get("cuda_max_memory_allocated_bytes")
             pct = e.get("fraction_of_bf16_peak")
@@ -284,12 +297,12 @@ def print_table(report):
                   f"| {fmt(e.get('images_per_sec'), '.1f')} | {fmt(e.get('tflops'), '.3g')} "
                   f"| {fmt(pct * 100 if pct is not None else None, '.1f')} | {fmt(mem / 2**30 if mem else None, '.2f')} "
                   f"| {note} |")
-    print("\n| model | input | batch | worker / torch eager fp32 | worker / torch bf16+CL | worker / torch.compile bf16 |")
+    print("\n| model | input | batch | worker / eager, fp32 | worker / eager, bf16+CL | worker / torch.compile, bf16+CL |")
     print("|---|---|---|---|---|---|")
     for c in report["cases"]:
         r = c["ratios"]
-        print(f"| {c['model']} | {c['hw']}x{c['hw']} | {c['batch']} | {fmt(r['worker_over_torch_eager_fp32'], '.3f')} "
-              f"| {fmt(r['worker_over_torch_eager_bf16_cl'], '.3f')} | {fmt(r['worker_over_torch_compile_bf16'], '.3f')} |")
+        print(f"| {c['model']} | {c['hw']}x{c['hw']} | {c['batch']} | {fmt(r['fp32_over_torch_eager'], '.3f')} "
+              f"| {fmt(r['bf16_cl_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_over_torch_compile'], '.3f')} |")
     print(f"\nFLOPs/image = 6 x forward MACs; % of the dense bf16 peak ({fmt(peak, '.1f')} TFLOP/s) for every row, "
           f"fp32 rows included. ok={report['ok']}")
 

@@ -174,11 +174,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=0, help="CPU intra-op threads (0 = torch default)")
+    ap.add_argument("--cudnn-benchmark", type=int, default=1, choices=(0, 1),
+                    help="torch.backends.cudnn.benchmark (default 1: autotuned, as the worker's training.cudnn_benchmark)")
     ap.add_argument("--time-limit-s", type=float, default=0, help="skip variants not started within this (0 = none)")
     ap.add_argument("--count-params", action="store_true", help="print parameter and MAC counts, then exit")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = bool(args.cudnn_benchmark)
 
     if args.count_params:
         names = args.model.split(",") if args.model else list(EXPECTED_PARAMS)

@@ -47,6 +47,11 @@ class Work {
   virtual void wait(Millis timeout) = 0;
   // Waits with the timeout given in the operation's options.
   void wait() { wait(default_timeout()); }
+  // [Stream wait] Orders later work on the caller's current device stream after this operation.
+  // Backends that complete on the host (MPI, threads) wait here, at most `timeout`. NCCL only makes
+  // the stream wait on the operation's event and returns at once: the host runs ahead to queue the
+  // optimizer and the next step. A hang then surfaces in the hang watchdog or in a later wait().
+  virtual void wait_stream(Millis timeout) { wait(timeout); }
   virtual Millis default_timeout() const { return Millis{300000}; }
 };
 

@@ -1,6 +1,9 @@
 #include "common/metrics/phase_timer.h"
 
+#include "common/util/error.h"
+
 namespace rx::metrics {
+
 const char* phase_name(Phase p) {
   switch (p) {
     case Phase::kData: return "data_wait";
@@ -12,4 +15,59 @@ const char* phase_name(Phase p) {
   }
   return "?";
 }
+
+void PhaseTimer::start() {
+  if (device_) {
+    drain(/*wait=*/false);  // keeps the queue as short as the device's lag behind the host
+    device_->mark();
+    pending_.push_back(kUncounted);
+    return;
+  }
+  t0_ = Clock::now();
+}
+
+void PhaseTimer::lap(Phase p) {
+  if (device_) {
+    device_->mark();
+    pending_.push_back(static_cast<int>(p));
+    return;
+  }
+  const auto now = Clock::now();
+  total_ms_[static_cast<size_t>(p)] += std::chrono::duration<double, std::milli>(now - t0_).count();
+  t0_ = now;
+}
+
+void PhaseTimer::drain(bool wait) const {
+  if (!device_) return;
+  for (double ms : device_->resolve(wait)) {
+    RX_CHECK(!pending_.empty(), "device clock resolved more markers than were recorded");
+    const int phase = pending_.front();
+    pending_.pop_front();
+    if (phase != kUncounted) total_ms_[static_cast<size_t>(phase)] += ms;
+  }
+}
+
+double PhaseTimer::total_ms(Phase p) const {
+  drain(/*wait=*/true);
+  return total_ms_[static_cast<size_t>(p)];
+}
+
+double PhaseTimer::sum_ms() const {
+  drain(/*wait=*/true);
+  double s = 0;
+  for (double v : total_ms_) s += v;
+  return s;
+}
+
+void PhaseTimer::reset() {
+  drain(/*wait=*/true);
+  total_ms_.fill(0);
+}
+
+void PhaseTimer::set_device_clock(std::unique_ptr<DeviceClock> clock) {
+  drain(/*wait=*/true);
+  device_ = std::move(clock);
+  pending_.clear();
+}
+
 }  // namespace rx::metrics

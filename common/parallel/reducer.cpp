@@ -230,17 +230,24 @@ void Reducer::throw_unused() {
               " (every trainable parameter must contribute to the loss)");
 }
 
+// [Stream wait] finalize() orders the device stream after each bucket's all-reduce (wait_stream):
+// on CPU backends that is a host wait, so the per-bucket exposed times are host waits; with NCCL the
+// host does not wait, the device does, and the step split's comm_exposed (device events, PhaseTimer)
+// is the exposed time. The previous step's operations get a host wait with the timeout here, so the
+// host runs at most one step ahead of a collective that never completes.
 void Reducer::finalize() {
   RX_CHECK(sync_, "finalize() without prepare_for_backward(true) before the backward");
   if (next_launch_ < buckets_.size()) throw_unused();
+  for (auto& w : previous_) w->wait(opts_.timeout);
+  previous_.clear();
   const auto t0 = Clock::now();
   const int world = comm_.world_size();
   for (auto& bp : buckets_) {
     auto& b = *bp;
     const auto w0 = Clock::now();
-    b.work->wait(opts_.timeout);
+    b.work->wait_stream(opts_.timeout);
     b.exposed_ms_sum += ms_between(w0, Clock::now());
-    b.work.reset();
+    previous_.push_back(std::move(b.work));
     if (!b.wire.is_same(b.buffer)) b.buffer.copy_(b.wire);
     if (world > 1) b.buffer.div_(world);  // same operation as the flat all-reduce: bit-identical
   }

@@ -96,6 +96,7 @@ class Reducer {
   // Per-step state.
   bool sync_ = false;  // prepare_for_backward(true) was called and finalize() not yet
   size_t next_launch_ = 0;     // buckets launch strictly in order: 0, 1, 2, ...
+  std::vector<std::shared_ptr<comm::Work>> previous_;  // last step's all-reduces ([Stream wait])
   size_t next_poll_ = 0;       // oldest bucket whose all-reduce may still be in flight
   std::vector<bool> ready_;    // per parameter, this step
   Clock::time_point reference_;  // end of the previous finalize(): arrival times count from here

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """resnext_worker on a GPU, end to end (CTest label gpu; one test per scenario).
 
-usage: gpu_worker_e2e.py record|resume|shared_gpu   with RX_BINARY_DIR set and tests/python on PYTHONPATH
+usage: gpu_worker_e2e.py record|resume|shared_gpu|mixed   with RX_BINARY_DIR set and tests/python on PYTHONPATH
 (CTest, launch/gpu_check.sh)
 
 Skips with "SKIPPED: no CUDA ..." (exit 0) unless `resnext_worker devices --json` reports a CUDA build
@@ -106,11 +106,36 @@ def shared_gpu(tmp, dev):
     print(f"shared_gpu: backend {r['backend']}, checksums {sums}, {r['total_images_per_sec']:.0f} images/s")
 
 
+def mixed(tmp, dev):
+    """bf16 and fp16 (loss scaling) autocast with channels-last, cuDNN autotuning and the fused optimizer on
+    the GPU: the run record says so, training still learns, and the step split comes from CUDA events
+    (every phase measured, their sum close to the whole run's training time)."""
+    for precision in ("bf16", "fp16"):
+        r, log = run(tmp, os.path.join(tmp, precision),
+                     extra=["--set", "training.device=cuda", "--set", f"training.precision={precision}",
+                            "--set", "data.channels_last=true", "--set", "training.cudnn_benchmark=true"])
+        n = r["numerics"]
+        check(n["precision"] == precision and n["channels_last"] and n["cudnn_benchmark"], f"numerics {n}")
+        check(n.get("fused_optimizer", {}).get("groups", 0) >= 1, f"the fused optimizer was not used: {n}")
+        if precision == "fp16":
+            check(n["loss_scale"] > 0 and 0 <= n["skipped_steps"] < 8, f"fp16 loss scaler: {n}", log)
+        rk = r["ranks"][0]
+        split = rk["step_time_ms"]
+        for phase in ("forward", "backward", "optimizer"):
+            check(split[phase] > 0, f"{precision}: phase {phase} not measured on the device: {split}")
+        check(all(v >= 0 for v in split.values()), f"{precision}: negative phase time {split}")
+        check(r["final_test_accuracy"] > 0.5, f"{precision}: accuracy {r['final_test_accuracy']}", log)
+        check_gpu_rank(rk, r["device_info"])
+        print(f"mixed {precision}: accuracy {r['final_test_accuracy']:.4f}, {rk['images_per_sec']:.0f} images/s, "
+              f"split {split}, numerics {n}")
+
+
 def with_devices(scenario):
     return lambda tmp: scenario(tmp, devices())
 
 
-SCENARIOS = {"record": with_devices(record), "resume": with_devices(resume), "shared_gpu": with_devices(shared_gpu)}
+SCENARIOS = {"record": with_devices(record), "resume": with_devices(resume), "shared_gpu": with_devices(shared_gpu),
+             "mixed": with_devices(mixed)}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS, __doc__))

@@ -114,6 +114,12 @@ class TracedWork : public Work {
     }
   }
 
+  void wait_stream(Millis timeout) override {
+    if (trace_->tripped()) throw HangDetected(backend_, rank_, trace_->trip_message());
+    inner_->wait_stream(timeout);
+    is_completed();  // a host-side backend is done now; a stream-side one is marked done later
+  }
+
   Millis default_timeout() const override { return inner_->default_timeout(); }
 
  private:

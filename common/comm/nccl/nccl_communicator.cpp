@@ -97,6 +97,12 @@ class NcclWork : public Work {
     }
   }
 
+  void wait_stream(Millis) override {
+    if (completed_) return;  // is_completed() has ordered the caller's stream already
+    check_async();
+    done_event_->block(c10::cuda::getCurrentCUDAStream(device_));
+  }
+
   Millis default_timeout() const override { return default_timeout_; }
 
  private:
