@@ -14,6 +14,13 @@ namespace rx::metrics {
 enum class Phase { kData, kForward, kBackward, kComm, kOptimizer, kCount };
 const char* phase_name(Phase p);  // "data_wait", "forward", "backward", "comm_exposed", "optimizer"
 
+// One finished lap: which phase, when it began, how long it took.
+struct PhaseRecord {
+  Phase phase;
+  std::chrono::steady_clock::time_point start;
+  double ms;
+};
+
 class PhaseTimer {
  public:
   using Clock = std::chrono::steady_clock;
@@ -22,7 +29,9 @@ class PhaseTimer {
   void lap(Phase p) {
     if (device_sync_) device_sync_();
     const auto now = Clock::now();
-    total_ms_[static_cast<size_t>(p)] += std::chrono::duration<double, std::milli>(now - t0_).count();
+    const double ms = std::chrono::duration<double, std::milli>(now - t0_).count();
+    total_ms_[static_cast<size_t>(p)] += ms;
+    if (sink_) sink_(PhaseRecord{p, t0_, ms});
     t0_ = now;
   }
   double total_ms(Phase p) const { return total_ms_[static_cast<size_t>(p)]; }
@@ -33,11 +42,16 @@ class PhaseTimer {
   }
   void reset() { total_ms_.fill(0); }
   void set_device_sync(std::function<void()> sync) { device_sync_ = std::move(sync); }
+  // [Phase sink] Receives every finished record, in lap order (the trace timeline consumes these
+  // rather than taking its own timestamps, so it shows exactly what the totals count). A timer that
+  // measures asynchronously delivers a record once it is measured.
+  void set_sink(std::function<void(const PhaseRecord&)> sink) { sink_ = std::move(sink); }
 
  private:
   Clock::time_point t0_ = Clock::now();
   std::array<double, static_cast<size_t>(Phase::kCount)> total_ms_{};
   std::function<void()> device_sync_;
+  std::function<void(const PhaseRecord&)> sink_;
 };
 
 }  // namespace rx::metrics
