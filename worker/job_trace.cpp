@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "common/util/file_util.h"
 
@@ -17,7 +18,11 @@ std::string host_name() {
 }
 }  // namespace
 
-std::unique_ptr<metrics::TraceRecorder> start_trace(comm::Communicator& comm, comm::Millis timeout) {
+std::unique_ptr<metrics::TraceRecorder> start_trace(comm::Communicator& comm, const std::string& dir,
+                                                    comm::Millis timeout) {
+  std::error_code ec;
+  std::filesystem::remove(metrics::rank_trace_path(dir, comm.rank()), ec);
+  if (comm.rank() == 0) std::filesystem::remove(dir + "/trace.json", ec);
   const size_t world = static_cast<size_t>(std::max(1, comm.world_size()));
   auto trace = std::make_unique<metrics::TraceRecorder>(comm.rank(), comm.world_size(), host_name(),
                                                         std::max(kMinTraceEvents, kTraceEventBudget / world));

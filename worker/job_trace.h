@@ -14,8 +14,11 @@ namespace rx::worker {
 constexpr size_t kTraceEventBudget = 200000;
 constexpr size_t kMinTraceEvents = 2000;
 
-// Collective (every rank): a barrier whose exit is the trace's time base ([Trace clock]).
-std::unique_ptr<metrics::TraceRecorder> start_trace(comm::Communicator& comm, comm::Millis timeout);
+// Collective (every rank): removes this rank's trace file of an earlier run in `dir` (rank 0 also the
+// merged one), so a merge never picks up a stale file; then a barrier whose exit is the trace's time
+// base ([Trace clock]).
+std::unique_ptr<metrics::TraceRecorder> start_trace(comm::Communicator& comm, const std::string& dir,
+                                                    comm::Millis timeout);
 
 // Every rank, after training: writes <dir>/trace.rank<R>.json atomically. Errors are logged, not
 // thrown: a trace never fails a finished run.

@@ -146,7 +146,7 @@ int train_command(const std::vector<std::string>& args) {
     Trainer trainer(cfg, *comm, device, hooks);
     std::unique_ptr<metrics::TraceRecorder> trace;  // output.trace ([Trace timeline])
     if (cfg["output"]["trace"].get<bool>()) {
-      trace = start_trace(*comm, comm::Millis(120000));
+      trace = start_trace(*comm, dir, comm::Millis(120000));
       trainer.attach_trace(*trace);
     }
     json record = trainer.run();
