@@ -268,7 +268,8 @@ void Reducer::finalize() {
   if (observer_)
     for (size_t k = 0; k < buckets_.size(); ++k) {
       const auto& b = *buckets_[k];
-      observer_({steps_ - 1, k, b.wire.numel() * b.wire.element_size(), b.ready_at, b.launched_at, b.finished_at});
+      observer_(
+          {steps_ - 1, k, b.wire.numel() * b.wire.element_size(), b.ready_at, b.launched_at, b.finished_at});
     }
   reference_ = t1;
   has_reference_ = true;

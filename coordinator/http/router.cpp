@@ -126,8 +126,10 @@ Response trace_response(const Request& req, ServiceState& st, const std::string&
   constexpr uintmax_t kMaxBytes = 512u << 20;  // the worker caps its events far below this
   if (!fs::is_regular_file(fs::symlink_status(path, ec)) || fs::file_size(path, ec) > kMaxBytes || ec)
     throw ApiError(404, "not_found",
-                   "job '" + id + "' has no trace (submit it with output.trace: true; rank 0 writes the trace "
-                   "when the training ends)", "id");
+                   "job '" + id +
+                       "' has no trace (submit it with output.trace: true; rank 0 writes the trace "
+                       "when the training ends)",
+                   "id");
   auto res = make(req, http::status::ok, read_file(path));
   res.set(http::field::content_disposition, "attachment; filename=\"trace-" + id + ".json\"");
   return res;
