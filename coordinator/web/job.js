@@ -74,7 +74,7 @@
     const list = Array.isArray(job.attempts) ? job.attempts : [];
     document.getElementById('attempts-section').hidden = list.length === 0;
     const cell = v => el('td', {}, v == null || v === '' ? '-' : String(v));
-    document.getElementById('attempts-body').replaceChildren(...list.map(a => el('tr', {class: a.cause ? 'ended' : ''},
+    document.getElementById('attempts-body').replaceChildren(...list.map(a => el('tr', {},
         cell(a.attempt), cell(a.started_at), cell(a.ended_at), cell(a.exit_code), cell(a.resumed_from),
         el('td', {class: a.cause && a.cause !== 'succeeded' ? 'error' : ''}, a.cause == null ? '-' : String(a.cause)))));
   }
