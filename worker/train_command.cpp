@@ -16,6 +16,7 @@
 #include "worker/run_plots.h"
 #include "worker/commands.h"
 #include "worker/hang_guard.h"
+#include "worker/job_trace.h"
 #include "worker/report_sender.h"
 #include "worker/trainer.h"
 
@@ -143,7 +144,13 @@ int train_command(const std::vector<std::string>& args) {
       };
 
     Trainer trainer(cfg, *comm, device, hooks);
+    std::unique_ptr<metrics::TraceRecorder> trace;  // output.trace ([Trace timeline])
+    if (cfg["output"]["trace"].get<bool>()) {
+      trace = start_trace(*comm, dir, comm::Millis(120000));
+      trainer.attach_trace(*trace);
+    }
     json record = trainer.run();
+    if (trace) write_rank_trace(*trace, dir, rank);
     if (rank == 0) {
       record["status"] = "succeeded";
       write_file_atomic(dir + "/result.json", record.dump(2) + "\n");
@@ -154,6 +161,8 @@ int train_command(const std::vector<std::string>& args) {
     }
     comm->barrier(comm::Millis(120000));
     guard.watchdog.reset();  // no collectives from here on: retrying a report is not a hang
+    // Every rank that reached the barrier has written its file; the wait covers a lagging shared file system.
+    if (trace && rank == 0) merge_job_trace(dir, comm->world_size(), std::chrono::seconds(30));
     // [Result on disk first] result.json is written (atomically) before the report, so a report
     // that cannot be delivered within report.retry_s does not fail a finished run: exit 0, and the
     // coordinator can take the result from the job folder. Delivery comes after the last

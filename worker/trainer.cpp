@@ -199,6 +199,14 @@ Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, Train
 
 Trainer::~Trainer() = default;
 
+void Trainer::attach_trace(metrics::TraceRecorder& trace) {
+  trace.set_first_step(global_step_);
+  timer_.set_sink([&trace](const metrics::PhaseRecord& r) { trace.on_phase(r); });
+  grad_sync_->reducer.set_observer([&trace](const parallel::BucketTiming& b) {
+    trace.on_bucket(b.step, b.bucket, b.bytes, b.ready, b.launched, b.finished);
+  });
+}
+
 comm::Millis Trainer::timeout() const {
   return comm::Millis(static_cast<int64_t>(cfg_.at("distributed").at("timeout_s").get<double>() * 1000));
 }

@@ -10,6 +10,7 @@
 #include "common/comm/communicator.h"
 #include "common/data/dataset.h"
 #include "common/metrics/phase_timer.h"
+#include "common/metrics/trace_events.h"
 #include "common/model/precision.h"
 #include "common/model/resnext.h"
 #include "common/util/error.h"
@@ -44,6 +45,8 @@ class Trainer {
   nlohmann::json run();
 
   model::ResNeXt& model() { return model_; }
+  // output.trace: feeds the step phases and bucket all-reduces of the coming steps to `trace`.
+  void attach_trace(metrics::TraceRecorder& trace);
 
  private:
   struct EpochStats {

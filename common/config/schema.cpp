@@ -84,6 +84,8 @@ const std::vector<Field>& schema() {
       {"checkpoint.resume", Kind::kString, "none", 0, 0, {"none", "auto"}},
       // output
       {"output.dir", Kind::kString, "runs/latest"},
+      {"output.trace", Kind::kBool, false, 0, 0, {}, false,
+       "Chrome trace-event timeline (step phases, bucket all-reduces) per rank, merged into trace.json"},
   };
   return fields;
 }

@@ -16,9 +16,18 @@ const char* phase_name(Phase p) {
   return "?";
 }
 
+void PhaseTimer::add(Phase p, Clock::time_point start, double ms) const {
+  total_ms_[static_cast<size_t>(p)] += ms;
+  if (sink_) sink_(PhaseRecord{p, start, ms});
+}
+
 void PhaseTimer::start() {
   if (device_) {
     drain(/*wait=*/false);  // keeps the queue as short as the device's lag behind the host
+    if (!device_started_) {
+      device_started_ = true;
+      device_origin_ = Clock::now();
+    }
     device_->mark();
     pending_.push_back(kUncounted);
     return;
@@ -33,7 +42,7 @@ void PhaseTimer::lap(Phase p) {
     return;
   }
   const auto now = Clock::now();
-  total_ms_[static_cast<size_t>(p)] += std::chrono::duration<double, std::milli>(now - t0_).count();
+  add(p, t0_, std::chrono::duration<double, std::milli>(now - t0_).count());
   t0_ = now;
 }
 
@@ -43,7 +52,10 @@ void PhaseTimer::drain(bool wait) const {
     RX_CHECK(!pending_.empty(), "device clock resolved more markers than were recorded");
     const int phase = pending_.front();
     pending_.pop_front();
-    if (phase != kUncounted) total_ms_[static_cast<size_t>(phase)] += ms;
+    const auto start = device_origin_ + std::chrono::duration_cast<Clock::duration>(
+                                            std::chrono::duration<double, std::milli>(device_pos_ms_));
+    device_pos_ms_ += ms;
+    if (phase != kUncounted) add(static_cast<Phase>(phase), start, ms);
   }
 }
 
@@ -68,6 +80,8 @@ void PhaseTimer::set_device_clock(std::unique_ptr<DeviceClock> clock) {
   drain(/*wait=*/true);
   device_ = std::move(clock);
   pending_.clear();
+  device_started_ = false;
+  device_pos_ms_ = 0;
 }
 
 }  // namespace rx::metrics

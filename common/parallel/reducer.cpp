@@ -82,6 +82,8 @@ struct Reducer::Bucket {
   int64_t pending = 0;  // gradients not yet ready this step
   std::shared_ptr<comm::Work> work;
   Clock::time_point ready_at;
+  Clock::time_point launched_at, finished_at;  // this step ([Bucket timing])
+  bool finished = false;
   // Statistics (ms).
   double ready_ms_sum = 0;     // ready time since the previous sync, summed over measured steps
   double window_ready_ms = 0;  // same, since the last gather_arrivals()
@@ -208,6 +210,7 @@ void Reducer::launch_ready_buckets() {
     auto& b = *buckets_[next_launch_];
     if (!b.wire.is_same(b.buffer)) b.wire.copy_(b.buffer);
     comm::hang::mark_bucket(comm_, static_cast<int>(next_launch_));  // named in a hang report
+    b.launched_at = Clock::now();
     b.work = comm_.allreduce(b.wire, o);
     ++next_launch_;
   }
@@ -218,7 +221,11 @@ void Reducer::launch_ready_buckets() {
 // all-reduces move forward between the layers of backward instead of all at finalize(). This keeps
 // every MPI call on the training thread (MPI_THREAD_SERIALIZED is enough; no progress thread).
 void Reducer::poll_in_flight() {
-  while (next_poll_ < next_launch_ && buckets_[next_poll_]->work->is_completed()) ++next_poll_;
+  while (next_poll_ < next_launch_ && buckets_[next_poll_]->work->is_completed()) {
+    buckets_[next_poll_]->finished_at = Clock::now();
+    buckets_[next_poll_]->finished = true;
+    ++next_poll_;
+  }
 }
 
 void Reducer::throw_unused() {
@@ -246,7 +253,9 @@ void Reducer::finalize() {
     auto& b = *bp;
     const auto w0 = Clock::now();
     b.work->wait_stream(opts_.timeout);
-    b.exposed_ms_sum += ms_between(w0, Clock::now());
+    const auto w1 = Clock::now();
+    b.exposed_ms_sum += ms_between(w0, w1);
+    if (!b.finished) b.finished_at = w1;  // NCCL: when the stream was ordered after it (an upper bound)
     previous_.push_back(std::move(b.work));
     if (!b.wire.is_same(b.buffer)) b.buffer.copy_(b.wire);
     if (world > 1) b.buffer.div_(world);  // same operation as the flat all-reduce: bit-identical
@@ -263,12 +272,21 @@ void Reducer::finalize() {
     ++arrival_steps_;
     ++ready_steps_;
   }
+  if (observer_)
+    for (size_t k = 0; k < buckets_.size(); ++k) {
+      const auto& b = *buckets_[k];
+      observer_(
+          {steps_ - 1, k, b.wire.numel() * b.wire.element_size(), b.ready_at, b.launched_at, b.finished_at});
+    }
   reference_ = t1;
   has_reference_ = true;
   sync_ = false;
   next_launch_ = next_poll_ = 0;
   std::fill(ready_.begin(), ready_.end(), false);
-  for (auto& b : buckets_) b->pending = static_cast<int64_t>(b->params.size());
+  for (auto& b : buckets_) {
+    b->pending = static_cast<int64_t>(b->params.size());
+    b->finished = false;
+  }
 }
 
 // [Straggler] The all-reduce evens out step times (fast ranks wait inside it), so a slow rank shows

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,17 @@ ReducerOptions reducer_options(const nlohmann::json& resolved_config);
 std::vector<std::vector<size_t>> plan_buckets(const std::vector<torch::Tensor>& params, double bucket_mb,
                                               double first_mb);
 
+// [Bucket timing] One bucket's all-reduce in one synchronising step, for timelines: ready = its last
+// gradient arrived, launched = its all-reduce was posted (after every earlier bucket's: [Launch
+// order]), finished = the first moment the reducer saw its Work complete (a poll from a later ready
+// hook or the wait in finalize(); MPI reports completion only when asked, so this is an upper bound).
+struct BucketTiming {
+  int64_t step = 0;  // synchronising steps finalized before this one, counted from construction
+  size_t bucket = 0;
+  int64_t bytes = 0;  // what went over the wire
+  std::chrono::steady_clock::time_point ready, launched, finished;
+};
+
 class Reducer {
  public:
   // Trainable parameters of `module` (requires_grad) take part; their .grad become aliases of the
@@ -66,6 +78,9 @@ class Reducer {
   void gather_arrivals();
   // Local: bucket layout, mean exposed ms per step, per-bucket means, last straggler result.
   nlohmann::json stats_json() const;
+
+  // Called for every bucket at the end of each finalize(), in bucket order (optional; see [Bucket timing]).
+  void set_observer(std::function<void(const BucketTiming&)> observer) { observer_ = std::move(observer); }
 
   // Per bucket, the parameters' names (tests, logs).
   std::vector<std::vector<std::string>> bucket_names() const;
@@ -107,6 +122,7 @@ class Reducer {
   int64_t arrival_steps_ = 0;  // steps counted in the arrival window (since gather_arrivals)
   int64_t ready_steps_ = 0;    // steps with a measured ready time, whole run
   nlohmann::json straggler_;
+  std::function<void(const BucketTiming&)> observer_;
 };
 
 }  // namespace rx::parallel

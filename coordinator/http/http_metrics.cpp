@@ -14,6 +14,7 @@ const char* route_name(RouteId r) {
     case RouteId::kJobMetrics: return "GET /v1/jobs/{id}/metrics";
     case RouteId::kJobLogs: return "GET /v1/jobs/{id}/logs";
     case RouteId::kJobResult: return "GET /v1/jobs/{id}/result";
+    case RouteId::kJobTrace: return "GET /v1/jobs/{id}/trace";
     case RouteId::kJobCancel: return "POST /v1/jobs/{id}/cancel";
     case RouteId::kJobReports: return "POST /v1/jobs/{id}/reports";
     case RouteId::kJobShard: return "GET /v1/jobs/{id}/shards/{rank}";

@@ -9,7 +9,7 @@
 namespace rx::coord {
 
 enum class RouteId : int {
-  kHealthz, kMetrics, kJobsList, kJobsSubmit, kJobGet, kJobMetrics, kJobLogs, kJobResult, kJobCancel,
+  kHealthz, kMetrics, kJobsList, kJobsSubmit, kJobGet, kJobMetrics, kJobLogs, kJobResult, kJobTrace, kJobCancel,
   kJobReports, kJobShard, kJobShardData, kUi, kNotFound, kMethodNotAllowed, kTooLarge, kCount
 };
 const char* route_name(RouteId r);

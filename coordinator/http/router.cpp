@@ -2,11 +2,13 @@
 
 #include <charconv>
 #include <chrono>
+#include <filesystem>
 #include <vector>
 
 #include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
+#include "common/util/file_util.h"
 #include "coordinator/http/json_guard.h"
 #include "coordinator/http/ui_assets.h"
 #include "coordinator/jobs/api_error.h"
@@ -114,6 +116,25 @@ Principal require_reader(const Request& req, ServiceState& st, const std::string
   return who;
 }
 
+// [Trace download] The merged Chrome trace the worker's rank 0 wrote (output.trace). The path is built
+// from the job's own folder and a fixed name (the id is a known job's, checked by require_reader), and
+// only a regular file is served: a symlink there is treated as no trace.
+Response trace_response(const Request& req, ServiceState& st, const std::string& id) {
+  namespace fs = std::filesystem;
+  const std::string path = st.jobs.job_dir(id) + "/run/trace.json";
+  std::error_code ec;
+  constexpr uintmax_t kMaxBytes = 512u << 20;  // the worker caps its events far below this
+  if (!fs::is_regular_file(fs::symlink_status(path, ec)) || fs::file_size(path, ec) > kMaxBytes || ec)
+    throw ApiError(404, "not_found",
+                   "job '" + id +
+                       "' has no trace (submit it with output.trace: true; rank 0 writes the trace "
+                       "when the training ends)",
+                   "id");
+  auto res = make(req, http::status::ok, read_file(path));
+  res.set(http::field::content_disposition, "attachment; filename=\"trace-" + id + ".json\"");
+  return res;
+}
+
 Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
   const Target t = split_target(std::string_view(req.target().data(), req.target().size()));
   const auto& p = t.parts;
@@ -194,6 +215,12 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     if (!get) return method_not_allowed(req, "GET");
     require_reader(req, st, id);
     return make(req, http::status::ok, st.jobs.result(id).dump());
+  }
+  if (p.size() == 4 && sub == "trace") {
+    rid = RouteId::kJobTrace;
+    if (!get) return method_not_allowed(req, "GET");
+    require_reader(req, st, id);
+    return trace_response(req, st, id);
   }
   if (p.size() == 4 && sub == "cancel") {
     rid = RouteId::kJobCancel;

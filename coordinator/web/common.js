@@ -35,6 +35,21 @@ const RX = (() => {
     return body;
   }
 
+  // A 2xx body as a Blob (a download), fetched with the token header like api(); same errors.
+  async function apiBlob(path) {
+    const t = token();
+    const res = await fetch(path, {headers: t ? {'Authorization': 'Bearer ' + t} : {}, cache: 'no-store',
+                                   credentials: 'omit', redirect: 'error'});
+    if (!res.ok) {
+      let e = {code: String(res.status), message: ''};
+      try { e = (await res.json()).error || e; } catch (x) { /* not JSON */ }
+      const err = new Error(`HTTP ${res.status} ${e.code}: ${e.message}`);
+      err.status = res.status;
+      throw err;
+    }
+    return res.blob();
+  }
+
   // Builds an element; children are nodes or strings (always text, never parsed as HTML).
   function el(tag, attrs, ...children) {
     const n = document.createElement(tag);
@@ -112,5 +127,5 @@ const RX = (() => {
     return () => { stopped = true; clearTimeout(timer); };
   }
 
-  return {api, el, num, pct, duration, mib, fraction, eta, totalImagesPerSec, isTerminal, initTokenBox, poll, token};
+  return {api, apiBlob, el, num, pct, duration, mib, fraction, eta, totalImagesPerSec, isTerminal, initTokenBox, poll, token};
 })();

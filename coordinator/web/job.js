@@ -1,9 +1,10 @@
 'use strict';
-// One job: summary, curves, per-rank bars, straggler/hang alerts, resolved config and log tail.
+// One job: summary, curves, per-rank bars, straggler/hang alerts, attempts (restarts), the trace
+// download, resolved config and log tail.
 // Polls every 2 s while the job is live; a finished job renders once from its stored run record
 // (GET .../result, kept on disk by the coordinator, so it survives a restart) and stops polling.
 (() => {
-  const {api, el, num, pct, duration, mib, eta, totalImagesPerSec, isTerminal} = RX;
+  const {api, apiBlob, el, num, pct, duration, mib, eta, totalImagesPerSec, isTerminal} = RX;
   const PHASES = ['data_wait', 'forward', 'backward', 'comm_exposed', 'optimizer'];
   const id = new URLSearchParams(location.search).get('id') || '';
   const page = {job: null, metrics: null, result: null, renders: 0};
@@ -47,10 +48,56 @@
 
   // Any hang report: a "hang" entry in the record or a report, or an error that says so.
   function hang(job, points, result) {
+    if (job.hang && typeof job.hang === 'object') return hangText(job.hang);
     if (result && result.hang) return JSON.stringify(result.hang);
     for (const p of points) if (p.type === 'hang' || p.hang) return JSON.stringify(p.hang || p);
     if (job.error && /hang|timed out|timeout/i.test(job.error)) return job.error;
     return null;
+  }
+
+  // A stored hang report (issue 14; fields as in coordinator/jobs/job_faults.cpp): the stuck collective,
+  // the ranks that never entered it or stopped answering, who noticed.
+  function hangText(h) {
+    const c = h.collective && typeof h.collective === 'object' ? h.collective : {};
+    const parts = [`collective #${c.seq == null ? '?' : c.seq}` + (c.kind ? ` (${c.kind})` : '')];
+    if (Array.isArray(h.missing) && h.missing.length) parts.push(`ranks ${h.missing.join(', ')} never entered it`);
+    const silent = (Array.isArray(h.ranks) ? h.ranks : []).filter(r => r && r.responding === false).map(r => r.rank);
+    if (silent.length) parts.push(`not responding: ranks ${silent.join(', ')}`);
+    if (h.detected_by != null) parts.push(`detected by rank ${h.detected_by}`);
+    if (typeof h.waited_s === 'number') parts.push(`after ${h.waited_s.toFixed(1)} s`);
+    // The worker's own sentence, when it sent one, says the most (host, pid, where each rank was).
+    return typeof h.message === 'string' && h.message ? h.message : parts.join('; ');
+  }
+
+  // One row per attempt (issue 14's restarts): when it ran, how it ended, what it resumed from.
+  function renderAttempts(job) {
+    const list = Array.isArray(job.attempts) ? job.attempts : [];
+    document.getElementById('attempts-section').hidden = list.length === 0;
+    const cell = v => el('td', {}, v == null || v === '' ? '-' : String(v));
+    document.getElementById('attempts-body').replaceChildren(...list.map(a => el('tr', {},
+        cell(a.attempt), cell(a.started_at), cell(a.ended_at), cell(a.exit_code), cell(a.resumed_from),
+        el('td', {class: a.cause && a.cause !== 'succeeded' ? 'error' : ''}, a.cause == null ? '-' : String(a.cause)))));
+  }
+
+  // [Trace download] Fetched with the token header (never in a URL) and saved from a blob URL.
+  async function downloadTrace(ev) {
+    if (ev) ev.preventDefault();
+    const msg = document.getElementById('trace-status');
+    try {
+      const blob = await apiBlob('/v1/jobs/' + encodeURIComponent(id) + '/trace');
+      const url = URL.createObjectURL(blob);
+      const a = el('a', {href: url, download: `trace-${id}.json`});
+      document.body.appendChild(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60000);
+      msg.textContent = `trace-${id}.json: ${blob.size} bytes`;
+      msg.classList.remove('error');
+      page.traceBytes = blob.size;
+    } catch (e) {
+      msg.textContent = e.message;
+      msg.classList.add('error');
+    }
   }
 
   function renderSummary(job, result) {
@@ -77,7 +124,11 @@
     const {job, result} = page;
     const points = (page.metrics && page.metrics.points) || [];
     renderSummary(job, result);
+    renderAttempts(job);
     document.getElementById('cancel').disabled = isTerminal(job.state);
+    // The run record's config says whether the job was traced (rank 0 merges the trace before it reports).
+    const traced = !!(result && result.config && result.config.output && result.config.output.trace === true);
+    document.getElementById('trace-box').hidden = !traced;
 
     RXCharts.setLines(charts.stepLoss, 'global step', [{label: 'train loss', points: stepPoints(points)}]);
     const steps = points.find(p => p.steps_per_epoch);
@@ -153,6 +204,7 @@
   document.title = 'ResNeXt job ' + id;
   RX.initTokenBox();
   document.getElementById('cancel').addEventListener('click', cancel);
+  document.getElementById('trace-link').addEventListener('click', downloadTrace);
   let stop = null;
   if (!/^[A-Za-z0-9_-]{1,100}$/.test(id)) {
     status.textContent = 'no valid job id in the address (job.html?id=...)';

@@ -5,7 +5,11 @@ against a real coordinator running real 2-rank jobs on Fashion-MNIST:
     the job, the state filter hides it, and its accuracy matches the API;
   - the job page's charts are non-empty and hold exactly the data of GET .../metrics and .../result;
   - a job submitted from the page (owned by the token's user) is cancelled from the page;
+  - the traced job's page offers its trace (output.trace), downloaded with the token header, byte for
+    byte GET .../trace, and lists its one attempt;
   - after a coordinator restart (now without tokens) the finished job renders from its stored record;
+  - a job that fails on every attempt (max_restarts 1, a worker fault injected at step 0) shows both
+    attempts with their causes;
   - no JavaScript exception, console error or error log entry on any page.
 Screenshots of each page go to --out (the build folder). Exit 77 (ctest SKIP) only if chromium is absent."""
 import argparse
@@ -83,6 +87,39 @@ def check_job_page(b, c, jid):
     return {"step_points": len(got), "epochs": len(ep[0]["data"]), "ranks": len(ranks)}
 
 
+def check_trace_link(b, c, jid):
+    """The trace link of a traced job: shown, and a click fetches exactly GET .../trace (a 2-rank trace)."""
+    status, _, body = c.request("GET", f"/v1/jobs/{jid}/trace")
+    assert status == 200, (status, body[:300])
+    trace = json.loads(body)
+    assert {e["pid"] for e in trace["traceEvents"]} == {0, 1}, "the merged trace is not of 2 ranks"
+    b.wait("the trace link", "!document.getElementById('trace-box').hidden", timeout=15)
+    b.click("#trace-link")
+    text = b.wait("the trace download", "(t => /bytes$/.test(t) && t)(document.getElementById('trace-status')"
+                  ".textContent)", timeout=30)
+    assert text == f"trace-{jid}.json: {len(body.encode())} bytes", (text, len(body.encode()))
+    rows = b.eval("[...document.querySelectorAll('#attempts-body tr')].map(r => [...r.children].map(td => "
+                  "td.textContent))")
+    assert not b.eval("document.getElementById('attempts-section').hidden") and len(rows) == 1, rows
+    assert rows[0][0] == "0" and rows[0][5] == "succeeded", rows
+    return len(trace["traceEvents"])
+
+
+def check_attempts(b, c, jid):
+    """A job that used its restart: one row per attempt, as the API lists them, failures highlighted."""
+    _, job = c.json("GET", f"/v1/jobs/{jid}")
+    assert len(job["attempts"]) == 2 and job["restarts"] == 1, job["attempts"]
+    b.wait("both attempts", "document.querySelectorAll('#attempts-body tr').length === 2 && "
+           "document.getElementById('state').textContent === 'failed'", timeout=30)
+    rows = b.eval("[...document.querySelectorAll('#attempts-body tr')].map(r => [...r.children].map(td => "
+                  "[td.textContent, td.className]))")
+    for row, a in zip(rows, job["attempts"]):
+        assert row[0][0] == str(a["attempt"]) and row[1][0] == a["started_at"] and row[2][0] == a["ended_at"], (row, a)
+        assert row[3][0] == str(a["exit_code"]) and row[5][0] == a["cause"] and row[5][1] == "error", (row, a)
+    _, _, logs = c.request("GET", f"/v1/jobs/{jid}/logs?tail=400")
+    assert logs.count("injected fault") >= 2, f"not the injected fault on both attempts:\n{logs[-2000:]}"
+
+
 def check_static(c):
     """The embedded files over plain HTTP: types, CSP, cache validators, and nothing else served."""
     types = {"/ui/": "text/html", "/ui/job.html": "text/html", "/ui/job.js": "text/javascript",
@@ -157,7 +194,7 @@ def main():
         b.open_tab()
         body = {"name": "dash-e2e", "ranks": 2, "config": "fashion_mnist_small",
                 "overrides": {"training.epochs": 2, "training.log_every_steps": 2, "data.max_train_samples": 1024,
-                              "data.max_test_samples": 256}}
+                              "data.max_test_samples": 256, "output.trace": True}}
         status, job = c.json("POST", "/v1/jobs", body, auth)
         assert status == 201, (status, job)
         jid = job["id"]
@@ -195,6 +232,7 @@ def main():
         b.click(f"tr[data-id=\"{jid}\"] a")
         b.wait("the job page", "location.pathname === '/ui/job.html'")
         seen = check_job_page(b, c, jid)
+        trace_events = check_trace_link(b, c, jid)
         b.screenshot(os.path.join(a.out, "job.png"))
 
         # Submit from the page, then cancel from the page.
@@ -219,14 +257,26 @@ def main():
 
         # Restart without tokens: the finished job renders from the record on disk.
         c.kill(signal.SIGTERM)
-        c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker])
+        # [Fault hook] of the worker (trainer.cpp): every job this coordinator starts fails at step 0.
+        c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker],
+                        env=dict(os.environ, RX_FAULT_RANK="0", RX_FAULT_STEP="0"))
+        status, failing = c.json("POST", "/v1/jobs", {"name": "dash-restarts", "ranks": 1,
+                                                      "config": "fashion_mnist_small", "max_restarts": 1,
+                                                      "overrides": {"training.epochs": 1,
+                                                                    "data.max_train_samples": 256,
+                                                                    "data.max_test_samples": 64}})
+        assert status == 201, (status, failing)
         b.navigate(f"{c.url}/ui/job.html?id={jid}")
         after = check_job_page(b, c, jid)
         assert after == seen, (after, seen)
         b.screenshot(os.path.join(a.out, "job_after_restart.png"))
+        c.wait_state(failing["id"], TERMINAL, timeout=120)
+        b.navigate(f"{c.url}/ui/job.html?id={failing['id']}")
+        check_attempts(b, c, failing["id"])
+        b.screenshot(os.path.join(a.out, "job_attempts.png"))
 
         assert not b.problems, "browser reported errors:\n" + "\n".join(f"  {k}: {v}" for k, v in b.problems)
-        print(f"test_dashboard: ok: {seen}, screenshots in {a.out}")
+        print(f"test_dashboard: ok: {seen}, trace of {trace_events} events, screenshots in {a.out}")
         ok = True
         return 0
     finally:

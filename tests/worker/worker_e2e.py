@@ -187,9 +187,59 @@ def describe(tmp):
               f"describe {args}: rc={p.returncode}", p.stdout)
 
 
+def trace(tmp):
+    # output.trace on 2 ranks, two micro-batches per step: the merged trace.json holds, per rank, every
+    # step's phases without overlap and every bucket's all-reduce in ready <= launched <= finished order.
+    rc, log, secs = run_worker(2, tmp, ["data.max_train_samples=512", "data.max_test_samples=128",
+                                        "training.epochs=1", "training.batch_size=32",
+                                        "training.accumulate_steps=2", "output.trace=true"], 300)
+    check(rc == 0, f"worker exited {rc}", log)
+    r = record(tmp)
+    steps, buckets = r["dataset"]["steps_per_epoch"], r["reducer"]["buckets"]["count"]
+    check(steps >= 2 and buckets >= 2, f"too small to check: {steps} steps, {buckets} buckets")
+    with open(os.path.join(tmp, "trace.json")) as f:
+        t = json.load(f)
+    other = t["otherData"]
+    check(other["missing_ranks"] == [] and other["world_size"] == 2 and not other["capped_ranks_dropped_events"],
+          f"otherData {other}")
+    ev = t["traceEvents"]
+    names = {e["pid"]: e["args"]["name"] for e in ev if e["ph"] == "M" and e["name"] == "process_name"}
+    check(sorted(names) == [0, 1] and all(names[p].startswith(f"rank {p} (") for p in names), f"processes {names}")
+    check({e["pid"] for e in ev} == {0, 1}, "events of a pid other than the ranks")
+    want = ["data_wait", "forward", "backward"] * 2 + ["comm_exposed", "optimizer"]
+    for rank in (0, 1):
+        phases = sorted((e for e in ev if e["pid"] == rank and e.get("cat") == "phase"), key=lambda e: e["ts"])
+        by_step = {}
+        for e in phases:
+            check(e["ph"] == "X" and e["dur"] >= 0 and e["tid"] == 0, f"bad phase event {e}")
+            by_step.setdefault(e["args"]["step"], []).append(e["name"])
+        check(sorted(by_step) == list(range(steps)), f"rank {rank}: steps {sorted(by_step)}, want {steps}")
+        for s, got in by_step.items():
+            check(got == want, f"rank {rank} step {s}: phases {got}")
+        for a, b in zip(phases, phases[1:]):
+            check(a["ts"] + a["dur"] <= b["ts"] + 0.002, f"rank {rank}: {a} overlaps {b}")
+        begins = [e for e in ev if e["pid"] == rank and e.get("cat") == "allreduce" and e["ph"] == "b"]
+        ends = {e["id"]: e for e in ev if e["pid"] == rank and e.get("cat") == "allreduce" and e["ph"] == "e"}
+        per_step = {}
+        for e in begins:
+            a = e["args"]
+            check(a["ready_us"] <= a["launched_us"] <= a["finished_us"], f"rank {rank}: order broken {a}")
+            check(e["ts"] == a["ready_us"] and ends[e["id"]]["ts"] == a["finished_us"], f"slice bounds {e}")
+            check(a["bytes"] > 0, f"empty bucket {a}")
+            per_step.setdefault(a["step"], []).append(a["bucket"])
+        check(sorted(per_step) == list(range(steps)), f"rank {rank}: all-reduce steps {sorted(per_step)}")
+        for s, bs in per_step.items():
+            check(sorted(bs) == list(range(buckets)), f"rank {rank} step {s}: buckets {bs}, record says {buckets}")
+            # the step's buckets are reduced between its last backward and its optimizer phase ends
+            step_ph = [e for e in phases if e["args"]["step"] == s]
+            last = max(x["finished_us"] for x in (e["args"] for e in begins if e["args"]["step"] == s))
+            check(step_ph[0]["ts"] <= last <= step_ph[-1]["ts"], f"rank {rank} step {s}: all-reduce outside its step")
+    print(f"trace: {len(ev)} events, {steps} steps x {buckets} buckets x 2 ranks, run {secs:.1f}s")
+
+
 SCENARIOS = {name: globals()[name] for name in (
     "replicas", "determinism", "learns", "single", "fault", "bad_config", "resume", "resume_corrupt",
-    "resume_other_world", "describe", "mixed_precision")}
+    "resume_other_world", "describe", "mixed_precision", "trace")}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS, __doc__))
