@@ -502,6 +502,11 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot, bool resu
   const int64_t now = now_ms();
   if (u.started_ms == 0) u.started_ms = now;  // started_at stays the first launch; attempts have each
   json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}};
+  {  // where this attempt's lines start in worker.log: [Failure reason]
+    std::error_code ec;
+    const auto size = fs::file_size(dir + "/worker.log", ec);
+    attempt["log_offset"] = ec ? int64_t{0} : static_cast<int64_t>(size);
+  }
   if (resume) {
     u.error.clear();  // "restarting after: ..." is history now; the cause stays in the attempt
     const std::string ck = newest_checkpoint(u.id);
@@ -589,6 +594,7 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
     u.state = JobState::kSucceeded;
   } else {
     std::string cause = ex.reason.empty() ? "worker failed" : ex.reason;
+    if (const std::string err = first_worker_error(u); !err.empty()) cause += "; " + err;
     if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
     if (!end_attempt_locked(u, cause, true)) {
       u.state = JobState::kFailed;

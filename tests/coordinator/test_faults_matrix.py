@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""Issue 14's fault matrix, the cases test_faults_e2e.py does not cover, with the REAL coordinator, real
+mpirun and (where training matters) the real resnext_worker on 2 ranks over loopback. One CTest test each:
+  coordinator_kills    kill -9 the coordinator three times while a job runs, restarting it on the same state
+                       folder and port each time: the job completes and is recorded as succeeded with the
+                       accuracy of its run/result.json.
+  idempotent_submits   200 concurrent submissions, each with its own Idempotency-Key, clients retrying until
+                       acknowledged; the coordinator is killed (-9) and restarted once ~50 are acknowledged.
+                       Afterwards every acknowledged job is there and each key maps to exactly one job. The
+                       jobs run the stand-in fake_worker.sh (they must not train); all are cancelled at the end.
+  corrupt_checkpoint   the newest checkpoint is corrupted while the job is stopped, then its ranks are killed:
+                       the restart resumes from the previous verified checkpoint (attempt record and worker log).
+  corrupt_data         a truncated train-images file: the job fails with an error naming the file; the
+                       coordinator stays up and serves requests.
+  cancel_states        cancel in queued, running, running with a SIGSTOPped rank, and restarting: every process
+                       of the job (mpirun and each rank) is gone within 10 s. (launching: test_faults.cpp,
+                       CancelWhileLaunchingEndsTheRealProcesses, where the launch can be held deterministically.)"""
+import argparse
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from coordlib import Coordinator, session_members, wait_for  # noqa: E402
+from rxtest import process_alive as alive  # noqa: E402  tests/python, on PYTHONPATH (CTest)
+from rxtest import read_text as read  # noqa: E402
+
+TERMINAL = ["succeeded", "failed", "cancelled"]
+HERE = os.path.dirname(os.path.abspath(__file__))
+FAKE = os.path.join(HERE, "fake_worker.sh")
+SMALL = {"training.epochs": 1, "data.max_train_samples": 2048, "data.max_test_samples": 256}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def submit(c, overrides, **extra):
+    body = {"name": "matrix", "ranks": 2, "config": "fashion_mnist_small", "overrides": overrides}
+    body.update(extra)
+    status, j = c.json("POST", "/v1/jobs", body)
+    assert status == 201, (status, j)
+    return j["id"]
+
+
+def heartbeat(state, jid, rank):
+    try:
+        return json.loads(read(os.path.join(state, "jobs", jid, "run", "heartbeat", f"rank-{rank}.json")))
+    except (OSError, ValueError):
+        return None
+
+
+def gone_within(pgid, pids, seconds, what):
+    """Waits until no process of session `pgid` and none of `pids` lives; returns the seconds it took."""
+    t0 = time.monotonic()
+    wait_for(what, lambda: not session_members(pgid) and not any(alive(p) for p in pids), timeout=seconds,
+             interval=0.05)
+    return time.monotonic() - t0
+
+
+def coordinator_kills(a, state):
+    port = free_port()
+    args = ["--slots", "2", "--worker", a.worker]
+    c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
+    jid = submit(c, dict(SMALL, **{"training.log_every_steps": 2}))
+    c.wait_state(jid, ["running"] + TERMINAL, timeout=60)
+    t0 = time.monotonic()
+    for k in range(3):
+        # Each kill lands while the job trains: its rank 0 heartbeat advanced since the previous restart.
+        step0 = (heartbeat(state, jid, 0) or {}).get("step", -1)
+        wait_for("the job to make progress", lambda: (heartbeat(state, jid, 0) or {}).get("step", -1) > step0,
+                 timeout=300, interval=0.05)
+        assert c.job(jid)["state"] == "running", c.job(jid)
+        c.kill(signal.SIGKILL)
+        c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
+        j = c.job(jid)
+        assert j["state"] in ["running"] + TERMINAL, j
+        print(f"test_faults_matrix coordinator_kills: kill {k + 1} at rank-0 step {step0 + 1}+, "
+              f"restarted coordinator says {j['state']}")
+    try:
+        j = c.wait_state(jid, TERMINAL, timeout=600)
+        assert j["state"] == "succeeded", j
+        rec = json.loads(read(os.path.join(state, "jobs", jid, "run", "result.json")))
+        assert j["test_accuracy"] == rec["final_test_accuracy"], (j["test_accuracy"], rec["final_test_accuracy"])
+        status, res = c.json("GET", f"/v1/jobs/{jid}/result")
+        assert status == 200 and res["config_sha256"] == rec["config_sha256"], status
+        print(f"test_faults_matrix coordinator_kills: ok, 3 kills, job succeeded {time.monotonic() - t0:.1f} s "
+              f"after the first, test_accuracy {j['test_accuracy']:.4f}")
+    finally:
+        c.kill(signal.SIGTERM)
+
+
+def idempotent_submits(a, state, n=200):
+    port = free_port()
+    args = ["--slots", "2", "--worker", FAKE, "--max-queued-per-owner", "1000", "--threads", "4"]
+    c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/v1/jobs"
+    acked, tries, lock = {}, [0], threading.Lock()
+    deadline = time.monotonic() + 120
+
+    def client(i):
+        key = f"matrix-{i:03d}"
+        # training.epochs 3: the stand-in worker runs until cancelled (only the first job gets slots).
+        body = json.dumps({"name": key, "ranks": 2, "config": "fashion_mnist_small",
+                           "overrides": {"training.epochs": 3}}).encode()
+        while time.monotonic() < deadline:
+            with lock:
+                tries[0] += 1
+            req = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json", "Idempotency-Key": key})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    if r.status in (200, 201):
+                        with lock:
+                            acked[key] = json.loads(r.read())["id"]
+                        return
+            except urllib.error.HTTPError as e:
+                if e.code < 500:
+                    raise AssertionError(f"{key}: HTTP {e.code}: {e.read()[:300]!r}")
+            except (OSError, ValueError):
+                pass  # refused / reset while the coordinator is down: retry
+            time.sleep(0.05)  # a client's retry pause, not a synchronisation
+        raise AssertionError(f"{key}: not acknowledged within the deadline")
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=50) as pool:
+        futures = [pool.submit(client, i) for i in range(n)]
+        wait_for("50 acknowledged submissions", lambda: len(acked) >= 50, timeout=60, interval=0.01)
+        c.kill(signal.SIGKILL)
+        killed_at = len(acked)
+        c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
+        for f in futures:
+            f.result(timeout=150)
+    try:
+        status, lst = c.json("GET", "/v1/jobs?limit=1000")
+        assert status == 200, (status, lst)
+        by_name = {}
+        for j in lst["jobs"]:
+            by_name.setdefault(j["name"], []).append(j["id"])
+        dups = {k: v for k, v in by_name.items() if len(v) != 1}
+        assert not dups, f"keys with more than one job: {dups}"
+        lost = {k: v for k, v in acked.items() if by_name.get(k) != [v]}
+        assert not lost, f"acknowledged jobs missing or answered with another id: {lost}"
+        assert len(acked) == n and lst["total"] == n, (len(acked), lst["total"])
+        print(f"test_faults_matrix idempotent_submits: {n} keys, coordinator killed after {killed_at} acks; "
+              f"{tries[0]} requests in all; {n} jobs, none lost, none duplicated")
+        running = [j for j in lst["jobs"] if j["state"] == "running"]
+        pgids = [c.db_row(j["id"])[1] for j in running]
+        for j in lst["jobs"]:
+            st, _ = c.json("POST", f"/v1/jobs/{j['id']}/cancel", {})
+            assert st in (200, 202), (j["id"], st)
+        for j in lst["jobs"]:
+            c.wait_state(j["id"], "cancelled", timeout=30)
+        for pg in pgids:
+            gone_within(pg, [], 10, f"the running stand-in job (pgid {pg}) to end")
+    finally:
+        c.kill(signal.SIGTERM)
+
+
+def checkpoints(run):
+    try:
+        return sorted(int(f[5:-5]) for f in os.listdir(os.path.join(run, "checkpoints"))
+                      if f.startswith("ckpt-") and f.endswith(".json"))
+    except OSError:
+        return []
+
+
+def corrupt_checkpoint(a, state):
+    c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker])
+    try:
+        jid = submit(c, dict(SMALL, **{"checkpoint.every_steps": 2,
+                                       "checkpoint.every_epochs": 0, "checkpoint.keep": 3}), max_restarts=1)
+        c.wait_state(jid, ["running"] + TERMINAL, timeout=60)
+        pgid = c.db_row(jid)[1]
+        run = os.path.join(state, "jobs", jid, "run")
+        wait_for("two checkpoints", lambda: len(checkpoints(run)) >= 2, timeout=300, interval=0.05)
+        ranks = [heartbeat(state, jid, r)["pid"] for r in (0, 1)]
+        for p in ranks:  # frozen: rank 0 (the writer) cannot replace the checkpoint we corrupt
+            os.kill(p, signal.SIGSTOP)
+        steps = checkpoints(run)
+        newest, previous = steps[-1], steps[-2]
+        pt = os.path.join(run, "checkpoints", f"ckpt-{newest}.pt")
+        with open(pt, "r+b") as f:  # same size, different bytes: only the checksum can tell
+            f.seek(os.path.getsize(pt) // 2)
+            f.write(b"\xde\xad\xbe\xef" * 16)
+        for p in ranks:
+            os.kill(p, signal.SIGKILL)
+        wait_for("a new attempt", lambda: len(c.job(jid)["attempts"]) == 2, timeout=60, interval=0.05)
+        assert not session_members(pgid), "processes of the killed attempt left behind"
+        j = c.wait_state(jid, TERMINAL, timeout=600)
+        assert j["state"] == "succeeded", j
+        got = j["attempts"][1]["resumed_from"]
+        assert got == f"checkpoints/ckpt-{previous}.pt", (got, newest, previous)
+        log = read(os.path.join(state, "jobs", jid, "worker.log"))
+        assert f"checkpoint at step {newest} is not usable" in log, log[-3000:]
+        assert f"resuming from checkpoint {run}/checkpoints/ckpt-{previous}.json" in log, log[-3000:]
+        print(f"test_faults_matrix corrupt_checkpoint: ckpt-{newest}.pt corrupted; attempt 1 resumed_from {got}, "
+              f"worker skipped step {newest}; succeeded")
+    finally:
+        c.kill(signal.SIGTERM)
+
+
+def corrupt_data(a, state):
+    data = os.path.join(state, "data")
+    shutil.copytree("/usr/share/datasets/fashion-mnist", data)
+    bad = os.path.join(data, "train-images-idx3-ubyte.gz")
+    with open(bad, "r+b") as f:
+        f.truncate(os.path.getsize(bad) // 2)
+    c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker, "--data-root", data,
+                                           "--data-root", "/usr/share/datasets"])
+    try:
+        jid = submit(c, dict(SMALL, **{"data.path": data}))
+        t0 = time.monotonic()
+        j = c.wait_state(jid, TERMINAL, timeout=120)
+        assert j["state"] == "failed", j
+        assert bad in (j["error"] or ""), j["error"]
+        assert bad in j["attempts"][0]["cause"], j["attempts"]
+        assert c.proc.poll() is None, "the coordinator exited"
+        for path in ["/healthz", "/v1/jobs", f"/v1/jobs/{jid}"]:
+            st, _, _ = c.request("GET", path)
+            assert st == 200, (path, st)
+        st, j2 = c.json("POST", "/v1/jobs", {"ranks": 1, "config": "fashion_mnist_small",
+                                             "overrides": {"training.epochs": 1}})
+        assert st == 201, (st, j2)
+        c.json("POST", f"/v1/jobs/{j2['id']}/cancel", {})
+        c.wait_state(j2["id"], TERMINAL, timeout=30)
+        print(f"test_faults_matrix corrupt_data: failed {time.monotonic() - t0:.1f} s after submission: "
+              f"{j['error']}; coordinator still serves")
+    finally:
+        c.kill(signal.SIGTERM)
+
+
+def cancel(c, jid):
+    st, j = c.json("POST", f"/v1/jobs/{jid}/cancel", {})
+    assert st in (200, 202), (st, j)
+    return time.monotonic()
+
+
+def cancel_states(a, state):
+    c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker])
+    figures = []
+    try:
+        # running (real worker), with a queued job behind it.
+        run_id = submit(c, dict(SMALL, **{"data.max_train_samples": 8192, "training.epochs": 2}))
+        queued_id = submit(c, SMALL)
+        c.wait_state(run_id, "running", timeout=60)
+        assert c.job(queued_id)["state"] == "queued", c.job(queued_id)
+        t0 = cancel(c, queued_id)
+        assert c.wait_state(queued_id, "cancelled", timeout=10)
+        figures.append(f"queued {time.monotonic() - t0:.2f} s")
+        assert not os.path.exists(os.path.join(state, "jobs", queued_id, "launch.pid")), "a queued job was launched"
+        wait_for("both ranks' heartbeats", lambda: all(heartbeat(state, run_id, r) for r in (0, 1)), timeout=300)
+        pgid = c.db_row(run_id)[1]
+        pids = [heartbeat(state, run_id, r)["pid"] for r in (0, 1)]
+        t0 = cancel(c, run_id)
+        s = gone_within(pgid, pids, 10, "every process of the running job")
+        c.wait_state(run_id, "cancelled", timeout=10)
+        figures.append(f"running {s:.2f} s")
+
+        # running with rank 1 stopped (SIGSTOP): a SIGTERM stays pending on it.
+        stop_id = submit(c, dict(SMALL, **{"data.max_train_samples": 8192, "training.epochs": 2}))
+        c.wait_state(stop_id, "running", timeout=60)
+        wait_for("rank 1 at step 2", lambda: (heartbeat(state, stop_id, 1) or {}).get("step", -1) >= 2, timeout=300)
+        pgid = c.db_row(stop_id)[1]
+        pids = [heartbeat(state, stop_id, r)["pid"] for r in (0, 1)]
+        os.kill(pids[1], signal.SIGSTOP)
+        t0 = cancel(c, stop_id)
+        s = gone_within(pgid, pids, 10, "every process of the job with a stopped rank")
+        c.wait_state(stop_id, "cancelled", timeout=10)
+        figures.append(f"running with a SIGSTOPped rank {s:.2f} s")
+    finally:
+        c.kill(signal.SIGTERM)
+    # restarting: the stand-in worker fails at once (training.epochs 2: exit 3), so the job waits out its
+    # restart backoff (2 s) with no process; cancelling it there ends it at once.
+    state2 = os.path.join(state, "restarting")
+    os.makedirs(state2)
+    fake = Coordinator(a.coordinator, state2, ["--slots", "2", "--worker", FAKE])
+    try:
+        rid = submit(fake, {"training.epochs": 2}, max_restarts=3)
+        fake.wait_state(rid, "restarting", timeout=30)
+        pgid = fake.db_row(rid)[1]
+        t0 = cancel(fake, rid)
+        j = fake.wait_state(rid, TERMINAL, timeout=10)
+        assert j["state"] == "cancelled", j
+        figures.append(f"restarting {time.monotonic() - t0:.2f} s")
+        assert pgid == 0, "a restarting job holds no process"
+        log = read(os.path.join(state2, "jobs", rid, "worker.log"))
+        for line in log.splitlines():
+            if line.startswith("fake worker rank"):
+                pid = int(line.split()[5])
+                assert not alive(pid), f"stand-in rank pid {pid} still alive"
+    finally:
+        fake.kill(signal.SIGTERM)
+    print("test_faults_matrix cancel_states: cancel -> every process gone: " + "; ".join(figures))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=["coordinator_kills", "idempotent_submits", "corrupt_checkpoint",
+                                         "corrupt_data", "cancel_states"])
+    ap.add_argument("--coordinator", required=True)
+    ap.add_argument("--worker", required=True)
+    a = ap.parse_args()
+    if not os.access(a.worker, os.X_OK):
+        print(f"test_faults_matrix: worker {a.worker} is not built", file=sys.stderr)
+        return 1
+    state = tempfile.mkdtemp(prefix=f"rx_matrix_{a.scenario}_")
+    ok = False
+    t0 = time.monotonic()
+    try:
+        globals()[a.scenario](a, state)
+        ok = True
+        print(f"test_faults_matrix {a.scenario}: {time.monotonic() - t0:.1f} s wall")
+        return 0
+    finally:
+        if ok:
+            shutil.rmtree(state, ignore_errors=True)
+        else:
+            print(f"test_faults_matrix: state kept in {state}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
