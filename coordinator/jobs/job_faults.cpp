@@ -147,6 +147,33 @@ bool JobService::end_attempt_locked(Job& u, const std::string& cause, bool may_r
   return true;
 }
 
+bool JobService::fit_restart_locked(Job& j) {
+  const int want = requested_ranks(j);
+  const int min_ranks = j.min_ranks > 0 ? std::min(j.min_ranks, want) : want;
+  // A restarting job holds its slots (world_size of its last attempt); they count as free for it.
+  const int free = opts_.slots - (busy_slots_locked() - j.world_size);
+  const int n = std::min(want, free);
+  if (n >= min_ranks) {
+    if (n != j.world_size) {
+      spdlog::warn("job {}: relaunching on {} ranks (asked for {}, min_ranks {}; {} slots free)", j.id, n,
+                   want, min_ranks, free);
+      Job u = j;
+      u.world_size = n;
+      commit(j, u);
+    }
+    return true;
+  }
+  if (min_ranks <= opts_.slots) return false;  // slots may free up (another job ends): retried next tick
+  Job u = j;
+  u.state = JobState::kFailed;
+  u.finished_ms = now_ms();
+  u.error = "cannot restart: needs at least " + std::to_string(min_ranks) + " ranks (min_ranks) and the " +
+            "coordinator has " + std::to_string(opts_.slots) + " slots";
+  spdlog::error("job {}: {}", j.id, u.error);
+  commit(j, u);
+  return false;
+}
+
 std::string JobService::newest_checkpoint(const std::string& id) const {
   // [Verified resume point] The worker's CheckpointStore writes <output.dir>/checkpoints/ckpt-<step>.pt
   // and then ckpt-<step>.json holding the .pt's SHA-256; on --resume it loads the newest pair that

@@ -180,7 +180,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   if (!body.is_object()) throw ApiError(400, "invalid_body", "body must be a JSON object");
   for (auto it = body.begin(); it != body.end(); ++it)
     if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides" &&
-        it.key() != "max_restarts")
+        it.key() != "max_restarts" && it.key() != "min_ranks")
       throw ApiError(400, "unknown_field", "unknown field '" + it.key() + "'", it.key());
   if (idem_key.size() > 200) throw ApiError(400, "invalid_header", "Idempotency-Key too long", "Idempotency-Key");
   const std::string request_hash = sha256_hex(body.dump());
@@ -223,6 +223,14 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
                      "max_restarts");
     max_restarts = m.get<int>();
   }
+  int min_ranks = static_cast<int>(ranks);
+  if (body.contains("min_ranks")) {
+    const json& m = body.at("min_ranks");
+    if (!m.is_number_integer() || m.get<int64_t>() < 1 || m.get<int64_t>() > ranks)
+      throw ApiError(400, "invalid_field", "must be an integer in [1, ranks] (" + std::to_string(ranks) + ")",
+                     "min_ranks");
+    min_ranks = m.get<int>();
+  }
   std::string name;
   if (body.contains("name")) {
     if (!body.at("name").is_string()) throw ApiError(400, "invalid_field", "must be a string", "name");
@@ -254,6 +262,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   job.idempotency_key = idem_key;
   job.request_hash = request_hash;
   job.max_restarts = max_restarts;
+  job.min_ranks = min_ranks;
   job.created_ms = now_ms();
 
   std::unique_lock lock(mu_);
@@ -501,7 +510,7 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot, bool resu
   u.state = JobState::kLaunching;
   const int64_t now = now_ms();
   if (u.started_ms == 0) u.started_ms = now;  // started_at stays the first launch; attempts have each
-  json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}};
+  json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}, {"world_size", u.world_size}};
   {  // where this attempt's lines start in worker.log: [Failure reason]
     std::error_code ec;
     const auto size = fs::file_size(dir + "/worker.log", ec);
@@ -661,7 +670,9 @@ void JobService::tick() {
     for (const auto& [seq, id] : order_) {
       Job& j = jobs_.at(id);
       if (j.state != JobState::kRestarting || j.restart_due_ms > now) continue;
-      spdlog::info("job {}: restart {} of {} (--resume)", id, j.attempts.size(), j.max_restarts);
+      if (!fit_restart_locked(j)) continue;
+      spdlog::info("job {}: restart {} of {} (--resume) on {} ranks", id, j.attempts.size(), j.max_restarts,
+                   j.world_size);
       if (auto spec = prepare_launch_locked(j, true)) pending.push_back(std::move(*spec));
     }
     auto queued = schedule_locked();

@@ -304,10 +304,58 @@ def cancel_states(a, state):
     print("test_faults_matrix cancel_states: cancel -> every process gone: " + "; ".join(figures))
 
 
+def fewer_ranks(a, state):
+    """min_ranks: a 2-rank job (min_ranks 1, max_restarts 1) loses a rank while the coordinator is down, and
+    the coordinator comes back with one slot (capacity lost): the relaunch runs on 1 rank, resuming the
+    2-rank checkpoint (the worker's global shard plan resumes across world sizes), and succeeds."""
+    c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker])
+    overrides = dict(SMALL, **{"checkpoint.every_steps": 2, "checkpoint.every_epochs": 0,
+                               "data.max_train_samples": 512, "data.max_test_samples": 128})
+    for bad in [0, 3, "1"]:
+        st, err = c.json("POST", "/v1/jobs", {"ranks": 2, "config": "fashion_mnist_small", "min_ranks": bad})
+        assert st == 400 and err["error"]["field"] == "min_ranks", (bad, st, err)
+    jid = submit(c, overrides, max_restarts=1, min_ranks=1)
+    assert c.job(jid)["min_ranks"] == 1, c.job(jid)
+    c.wait_state(jid, ["running"] + TERMINAL, timeout=60)
+    pgid = c.db_row(jid)[1]
+    run = os.path.join(state, "jobs", jid, "run")
+
+    def past_a_checkpoint():
+        s = heartbeat(state, jid, 1)
+        ck = checkpoints(run)
+        return s if s and ck and s.get("step", -1) > ck[-1] and s.get("phase") != "checkpoint" else None
+    t_start = time.monotonic()
+    rank1 = wait_for("rank 1 past a checkpoint", past_a_checkpoint, timeout=300, interval=0.05)
+    print(f"fewer_ranks: rank 1 at step {rank1['step']} after {time.monotonic() - t_start:.1f} s")
+    c.kill(signal.SIGKILL)
+    os.kill(rank1["pid"], signal.SIGKILL)
+    wait_for("the job's processes to end", lambda: not session_members(pgid), timeout=30, interval=0.05)
+    t0 = time.monotonic()
+    c = Coordinator(a.coordinator, state, ["--slots", "1", "--worker", a.worker])
+    try:
+        wait_for("a new attempt", lambda: len(c.job(jid)["attempts"]) == 2, timeout=60, interval=0.05)
+        relaunch_s = time.monotonic() - t0
+        j = c.wait_state(jid, TERMINAL, timeout=600)
+        print(f"fewer_ranks: the 1-rank attempt took {time.monotonic() - t0 - relaunch_s:.1f} s")
+        assert j["state"] == "succeeded", j
+        att = j["attempts"]
+        assert [x["world_size"] for x in att] == [2, 1] and j["world_size"] == 1, att
+        assert att[1]["resumed_from"].startswith("checkpoints/ckpt-"), att
+        log = read(os.path.join(state, "jobs", jid, "worker.log"))
+        assert "resuming from checkpoint" in log and "world 1 " in log, log[-3000:]
+        _, res = c.json("GET", f"/v1/jobs/{jid}/result")
+        assert res["world_size"] == 1, res.get("world_size")
+        print(f"test_faults_matrix fewer_ranks: relaunched on 1 of 2 ranks {relaunch_s:.1f} s after the "
+              f"coordinator came back with 1 slot, from {att[1]['resumed_from']}; succeeded, test_accuracy "
+              f"{j['test_accuracy']:.4f}")
+    finally:
+        c.kill(signal.SIGTERM)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=["coordinator_kills", "idempotent_submits", "corrupt_checkpoint",
-                                         "corrupt_data", "cancel_states"])
+                                         "corrupt_data", "cancel_states", "fewer_ranks"])
     ap.add_argument("--coordinator", required=True)
     ap.add_argument("--worker", required=True)
     a = ap.parse_args()
