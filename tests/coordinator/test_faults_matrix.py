@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -314,7 +315,12 @@ def fewer_ranks(a, state):
     for bad in [0, 3, "1"]:
         st, err = c.json("POST", "/v1/jobs", {"ranks": 2, "config": "fashion_mnist_small", "min_ranks": bad})
         assert st == 400 and err["error"]["field"] == "min_ranks", (bad, st, err)
-    jid = submit(c, overrides, max_restarts=1, min_ranks=1)
+    # Submitted with the CLI, so its --min-ranks flag is exercised too.
+    cli = [a.coordinator, "submit", "fashion_mnist_small", "--ranks", "2", "--min-ranks", "1", "--max-restarts",
+           "1", "--json", "--url", c.url] + [x for k, v in overrides.items() for x in ("--set", f"{k}={v}")]
+    out = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    jid = json.loads(out.stdout)["id"]
     assert c.job(jid)["min_ranks"] == 1, c.job(jid)
     c.wait_state(jid, ["running"] + TERMINAL, timeout=60)
     pgid = c.db_row(jid)[1]
