@@ -358,10 +358,62 @@ def fewer_ranks(a, state):
         c.kill(signal.SIGTERM)
 
 
+def job_processes(jid):
+    """pids of live processes whose command line names job `jid` (mpirun, orted and every rank carry it)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != os.getpid():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if jid.encode() in args and alive(int(d)):
+                out.append(int(d))
+    return out
+
+
+def slurm_cancel(a, state):
+    """Under the real single-node Slurm of tests/slurm/slurm_cluster.py: cancelling a running job with a
+    SIGSTOPped rank (stand-in worker under mpirun inside the batch job) -> scancel -> no process of the job
+    within 10 s."""
+    sys.path.insert(0, os.path.join(os.environ["RX_SOURCE_DIR"], "tests", "slurm"))
+    from slurm_cluster import SlurmCluster  # noqa: E402
+    src = os.environ["RX_SOURCE_DIR"]
+    with SlurmCluster() as cl:
+        env = dict(cl.env, RX_LAUNCHER="mpirun", RX_MPIRUN_ARGS="--allow-run-as-root --oversubscribe --bind-to none",
+                   OMPI_MCA_rmaps_base_oversubscribe="1", RX_RESUME="0")
+        c = Coordinator(a.coordinator, state, ["--launcher", "slurm", "--worker", FAKE, "--slots", "8",
+                                               "--configs-dir", os.path.join(src, "configs")], env=env)
+        try:
+            jid = submit(c, {"training.epochs": 3})
+            wait_for("the job's progress report",
+                     lambda: c.job(jid)["state"] == "running" and c.job(jid)["progress"]["step"] == 5, timeout=120)
+            log = os.path.join(state, "jobs", jid, "worker.log")
+
+            def rank_pids():
+                pids = {int(l.split()[3]): int(l.split()[5]) for l in read(log).splitlines()
+                        if l.startswith("fake worker rank")}
+                return pids if len(pids) == 2 else None
+            pids = wait_for("both stand-in ranks' pids in worker.log", rank_pids, timeout=60)
+            assert job_processes(jid), "no process names the job: cannot check that they end"
+            os.kill(pids[1], signal.SIGSTOP)
+            t0 = cancel(c, jid)
+            wait_for("every process of the Slurm job to end", lambda: not job_processes(jid) and
+                     not any(alive(p) for p in pids.values()), timeout=10, interval=0.05)
+            s = time.monotonic() - t0
+            j = c.wait_state(jid, TERMINAL, timeout=60)
+            assert j["state"] == "cancelled", j
+            print(f"test_faults_matrix slurm_cancel: cancel with rank 1 stopped -> every process gone {s:.2f} s "
+                  f"(Slurm job {j['slurm_job_id']})")
+        finally:
+            c.kill(signal.SIGTERM)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=["coordinator_kills", "idempotent_submits", "corrupt_checkpoint",
-                                         "corrupt_data", "cancel_states", "fewer_ranks"])
+                                         "corrupt_data", "cancel_states", "fewer_ranks", "slurm_cancel"])
     ap.add_argument("--coordinator", required=True)
     ap.add_argument("--worker", required=True)
     a = ap.parse_args()
