@@ -74,7 +74,7 @@ def coordinator_kills(a, state):
     port = free_port()
     args = ["--slots", "2", "--worker", a.worker]
     c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
-    jid = submit(c, dict(SMALL, **{"training.log_every_steps": 2}))
+    jid = submit(c, dict(SMALL, **{"training.log_every_steps": 2, "data.max_train_samples": 1024}))
     c.wait_state(jid, ["running"] + TERMINAL, timeout=60)
     t0 = time.monotonic()
     for k in range(3):
@@ -179,7 +179,7 @@ def checkpoints(run):
 def corrupt_checkpoint(a, state):
     c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker])
     try:
-        jid = submit(c, dict(SMALL, **{"checkpoint.every_steps": 2,
+        jid = submit(c, dict(SMALL, **{"data.max_train_samples": 1024, "checkpoint.every_steps": 2,
                                        "checkpoint.every_epochs": 0, "checkpoint.keep": 3}), max_restarts=1)
         c.wait_state(jid, ["running"] + TERMINAL, timeout=60)
         pgid = c.db_row(jid)[1]
