@@ -150,6 +150,7 @@ void JobService::recover() {
     } else {
       std::string cause = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
                           ") were gone; exit status unknown";
+      if (const std::string err = first_worker_error(u); !err.empty()) cause += "; " + err;
       if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
       if (!end_attempt_locked(u, cause, true)) {
         u.state = JobState::kFailed;
