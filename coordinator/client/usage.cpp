@@ -23,9 +23,11 @@ const Entry kCommands[] = {
      "http://<listen>/ui/ (the page asks for a token when --token-file is set).\n"},
     {"submit",
      "usage: resnext_coordinator submit CONFIG.json|PRESET --ranks N [--set key=value]... [--name NAME]\n"
-     "        [--idempotency-key K] [--max-restarts N] [client flags]\n"
+     "        [--idempotency-key K] [--max-restarts N] [--min-ranks N] [client flags]\n"
      "Submits a job: a config file, or the name of a preset in the server's configs dir.\n"
-     "--max-restarts N: relaunch the job with --resume up to N times when its processes fail (default 0).\n"},
+     "--max-restarts N: relaunch the job with --resume up to N times when its processes fail (default 0).\n"
+     "--min-ranks N: a relaunch may run on fewer ranks, down to N, when fewer slots are free\n"
+     "  (default: --ranks).\n"},
     {"list",
      "usage: resnext_coordinator list [--state queued|launching|running|restarting|succeeded|failed|cancelled]\n"
      "        [--limit N] [--offset N] [client flags]\n"

@@ -24,6 +24,12 @@ std::optional<JobState> parse_job_state(const std::string& s) {
   return std::nullopt;
 }
 
+int requested_ranks(const Job& job) {
+  if (job.attempts.is_array() && !job.attempts.empty() && job.attempts[0].is_object())
+    return job.attempts[0].value("world_size", job.world_size);
+  return job.world_size;
+}
+
 nlohmann::json job_to_json(const Job& job) {
   using nlohmann::json;
   auto ts = [](int64_t ms) { return ms > 0 ? json(iso8601(ms)) : json(nullptr); };
@@ -63,7 +69,8 @@ nlohmann::json job_to_json(const Job& job) {
                         {"ended_at", ts(a.value("ended_ms", int64_t{0}))},
                         {"cause", a.value("cause", json(nullptr))},
                         {"exit_code", a.value("exit_code", json(nullptr))},
-                        {"resumed_from", a.value("resumed_from", json(nullptr))}});
+                        {"resumed_from", a.value("resumed_from", json(nullptr))},
+                        {"world_size", a.value("world_size", json(nullptr))}});
   }
   return json{{"id", job.id},
               {"name", job.name},
@@ -81,6 +88,7 @@ nlohmann::json job_to_json(const Job& job) {
               {"owner", job.owner},
               {"hang", job.hang.is_object() ? job.hang : json(nullptr)},
               {"max_restarts", job.max_restarts},
+              {"min_ranks", job.min_ranks > 0 ? job.min_ranks : job.world_size},
               {"restarts", attempts.empty() ? 0 : static_cast<int>(attempts.size()) - 1},
               {"attempts", attempts},
               {"slurm_job_id", job.slurm_job_id.empty() ? json(nullptr) : json(job.slurm_job_id)}};

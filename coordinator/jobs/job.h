@@ -48,12 +48,19 @@ struct Job {
   nlohmann::json result;         // the worker's run record (null until reported)
   nlohmann::json hang;           // the last hang report of the job (null if none), see [Hang reports]
   int max_restarts = 0;          // relaunches (with --resume) allowed after a failure
-  // One entry per launch: {attempt, started_ms, ended_ms, cause, exit_code, resumed_from}.
+  // [Fewer ranks] A relaunch may run on fewer ranks (>= min_ranks) when fewer slots are free than the
+  // job asked for; world_size is then the current attempt's. 0 (rows from before) = world_size.
+  int min_ranks = 0;
+  // One entry per launch: {attempt, started_ms, ended_ms, cause, exit_code, resumed_from, world_size,
+  // log_offset (where its lines start in worker.log)}.
   nlohmann::json attempts = nlohmann::json::array();
   int64_t restart_due_ms = 0;    // kRestarting: when the relaunch is due
   int64_t reports = 0;           // reports stored (counted at load; not a column)
   std::string slurm_job_id;      // --launcher slurm: the Slurm job id (== pid; derived, not stored)
 };
+
+// The ranks the job asked for: its first attempt's world size (world_size before any launch).
+int requested_ranks(const Job& job);
 
 // The API v1 view of a job (no secrets, no config).
 nlohmann::json job_to_json(const Job& job);

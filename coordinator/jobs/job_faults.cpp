@@ -147,21 +147,91 @@ bool JobService::end_attempt_locked(Job& u, const std::string& cause, bool may_r
   return true;
 }
 
+bool JobService::fit_restart_locked(Job& j) {
+  const int want = requested_ranks(j);
+  const int min_ranks = j.min_ranks > 0 ? std::min(j.min_ranks, want) : want;
+  // A restarting job holds its slots (world_size of its last attempt); they count as free for it.
+  const int free = opts_.slots - (busy_slots_locked() - j.world_size);
+  const int n = std::min(want, free);
+  if (n >= min_ranks) {
+    if (n != j.world_size) {
+      spdlog::warn("job {}: relaunching on {} ranks (asked for {}, min_ranks {}; {} slots free)", j.id, n,
+                   want, min_ranks, free);
+      Job u = j;
+      u.world_size = n;
+      commit(j, u);
+    }
+    return true;
+  }
+  if (min_ranks <= opts_.slots) return false;  // slots may free up (another job ends): retried next tick
+  Job u = j;
+  u.state = JobState::kFailed;
+  u.finished_ms = now_ms();
+  u.error = "cannot restart: needs at least " + std::to_string(min_ranks) + " ranks (min_ranks) and the " +
+            "coordinator has " + std::to_string(opts_.slots) + " slots";
+  spdlog::error("job {}: {}", j.id, u.error);
+  commit(j, u);
+  return false;
+}
+
 std::string JobService::newest_checkpoint(const std::string& id) const {
-  // The worker's CheckpointStore names them <output.dir>/checkpoints/ckpt-<step>.pt; the worker itself
-  // verifies and may fall back to an older one, so this names what the relaunch starts looking at.
+  // [Verified resume point] The worker's CheckpointStore writes <output.dir>/checkpoints/ckpt-<step>.pt
+  // and then ckpt-<step>.json holding the .pt's SHA-256; on --resume it loads the newest pair that
+  // verifies and skips corrupt ones. The same check here, so the attempt's `resumed_from` names the
+  // checkpoint the worker will actually use, not a corrupt newer one. (Runs under mu_ at a relaunch
+  // only; checkpoints of the models here are a few MB, hashed in milliseconds.)
+  const std::string dir = job_dir(id) + "/run/checkpoints";
   std::error_code ec;
-  int64_t best = -1;
-  for (fs::directory_iterator it(job_dir(id) + "/run/checkpoints", ec), end; !ec && it != end;
-       it.increment(ec)) {
+  std::vector<int64_t> steps;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.rfind("ckpt-", 0) != 0 || it->path().extension() != ".pt") continue;
+    if (name.rfind("ckpt-", 0) != 0 || it->path().extension() != ".json") continue;
     try {
-      best = std::max<int64_t>(best, std::stoll(name.substr(5, name.size() - 8)));
+      steps.push_back(std::stoll(name.substr(5, name.size() - 10)));
     } catch (const std::exception&) {
     }
   }
-  return best < 0 ? std::string() : "checkpoints/ckpt-" + std::to_string(best) + ".pt";
+  std::sort(steps.rbegin(), steps.rend());
+  for (int64_t step : steps) {
+    const std::string base = dir + "/ckpt-" + std::to_string(step);
+    try {
+      const json meta = json::parse(read_file(base + ".json"), nullptr, false);
+      if (!meta.is_object() || !meta.contains("pt_sha256") || !meta["pt_sha256"].is_string()) continue;
+      if (sha256_hex(read_file(base + ".pt")) != meta["pt_sha256"].get<std::string>()) {
+        spdlog::warn("job {}: checkpoint {}.pt does not match its checksum; not a resume point", id, base);
+        continue;
+      }
+      return "checkpoints/ckpt-" + std::to_string(step) + ".pt";
+    } catch (const std::exception& e) {
+      spdlog::warn("job {}: checkpoint {}: {}", id, base, e.what());
+    }
+  }
+  return std::string();
+}
+
+std::string JobService::first_worker_error(const Job& job) const {
+  // [Failure reason] The worker logs its fatal error (a corrupt data file names the file and offset)
+  // as "[rank R] [error] ..." in worker.log before it aborts; mpirun's own exit says only "status 1".
+  // The first such line of this attempt (from the log size recorded at its launch) is the cause; the
+  // ranks that die after it only say they lost a peer.
+  const std::string path = job_dir(job.id) + "/worker.log";
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::string();
+  const int64_t from = job.attempts.empty() ? 0 : job.attempts.back().value("log_offset", int64_t{0});
+  in.seekg(from);
+  constexpr size_t kMaxScan = 4u << 20;  // a log is read at most this far past the attempt's start
+  size_t scanned = 0;
+  std::string line;
+  while (scanned < kMaxScan && std::getline(in, line)) {
+    scanned += line.size() + 1;
+    const auto at = line.find("] [error] ");
+    if (at == std::string::npos) continue;
+    const auto rank = line.find("[rank ");
+    std::string who =
+        rank != std::string::npos && rank < at ? line.substr(rank + 1, at - rank - 1) + ": " : "";
+    return who + clean(json(line.substr(at + 10)), 400);
+  }
+  return std::string();
 }
 
 }  // namespace rx::coord

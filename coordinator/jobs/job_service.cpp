@@ -150,6 +150,7 @@ void JobService::recover() {
     } else {
       std::string cause = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
                           ") were gone; exit status unknown";
+      if (const std::string err = first_worker_error(u); !err.empty()) cause += "; " + err;
       if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
       if (!end_attempt_locked(u, cause, true)) {
         u.state = JobState::kFailed;
@@ -180,7 +181,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   if (!body.is_object()) throw ApiError(400, "invalid_body", "body must be a JSON object");
   for (auto it = body.begin(); it != body.end(); ++it)
     if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides" &&
-        it.key() != "max_restarts")
+        it.key() != "max_restarts" && it.key() != "min_ranks")
       throw ApiError(400, "unknown_field", "unknown field '" + it.key() + "'", it.key());
   if (idem_key.size() > 200) throw ApiError(400, "invalid_header", "Idempotency-Key too long", "Idempotency-Key");
   const std::string request_hash = sha256_hex(body.dump());
@@ -223,6 +224,14 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
                      "max_restarts");
     max_restarts = m.get<int>();
   }
+  int min_ranks = static_cast<int>(ranks);
+  if (body.contains("min_ranks")) {
+    const json& m = body.at("min_ranks");
+    if (!m.is_number_integer() || m.get<int64_t>() < 1 || m.get<int64_t>() > ranks)
+      throw ApiError(400, "invalid_field", "must be an integer in [1, ranks] (" + std::to_string(ranks) + ")",
+                     "min_ranks");
+    min_ranks = m.get<int>();
+  }
   std::string name;
   if (body.contains("name")) {
     if (!body.at("name").is_string()) throw ApiError(400, "invalid_field", "must be a string", "name");
@@ -254,6 +263,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   job.idempotency_key = idem_key;
   job.request_hash = request_hash;
   job.max_restarts = max_restarts;
+  job.min_ranks = min_ranks;
   job.created_ms = now_ms();
 
   std::unique_lock lock(mu_);
@@ -501,7 +511,12 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot, bool resu
   u.state = JobState::kLaunching;
   const int64_t now = now_ms();
   if (u.started_ms == 0) u.started_ms = now;  // started_at stays the first launch; attempts have each
-  json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}};
+  json attempt = {{"attempt", u.attempts.size()}, {"started_ms", now}, {"world_size", u.world_size}};
+  {  // where this attempt's lines start in worker.log: [Failure reason]
+    std::error_code ec;
+    const auto size = fs::file_size(dir + "/worker.log", ec);
+    attempt["log_offset"] = ec ? int64_t{0} : static_cast<int64_t>(size);
+  }
   if (resume) {
     u.error.clear();  // "restarting after: ..." is history now; the cause stays in the attempt
     const std::string ck = newest_checkpoint(u.id);
@@ -589,6 +604,7 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
     u.state = JobState::kSucceeded;
   } else {
     std::string cause = ex.reason.empty() ? "worker failed" : ex.reason;
+    if (const std::string err = first_worker_error(u); !err.empty()) cause += "; " + err;
     if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
     if (!end_attempt_locked(u, cause, true)) {
       u.state = JobState::kFailed;
@@ -655,7 +671,9 @@ void JobService::tick() {
     for (const auto& [seq, id] : order_) {
       Job& j = jobs_.at(id);
       if (j.state != JobState::kRestarting || j.restart_due_ms > now) continue;
-      spdlog::info("job {}: restart {} of {} (--resume)", id, j.attempts.size(), j.max_restarts);
+      if (!fit_restart_locked(j)) continue;
+      spdlog::info("job {}: restart {} of {} (--resume) on {} ranks", id, j.attempts.size(), j.max_restarts,
+                   j.world_size);
       if (auto spec = prepare_launch_locked(j, true)) pending.push_back(std::move(*spec));
     }
     auto queued = schedule_locked();

@@ -117,7 +117,13 @@ class JobService {
   // [Restarts] Closes the current attempt with `cause`; if the job has restarts left, turns `u` into
   // kRestarting (due after a backoff) and returns true, else leaves it for the caller to fail.
   bool end_attempt_locked(Job& u, const std::string& cause, bool may_restart);
-  std::string newest_checkpoint(const std::string& id) const;
+  // [Fewer ranks] Sizes a due relaunch to the free slots (the job's own included): the ranks it asked
+  // for if they are free, else as many as are free if that is >= min_ranks. False: not now (it stays
+  // restarting and is retried next tick) or never (then `j` is failed, naming min_ranks).
+  bool fit_restart_locked(Job& j);
+  std::string newest_checkpoint(const std::string& id) const;  // newest that verifies; "" if none
+  // The first "[error]" line the job's ranks logged during the current attempt ("" if none).
+  std::string first_worker_error(const Job& job) const;
   void launch(const LaunchSpec& spec);  // without mu_ held
   void finish(const std::string& id, const ExitInfo& ex);
   void update_live(const std::string& id, const LiveInfo& live);

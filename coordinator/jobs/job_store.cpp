@@ -15,7 +15,8 @@ using Stmt = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
 
 const char* kColumns =
     "id, name, owner, state, world_size, config, idem_key, created_ms, started_ms, finished_ms, pid, pgid, "
-    "exit_code, error, secret_hash, cancel_requested, cancel_ms, last_progress, result, request_hash, proc_start, hang, max_restarts, attempts, restart_due_ms";
+    "exit_code, error, secret_hash, cancel_requested, cancel_ms, last_progress, result, request_hash, "
+    "proc_start, hang, max_restarts, attempts, restart_due_ms, min_ranks";
 
 std::string col_text(sqlite3_stmt* st, int i) {
   auto* p = sqlite3_column_text(st, i);
@@ -52,7 +53,7 @@ JobStore::JobStore(const std::string& path) : path_(path) {
   exec("CREATE INDEX IF NOT EXISTS reports_by_job ON reports(job_id, n)");
   // Columns added after the first release: a state dir from before gains them (empty/0).
   for (const char* col : {"request_hash TEXT", "proc_start INTEGER", "hang TEXT", "max_restarts INTEGER",
-                          "attempts TEXT", "restart_due_ms INTEGER"}) {
+                          "attempts TEXT", "restart_due_ms INTEGER", "min_ranks INTEGER"}) {
     const std::string name = std::string(col).substr(0, std::string(col).find(' '));
     sqlite3_stmt* raw = nullptr;
     const std::string probe = "SELECT " + name + " FROM jobs LIMIT 0";
@@ -116,11 +117,12 @@ void JobStore::bind_job(sqlite3_stmt* st, const Job& j) {
   sqlite3_bind_int(st, 23, j.max_restarts);
   text(24, j.attempts.dump());
   sqlite3_bind_int64(st, 25, j.restart_due_ms);
+  sqlite3_bind_int(st, 26, j.min_ranks);
 }
 
 void JobStore::insert(Job& job) {
   std::string sql = std::string("INSERT INTO jobs (") + kColumns +
-                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+                    ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK)
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
@@ -132,10 +134,12 @@ void JobStore::insert(Job& job) {
 
 void JobStore::update(const Job& job) {
   const char* sql =
-      "UPDATE jobs SET id=?1, name=?2, owner=?3, state=?4, world_size=?5, config=?6, idem_key=?7, created_ms=?8, "
+      "UPDATE jobs SET id=?1, name=?2, owner=?3, state=?4, world_size=?5, config=?6, idem_key=?7, "
+      "created_ms=?8, "
       "started_ms=?9, finished_ms=?10, pid=?11, pgid=?12, exit_code=?13, error=?14, secret_hash=?15, "
       "cancel_requested=?16, cancel_ms=?17, last_progress=?18, result=?19, request_hash=?20, "
-      "proc_start=?21, hang=?22, max_restarts=?23, attempts=?24, restart_due_ms=?25 WHERE id=?1";
+      "proc_start=?21, hang=?22, max_restarts=?23, attempts=?24, restart_due_ms=?25, min_ranks=?26 WHERE "
+      "id=?1";
   sqlite3_stmt* raw = nullptr;
   if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK)
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
@@ -201,6 +205,7 @@ std::vector<Job> JobStore::load_all() {
     j.attempts = parse_or_null(col_text(raw, 24));
     if (!j.attempts.is_array()) j.attempts = nlohmann::json::array();
     j.restart_due_ms = sqlite3_column_int64(raw, 25);
+    j.min_ranks = sqlite3_column_int(raw, 26);  // NULL (a row from before the column) reads as 0
     out.push_back(std::move(j));
   }
   return out;

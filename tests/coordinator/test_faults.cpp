@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/config/job_config.h"
+#include "common/util/sha256.h"
 #include "coordinator/http/router.h"
 #include "tests/coordinator/test_support.h"
 
@@ -296,8 +297,15 @@ TEST_F(RestartsTest, FailedProcessesRelaunchWithResumeUpToMaxRestarts) {
   EXPECT_FALSE(last_start(id).resume);
   const std::string first_secret = last_start(id).secret;
   std::filesystem::create_directories(service_->job_dir(id) + "/run/checkpoints");
-  for (const char* f : {"ckpt-4.pt", "ckpt-12.pt", "ckpt-12.json", "ckpt-100.json"})
-    std::ofstream(service_->job_dir(id) + "/run/checkpoints/" + f) << "x";
+  // Pairs as the worker's CheckpointStore writes them; ckpt-100's .pt does not match its checksum and
+  // ckpt-200 has no .json (an interrupted save), so the newest verified one is ckpt-12.
+  const std::string ck = service_->job_dir(id) + "/run/checkpoints/ckpt-";
+  for (int step : {4, 12, 100}) {
+    const std::string pt = "tensors of step " + std::to_string(step);
+    std::ofstream(ck + std::to_string(step) + ".pt") << (step == 100 ? pt + " corrupted" : pt);
+    std::ofstream(ck + std::to_string(step) + ".json") << json{{"pt_sha256", sha256_hex(pt)}}.dump();
+  }
+  std::ofstream(ck + "200.pt") << "x";
   ASSERT_EQ(report(id, {{"type", "hang"}, {"report", hang_report()}}, first_secret).result_int(), 202);
   exit_with(id, 1, "exit status 1");
   service_->tick();  // reaps the failure; the backoff (0 here) is due at once, so it relaunches
