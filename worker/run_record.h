@@ -4,10 +4,11 @@
 //   final_test_accuracy, best_test_accuracy (fractions), world_size, config (resolved), config_sha256,
 //   versions, epochs[{epoch, train_loss, train_accuracy, test_accuracy, ...}],
 //   ranks[{rank, images_per_sec, step_time_ms{data_wait, forward, backward, comm_exposed, optimizer,
-//   total}, peak_memory_bytes, ...}].
-#include <nlohmann/json.hpp>
+//   total}, peak_memory_bytes, host, local_rank, ...}],
+//   nodes[{host, ranks[], images_per_sec, peak_memory_bytes}] (per-node sums of the ranks' figures).
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/comm/communicator.h"
@@ -16,7 +17,8 @@ namespace rx::worker {
 
 class RunRecordBuilder {
  public:
-  RunRecordBuilder(const nlohmann::json& resolved_config, const comm::Communicator& comm, torch::Device device);
+  RunRecordBuilder(const nlohmann::json& resolved_config, const comm::Communicator& comm,
+                   torch::Device device);
   void set_dataset(int64_t train_samples, int64_t test_samples, int64_t steps_per_epoch);
   void add_epoch(nlohmann::json entry);
   nlohmann::json finish(double final_accuracy, double best_accuracy, const nlohmann::json& last_eval,
@@ -25,6 +27,12 @@ class RunRecordBuilder {
  private:
   nlohmann::json record_;
 };
+
+// The ranks of a run record grouped by host: summed images/s and peak memory per node.
+nlohmann::json node_aggregates(const nlohmann::json& ranks);
+
+// The reducer's stats with straggler.host set to the straggler rank's host (null when none measured).
+nlohmann::json with_straggler_host(nlohmann::json reducer_stats, const nlohmann::json& ranks);
 
 // Library versions this binary runs with (LibTorch, MPI, compiler; in a CUDA build the CUDA runtime,
 // the driver's CUDA version where a driver is present, cuDNN and NCCL).
