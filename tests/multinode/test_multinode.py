@@ -24,7 +24,7 @@ SLURM_DIR = os.path.join(SRC, "launch", "slurm")
 TINY = ["training.epochs=1", "data.max_train_samples=512", "data.max_test_samples=256", "training.log_every_steps=1"]
 # 2 nodes x 2 ranks, one CPU each: both nodes claim the machine's cores (see two_node_cluster.py).
 LAYOUT = ["--nodes=2", "--ntasks-per-node=2", "--cpus-per-task=1"]
-HANG_S = 15  # distributed.hang_timeout_s of the node-loss runs
+HANG_S = 10  # distributed.hang_timeout_s of the node-loss runs
 
 
 def cluster():
@@ -119,7 +119,7 @@ def coordinator(tmp):
         co = Coordinator(COORD, state, args, env=c.env)
         try:
             s, j = co.json("POST", "/v1/jobs", {"ranks": 4, "config": "fashion_mnist_small", "max_restarts": 1,
-                                                 "overrides": {"training.epochs": 3, "data.max_train_samples": 512,
+                                                 "overrides": {"training.epochs": 2, "data.max_train_samples": 512,
                                                                "data.max_test_samples": 128,
                                                                "training.log_every_steps": 1,
                                                                "distributed.hang_timeout_s": HANG_S}})
@@ -167,11 +167,11 @@ def node_loss(tmp):
     last checkpoint."""
     with cluster() as c:
         run = os.path.join(c.shared, "run")
-        sets = ["training.epochs=3", "data.max_train_samples=512", "data.max_test_samples=128",
+        sets = ["training.epochs=2", "data.max_train_samples=512", "data.max_test_samples=128",
                 "training.log_every_steps=1", f"distributed.hang_timeout_s={HANG_S}"]
         jid = submit(c, run, sets)
         out = os.path.join(run, f"slurm-{jid}.out")
-        wait_for("epoch 2 under way", lambda: "epoch 2/3 step 1/" in read_text(out), 240, 0.2)
+        wait_for("epoch 2 under way", lambda: "epoch 2/2 step 1/" in read_text(out), 240, 0.2)
         t_kill = time.monotonic()
         c.kill_node("node2")
         rec = wait_for("the hang report", lambda: (lambda r: r if r.get("status") == "failed" else None)(
