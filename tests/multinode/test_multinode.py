@@ -12,7 +12,7 @@ import sys
 import time
 
 from coordlib import Coordinator, wait_for
-from rxtest import Failure, check, main, read_text, skip
+from rxtest import check, main, read_text, skip
 from two_node_cluster import TwoNodeCluster, SlurmError, namespaces_usable
 
 SRC = os.environ["RX_SOURCE_DIR"]

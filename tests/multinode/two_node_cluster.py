@@ -4,7 +4,9 @@
 [Two nodes] Each node is a long-lived namespace holder started with
     unshare --uts --mount --pid --fork --kill-child --mount-proc  python3 node_holder.py NAME HOSTS
 which sets the hostname (node1, node2), bind-mounts a hosts file over /etc/hosts inside its mount
-namespace (node1 -> 127.0.0.2, node2 -> 127.0.0.3), then reaps orphans as the namespace's pid 1.
+namespace (node1 -> 127.0.0.2, node2 -> 127.0.0.3), gives the node a private /tmp in which the
+cluster's folder (self.dir, with self.shared for run folders) stays visible, then reaps orphans as
+the namespace's pid 1.
 Everything a node runs is started with `nsenter -t HOLDER -u -m -p`: its slurmd, hence the batch
 shell and every rank (slurmstepd forks them), and the orted that mpirun starts through
 node_exec.sh (the launch agent). So each node has its own hostname and its own process view: `ps`
@@ -19,8 +21,8 @@ loopback interface (OMPI_MCA_btl_tcp_if_include=lo, OMPI_MCA_oob_tcp_if_include=
 self.env); the machine's other interfaces are never used.
 
 What it does NOT simulate: network latency and bandwidth (loopback is a memory copy), separate
-file systems (both nodes see the same /tmp, run folder and binaries: the "shared file system" a
-real cluster needs comes for free), separate CPUs/memory (both nodes report the machine's cores;
+file systems (only /tmp is per node; the cluster folder, run folders, dataset and binaries are one
+file system: the "shared file system" a real cluster needs comes for free), separate CPUs/memory (both nodes report the machine's cores;
 2 ranks per node on 2 real cores oversubscribe), and separate network stacks (one net namespace,
 so a port taken on node1 is taken on node2). Per-node CPU accounting (cgroups) is off, as in
 tests/slurm (no delegation here).
