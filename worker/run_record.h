@@ -6,9 +6,9 @@
 //   ranks[{rank, images_per_sec, step_time_ms{data_wait, forward, backward, comm_exposed, optimizer,
 //   total}, peak_memory_bytes, host, local_rank, ...}],
 //   nodes[{host, ranks[], images_per_sec, peak_memory_bytes}] (per-node sums of the ranks' figures).
+#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/comm/communicator.h"
@@ -17,8 +17,7 @@ namespace rx::worker {
 
 class RunRecordBuilder {
  public:
-  RunRecordBuilder(const nlohmann::json& resolved_config, const comm::Communicator& comm,
-                   torch::Device device);
+  RunRecordBuilder(const nlohmann::json& resolved_config, const comm::Communicator& comm, torch::Device device);
   void set_dataset(int64_t train_samples, int64_t test_samples, int64_t steps_per_epoch);
   void add_epoch(nlohmann::json entry);
   nlohmann::json finish(double final_accuracy, double best_accuracy, const nlohmann::json& last_eval,

@@ -154,6 +154,9 @@ def coordinator(tmp):
             check("resuming from checkpoint" in read_text(log), "the relaunch did not resume", log_path=log)
             check([(n["host"], n["ranks"]) for n in j["nodes"]] == [("node1", [0, 1]), ("node2", [2, 3])],
                   f"final nodes: {j['nodes']}")
+            p = subprocess.run([COORD, "status", jid, "--url", co.url], capture_output=True, text=True, timeout=30)
+            check(p.returncode == 0 and "node node2: ranks [2,3]" in p.stdout and "on node1" in p.stdout,
+                  f"`resnext_coordinator status` per-node lines: {p.stdout}{p.stderr}")
             rec = json.loads(read_text(os.path.join(state, "jobs", jid, "run", "result.json")))
             check(len({r["param_checksum"] for r in rec["ranks"]}) == 1, f"replicas differ: {rec['ranks']}")
         finally:
