@@ -16,7 +16,8 @@ PACKAGES=(
   libjs-chart.js                     # Chart.js, embedded in the coordinator's dashboard at build time
   chromium                           # headless browser for the dashboard test (tests/browser)
   clang-format                       # clang-format 14: launch/check_format.sh
-  slurm-wlm munge                    # single-node Slurm for the launcher tests
+  slurm-wlm munge                    # Slurm for the launcher tests (single- and two-node)
+  util-linux mount                   # unshare, nsenter, mount: the two-node test fixture (tests/multinode)
   clang libclang-rt-14-dev           # libFuzzer + ASan/UBSan runtimes (launch/run_fuzz.sh, build-fuzz)
   python3-venv                       # the contract tests' cached PyPI venv (tests/contract/pydeps.py)
 )

@@ -4,7 +4,9 @@
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <ctime>
+#include <iterator>
 
 #include "common/config/job_config.h"
 
@@ -98,6 +100,39 @@ void RunRecordBuilder::set_dataset(int64_t train, int64_t test, int64_t steps) {
 
 void RunRecordBuilder::add_epoch(json entry) { record_["epochs"].push_back(std::move(entry)); }
 
+// [Per-node view] Ranks grouped by the host they ran on, in order of first appearance: the node's
+// summed throughput and its ranks' summed peak memory (ranks share the node's RAM). A slow node shows
+// here even when each of its ranks looks only a little slow among many.
+json node_aggregates(const json& ranks) {
+  json nodes = json::array();
+  for (const auto& r : ranks) {
+    const std::string host = r.value("host", "");
+    auto it = std::find_if(nodes.begin(), nodes.end(), [&](const json& n) { return n["host"] == host; });
+    if (it == nodes.end()) {
+      nodes.push_back(
+          {{"host", host}, {"ranks", json::array()}, {"images_per_sec", 0.0}, {"peak_memory_bytes", 0}});
+      it = std::prev(nodes.end());
+    }
+    (*it)["ranks"].push_back(r["rank"]);
+    (*it)["images_per_sec"] = (*it)["images_per_sec"].get<double>() + r.value("images_per_sec", 0.0);
+    (*it)["peak_memory_bytes"] =
+        (*it)["peak_memory_bytes"].get<int64_t>() + r.value("peak_memory_bytes", int64_t{0});
+  }
+  return nodes;
+}
+
+json with_straggler_host(json reducer_stats, const json& ranks) {
+  if (!reducer_stats.contains("straggler") || !reducer_stats["straggler"].is_object()) return reducer_stats;
+  auto& s = reducer_stats["straggler"];
+  s["host"] = nullptr;
+  if (s.value("rank", json()).is_number_integer()) {
+    const int r = s["rank"].get<int>();
+    for (const auto& x : ranks)
+      if (x.value("rank", -1) == r) s["host"] = x.value("host", "");
+  }
+  return reducer_stats;
+}
+
 json RunRecordBuilder::finish(double final_accuracy, double best_accuracy, const json& last_eval, json ranks,
                               double wall_seconds) {
   double total_ips = 0, comm_share = 0;
@@ -111,6 +146,7 @@ json RunRecordBuilder::finish(double final_accuracy, double best_accuracy, const
   record_["test_loss"] = last_eval.value("loss", 0.0);
   record_["per_class_accuracy"] = last_eval.value("per_class_accuracy", json::array());
   record_["confusion_matrix"] = last_eval.value("confusion_matrix", json::array());
+  record_["nodes"] = node_aggregates(ranks);
   record_["ranks"] = std::move(ranks);
   record_["total_images_per_sec"] = total_ips;
   record_["exposed_comm_share"] = record_["ranks"].empty() ? 0.0 : comm_share / record_["ranks"].size();

@@ -4,7 +4,8 @@
 //   final_test_accuracy, best_test_accuracy (fractions), world_size, config (resolved), config_sha256,
 //   versions, epochs[{epoch, train_loss, train_accuracy, test_accuracy, ...}],
 //   ranks[{rank, images_per_sec, step_time_ms{data_wait, forward, backward, comm_exposed, optimizer,
-//   total}, peak_memory_bytes, ...}].
+//   total}, peak_memory_bytes, host, local_rank, ...}],
+//   nodes[{host, ranks[], images_per_sec, peak_memory_bytes}] (per-node sums of the ranks' figures).
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -25,6 +26,12 @@ class RunRecordBuilder {
  private:
   nlohmann::json record_;
 };
+
+// The ranks of a run record grouped by host: summed images/s and peak memory per node.
+nlohmann::json node_aggregates(const nlohmann::json& ranks);
+
+// The reducer's stats with straggler.host set to the straggler rank's host (null when none measured).
+nlohmann::json with_straggler_host(nlohmann::json reducer_stats, const nlohmann::json& ranks);
 
 // Library versions this binary runs with (LibTorch, MPI, compiler; in a CUDA build the CUDA runtime,
 // the driver's CUDA version where a driver is present, cuDNN and NCCL).

@@ -446,7 +446,8 @@ json Trainer::run() {
   }
   const double best = best_accuracy_;
   json out = record.finish(last, best, last_eval, gather_rank_stats(), now_seconds() - train_start_);
-  out["reducer"] = grad_sync_->reducer.stats_json();  // [Reducer stats] buckets, exposed comm, straggler
+  // [Reducer stats] buckets, exposed comm, straggler (its rank and host)
+  out["reducer"] = with_straggler_host(grad_sync_->reducer.stats_json(), out["ranks"]);
   out["numerics"] = {{"precision", model::precision_name(precision_)},
                      {"loss_scale", scaler_->scale()},
                      {"skipped_steps", scaler_->skipped_steps()},

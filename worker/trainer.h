@@ -6,6 +6,8 @@
 
 #include <functional>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "common/comm/communicator.h"
 #include "common/data/dataset.h"
@@ -61,6 +63,7 @@ class Trainer {
   nlohmann::json evaluate();
   void log_progress(int epoch, int64_t step, int64_t steps, double loss, double window_images, double window_seconds);
   nlohmann::json gather_rank_stats();
+  const std::vector<std::string>& all_hosts();
   void maybe_inject_fault(int64_t global_step) const;
   data::Dataset fetch_local_block(data::Split split);
   std::vector<int64_t> epoch_indices(int epoch, int64_t start_position);
@@ -87,6 +90,7 @@ class Trainer {
   int64_t global_step_ = 0;
   int64_t steps_per_epoch_ = 0;
   double train_start_ = 0;
+  std::vector<std::string> hosts_;  // every rank's hostname, gathered once (all_hosts())
   // Checkpoint/resume state (see worker/checkpoint.h).
   std::unique_ptr<CheckpointStore> checkpoints_;
   bool checkpointing_ = false;  // a cadence or resume is configured (else only preemption writes one)

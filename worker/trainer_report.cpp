@@ -25,6 +25,7 @@ void Trainer::log_progress(int epoch, int64_t step, int64_t steps, double loss, 
   comm::AllgatherOptions opts;
   opts.timeout = timeout();
   comm_.allgather(mine, all, opts)->wait(timeout());
+  const auto& hosts = all_hosts();
   if (comm_.rank() != 0) return;
   const auto* v = all.data_ptr<double>();
   double mean_loss = 0, total_ips = 0;
@@ -32,7 +33,10 @@ void Trainer::log_progress(int epoch, int64_t step, int64_t steps, double loss, 
   for (int r = 0; r < comm_.world_size(); ++r) {
     mean_loss += v[3 * r] / comm_.world_size();
     total_ips += v[3 * r + 1];
-    ranks.push_back({{"rank", r}, {"images_per_sec", v[3 * r + 1]}, {"peak_memory_bytes", static_cast<int64_t>(v[3 * r + 2])}});
+    ranks.push_back({{"rank", r},
+                     {"host", hosts[r]},
+                     {"images_per_sec", v[3 * r + 1]},
+                     {"peak_memory_bytes", static_cast<int64_t>(v[3 * r + 2])}});
   }
   const int epochs = cfg_.at("training").at("epochs").get<int>();
   const double done = epoch * static_cast<double>(steps) + step, total = static_cast<double>(epochs) * steps;
@@ -49,6 +53,22 @@ void Trainer::log_progress(int epoch, int64_t step, int64_t steps, double loss, 
                         {"loss", mean_loss},
                         {"test_accuracy", nullptr},
                         {"ranks", ranks}});
+}
+
+// [Hosts] Gathered on the first call (a collective: every rank calls it at the same point) and kept,
+// so progress reports can name each rank's node without a string all-gather per log step.
+const std::vector<std::string>& Trainer::all_hosts() {
+  if (!hosts_.empty()) return hosts_;
+  char host[64] = {};
+  gethostname(host, sizeof host - 1);
+  auto host_in = torch::from_blob(host, {64}, torch::kUInt8).clone();
+  auto hosts = torch::empty({comm_.world_size() * 64}, torch::kUInt8);
+  comm::AllgatherOptions opts;
+  opts.timeout = timeout();
+  comm_.allgather(host_in, hosts, opts)->wait(timeout());
+  for (int r = 0; r < comm_.world_size(); ++r)
+    hosts_.emplace_back(reinterpret_cast<const char*>(hosts.data_ptr<uint8_t>()) + 64 * r);
+  return hosts_;
 }
 
 json Trainer::evaluate() {
@@ -118,19 +138,17 @@ json Trainer::gather_rank_stats() {
                               static_cast<double>(metrics::peak_rss_bytes()),
                               static_cast<double>(cuda.peak_allocated),
                               static_cast<double>(cuda.peak_reserved),
-                              static_cast<double>(parallel::parameter_checksum(*model_) >> 11)};
+                              static_cast<double>(parallel::parameter_checksum(*model_) >> 11),
+                              static_cast<double>(comm_.local_rank())};
+  constexpr int kPhases = 6;  // index of the first phase time in `mine`
   for (int p = 0; p < static_cast<int>(Phase::kCount); ++p) mine.push_back(timer_.total_ms(static_cast<Phase>(p)) / steps);
   const int width = static_cast<int>(mine.size());
   auto in = torch::tensor(mine, torch::kFloat64);
   auto all = torch::empty({comm_.world_size() * width}, torch::kFloat64);
-  char host[64] = {};
-  gethostname(host, sizeof host - 1);
-  auto host_in = torch::from_blob(host, {64}, torch::kUInt8).clone();
-  auto hosts = torch::empty({comm_.world_size() * 64}, torch::kUInt8);
   comm::AllgatherOptions opts;
   opts.timeout = timeout();
   comm_.allgather(in, all, opts)->wait(timeout());
-  comm_.allgather(host_in, hosts, opts)->wait(timeout());
+  const auto& hosts = all_hosts();
   json ranks = json::array();
   const auto* v = all.data_ptr<double>();
   for (int r = 0; r < comm_.world_size(); ++r) {
@@ -138,13 +156,14 @@ json Trainer::gather_rank_stats() {
     json split;
     double total = 0;
     for (int p = 0; p < static_cast<int>(Phase::kCount); ++p) {
-      split[metrics::phase_name(static_cast<Phase>(p))] = s[5 + p];
-      total += s[5 + p];
+      split[metrics::phase_name(static_cast<Phase>(p))] = s[kPhases + p];
+      total += s[kPhases + p];
     }
     split["total"] = total;
     const bool on_gpu = device_.is_cuda();
     ranks.push_back({{"rank", r},
-                     {"host", std::string(reinterpret_cast<const char*>(hosts.data_ptr<uint8_t>()) + 64 * r)},
+                     {"host", hosts[r]},
+                     {"local_rank", static_cast<int>(s[5])},
                      {"images_per_sec", s[0]},
                      {"step_time_ms", split},
                      {"peak_memory_bytes", static_cast<int64_t>(on_gpu ? s[2] : s[1])},

@@ -107,7 +107,12 @@ void print_job(const json& j) {
                 << ", resumed from " << str(at["resumed_from"]) << ", ended: " << str(at["cause"]) << "\n";
   for (const auto& r : j["ranks"])
     std::cout << "  rank " << str(r["rank"]) << ": " << str(r["images_per_sec"]) << " img/s, peak "
-              << str(r["peak_memory_bytes"]) << " bytes\n";
+              << str(r["peak_memory_bytes"]) << " bytes"
+              << (r.contains("host") && r["host"].is_string() ? ", on " + str(r["host"]) : std::string()) << "\n";
+  if (j.contains("nodes") && j["nodes"].size() > 1)  // [Per-node view] only worth lines with several nodes
+    for (const auto& n : j["nodes"])
+      std::cout << "  node " << str(n["host"]) << ": ranks " << n["ranks"].dump() << ", "
+                << str(n["images_per_sec"]) << " img/s, peak " << str(n["peak_memory_bytes"]) << " bytes\n";
 }
 
 bool terminal(const std::string& s) { return s == "succeeded" || s == "failed" || s == "cancelled"; }

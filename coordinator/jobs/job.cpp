@@ -1,5 +1,6 @@
 #include "coordinator/jobs/job.h"
 
+#include "coordinator/jobs/rank_view.h"
 #include "coordinator/util/util.h"
 
 namespace rx::coord {
@@ -39,27 +40,11 @@ nlohmann::json job_to_json(const Job& job) {
                    {"steps_per_epoch", pget("steps_per_epoch")}};
   json loss = pget("loss");
   json acc = pget("test_accuracy");
-  json ranks = json::array();
-  if (p.is_object() && p.contains("ranks") && p.at("ranks").is_array()) {
-    for (const auto& r : p.at("ranks")) {
-      if (!r.is_object()) continue;
-      ranks.push_back({{"rank", r.value("rank", json(nullptr))},
-                       {"images_per_sec", r.value("images_per_sec", json(nullptr))},
-                       {"peak_memory_bytes", r.value("peak_memory_bytes", json(nullptr))}});
-    }
-  }
+  json ranks = rank_entries(p.is_object() && p.contains("ranks") ? p.at("ranks") : json());
   // The final record wins over the last progress report once it exists.
   if (job.result.is_object()) {
     if (job.result.contains("final_test_accuracy")) acc = job.result.at("final_test_accuracy");
-    if (job.result.contains("ranks") && job.result.at("ranks").is_array()) {
-      ranks = json::array();
-      for (const auto& r : job.result.at("ranks")) {
-        if (!r.is_object()) continue;
-        ranks.push_back({{"rank", r.value("rank", json(nullptr))},
-                         {"images_per_sec", r.value("images_per_sec", json(nullptr))},
-                         {"peak_memory_bytes", r.value("peak_memory_bytes", json(nullptr))}});
-      }
-    }
+    if (job.result.contains("ranks") && job.result.at("ranks").is_array()) ranks = rank_entries(job.result.at("ranks"));
   }
   json attempts = json::array();
   for (const auto& a : job.attempts) {
@@ -83,6 +68,7 @@ nlohmann::json job_to_json(const Job& job) {
               {"loss", loss},
               {"test_accuracy", acc},
               {"ranks", ranks},
+              {"nodes", node_entries(ranks)},
               {"exit_code", job.exit_code ? json(*job.exit_code) : json(nullptr)},
               {"error", job.error.empty() ? json(nullptr) : json(job.error)},
               {"owner", job.owner},

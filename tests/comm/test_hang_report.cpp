@@ -106,6 +106,22 @@ TEST(HangReport, AliveButBehindSaysHeartbeatAlive) {
   EXPECT_NE(r["message"].get<std::string>().find("heartbeat alive"), std::string::npos);
 }
 
+TEST(HangReport, NamesTheNodeWhoseRanksAllWentSilent) {
+  ReportInput in = three_ranks_one_stopped();
+  in.states.push_back(state(3, 38, 930'000, "backward", 12));
+  in.states[0]->host = in.states[1]->host = "nodeA";
+  in.states[2]->host = in.states[3]->host = "nodeB";
+  in.states[2]->written_ms = 930'000;  // nodeB lost: neither of its ranks has a fresh heartbeat
+  in.states[1]->written_ms = in.now_ms - 100;
+  const json r = build_report(in, [](const RankState&) { return std::string("unknown"); });
+  ASSERT_EQ(r["hosts"].size(), 2u) << r["hosts"];
+  EXPECT_EQ(r["hosts"][0], json({{"host", "nodeA"}, {"ranks", {0, 1}}, {"silent", false}}));
+  EXPECT_EQ(r["hosts"][1], json({{"host", "nodeB"}, {"ranks", {2, 3}}, {"silent", true}}));
+  const std::string msg = r["message"];
+  EXPECT_NE(msg.find("every rank silent on node(s): nodeB (ranks [2,3])"), std::string::npos) << msg;
+  EXPECT_EQ(msg.find("nodeA (ranks"), std::string::npos) << msg;
+}
+
 TEST(RankStateJson, RoundTripsAndNamesBadFields) {
   auto s = three_ranks_one_stopped().states[0].value();
   const RankState back = rank_state_from_json(json::parse(to_json(s).dump()));

@@ -2,8 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "common/util/error.h"
@@ -114,6 +116,24 @@ std::string probe_process(const RankState& s) {
   }
 }
 
+// [Per-node view] The report's ranks grouped by host. A host is "silent" when none of its ranks has
+// a fresh heartbeat: the signature of a lost node (power, network, a killed slurmd with its ranks),
+// named once instead of leaving the reader to notice that every missing rank shares a host.
+json group_by_host(const json& ranks) {
+  json hosts = json::array();
+  for (const auto& e : ranks) {
+    if (!e.contains("host")) continue;  // never seen: no host known
+    auto it = std::find_if(hosts.begin(), hosts.end(), [&](const json& h) { return h["host"] == e["host"]; });
+    if (it == hosts.end()) {
+      hosts.push_back({{"host", e["host"]}, {"ranks", json::array()}, {"silent", true}});
+      it = std::prev(hosts.end());
+    }
+    (*it)["ranks"].push_back(e["rank"]);
+    if (e.value("responding", false)) (*it)["silent"] = false;
+  }
+  return hosts;
+}
+
 json build_report(const ReportInput& in, const ProcessProbe& probe) {
   const CollectiveInfo& c = in.hung;
   json entered = json::array(), missing = json::array(), stalled = json::array(), ranks = json::array();
@@ -174,6 +194,12 @@ json build_report(const ReportInput& in, const ProcessProbe& probe) {
                  << (responding ? "heartbeat alive" : "no heartbeat for " + fixed1(age) + " s")
                  << ", last seen at " << seen.str() << ")";
   }
+  const json hosts = group_by_host(ranks);
+  std::ostringstream silent_text;
+  for (const auto& h : hosts)
+    if (h["silent"].get<bool>())
+      silent_text << (silent_text.tellp() > 0 ? "; " : "") << h["host"].get<std::string>() << " (ranks "
+                  << h["ranks"].dump() << ")";
   std::ostringstream msg;
   msg << "hang: collective " << describe(c) << " not complete after " << fixed1(c.age_s)
       << " s (hang_timeout_s " << in.hang_timeout_s << "); entered by rank(s) " << entered.dump() << "; ";
@@ -183,11 +209,12 @@ json build_report(const ReportInput& in, const ProcessProbe& probe) {
     msg << "every rank entered it (a stuck transport or a diverged collective, not a missing rank)";
   else
     msg << "missing: " << missing_text.str();
+  if (silent_text.tellp() > 0) msg << "; every rank silent on node(s): " << silent_text.str();
   return {{"collective", to_json(c)}, {"detected_by", in.reporter},
           {"waited_s", c.age_s},      {"hang_timeout_s", in.hang_timeout_s},
           {"detected_ms", in.now_ms}, {"entered", entered},
           {"missing", missing},       {"stalled", stalled},
-          {"ranks", ranks},
+          {"ranks", ranks},           {"hosts", hosts},
           {"message", msg.str()}};
 }
 

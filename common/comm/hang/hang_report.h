@@ -63,9 +63,13 @@ struct ReportInput {
   std::vector<std::optional<RankState>> states;  // index = rank; nullopt: never published
 };
 
+// The report's per-rank entries grouped by host: [{host, ranks, silent}] (silent: no rank of that
+// host has a fresh heartbeat). build_report puts it under "hosts" and names silent hosts in the message.
+nlohmann::json group_by_host(const nlohmann::json& rank_entries);
+
 // {collective{seq,kind,what,step,phase,bucket}, detected_by, waited_s, hang_timeout_s, entered[],
 //  missing[], ranks[{rank, host, pid, entered, last_posted, last_done, step, phase, heartbeat_age_s,
-//  responding, process, last_seen}], message}
+//  responding, process, last_seen}], hosts[{host, ranks, silent}], message}
 nlohmann::json build_report(const ReportInput& in, const ProcessProbe& probe = probe_process);
 
 }  // namespace rx::comm::hang
