@@ -220,9 +220,18 @@ def main():
     ap.add_argument("--budget-s", type=float, default=240, help="wall-clock cap for the whole run")
     ap.add_argument("--python", default=sys.executable, help="python with torch for the peer")
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: tiny models, batches and steps")
-    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile variant")
+    ap.add_argument("--no-compile", action="store_true", default=os.environ.get("RX_BENCH_NO_COMPILE") == "1",
+                    help="skip the torch.compile variant (also RX_BENCH_NO_COMPILE=1)")
+    ap.add_argument("--cases", default=os.environ.get("RX_BENCH_CASES", ""),
+                    help="comma list of 1-based case numbers to run (also RX_BENCH_CASES); default all")
     args = ap.parse_args()
-    cfg = QUICK if args.quick else GPU
+    cfg = dict(QUICK if args.quick else GPU)
+    if args.cases:  # a subset, e.g. for a short rerun: 1-based indices into the case list
+        picked = [int(i) for i in args.cases.split(",")]
+        bad = [i for i in picked if not 1 <= i <= len(cfg["cases"])]
+        if bad:
+            ap.error(f"--cases {args.cases}: no case {bad[0]} (1..{len(cfg['cases'])})")
+        cfg["cases"] = [cfg["cases"][i - 1] for i in picked]
     os.makedirs(args.out, exist_ok=True)
     runner = Runner(args.budget_s)
     report = {"schema": "gpu_bench/1", "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "common/parallel/reducer.h"
 #include "common/util/error.h"
 
 namespace rx::optim {
@@ -53,23 +54,39 @@ void FusedSGD::build_groups() {
   torch::NoGradGuard no_grad;
   groups_.clear();
   loose_.clear();
-  // Parameters by the storage their gradient lives in, ordered by offset.
+  // Parameters by the storage their gradient lives in (eligible for a group or not), ordered by offset.
+  auto eligible = [](const torch::Tensor& p) {
+    const auto& g = p.grad();
+    return g.defined() && !g.is_sparse() && g.is_non_overlapping_and_dense() && p.is_non_overlapping_and_dense() &&
+           g.strides() == p.strides() && g.scalar_type() == p.scalar_type();
+  };
   std::map<const void*, std::vector<torch::Tensor>> by_storage;
   for (const auto& p : param_groups()[0].params()) {
-    const auto& g = p.grad();
-    if (g.defined() && !g.is_sparse() && g.is_non_overlapping_and_dense() && p.is_non_overlapping_and_dense() &&
-        g.strides() == p.strides() && g.scalar_type() == p.scalar_type())
-      by_storage[g.storage().unsafeGetStorageImpl()].push_back(p);
+    if (p.grad().defined() && !p.grad().is_sparse())
+      by_storage[p.grad().storage().unsafeGetStorageImpl()].push_back(p);
     else
       loose_.push_back(p);
   }
   for (auto& [storage, ps] : by_storage) {
     std::sort(ps.begin(), ps.end(),
               [](const torch::Tensor& a, const torch::Tensor& b) { return a.grad().storage_offset() < b.grad().storage_offset(); });
+    // [Group runs] A group is a maximal run of eligible gradients in offset order, each starting at or
+    // after the previous one's end, with at most the reducer's alignment padding between them
+    // ([Aligned slices] in common/parallel/reducer.cpp). The padding belongs to no parameter and is
+    // zero, so the flat operations keep it zero. An ineligible gradient in between ends the run.
+    auto follows = [](const torch::Tensor& prev, const torch::Tensor& next) {
+      const int64_t end = prev.grad().storage_offset() + prev.numel();
+      const int64_t gap = next.grad().storage_offset() - end;
+      return gap >= 0 && gap * next.grad().element_size() < parallel::kSliceAlignBytes;
+    };
     size_t i = 0;
-    while (i < ps.size()) {  // maximal runs of back-to-back gradients
+    while (i < ps.size()) {
+      if (!eligible(ps[i])) {
+        loose_.push_back(ps[i++]);
+        continue;
+      }
       size_t j = i + 1;
-      while (j < ps.size() && ps[j].grad().storage_offset() == ps[j - 1].grad().storage_offset() + ps[j - 1].numel()) ++j;
+      while (j < ps.size() && eligible(ps[j]) && follows(ps[j - 1], ps[j])) ++j;
       if (j - i < 2) {
         loose_.push_back(ps[i]);
         i = j;
@@ -77,14 +94,12 @@ void FusedSGD::build_groups() {
       }
       Group g;
       const auto& first = ps[i].grad();
-      int64_t total = 0;
-      for (size_t k = i; k < j; ++k) {
-        g.members.push_back({ps[k], total, state_key(ps[k])});
-        total += ps[k].numel();
-      }
+      const int64_t base = first.storage_offset();
+      for (size_t k = i; k < j; ++k) g.members.push_back({ps[k], ps[k].grad().storage_offset() - base, state_key(ps[k])});
+      const int64_t total = g.members.back().offset + g.members.back().param.numel();
       g.grads = torch::empty({0}, first.options());
-      g.grads.set_(first.storage(), first.storage_offset(), {total}, {1});
-      g.params = torch::empty({total}, ps[i].options());
+      g.grads.set_(first.storage(), base, {total}, {1});
+      g.params = torch::zeros({total}, ps[i].options());  // the padding stays zero
       // Momentum: all members have a buffer (a loaded checkpoint, earlier steps) or none (first step).
       int with_state = 0;
       for (const auto& m : g.members) with_state += state_.count(m.key) ? 1 : 0;

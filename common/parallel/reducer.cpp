@@ -70,6 +70,11 @@ std::vector<std::vector<size_t>> plan_buckets(const std::vector<torch::Tensor>& 
   return buckets;
 }
 
+// [Aligned slices] Each gradient starts at a multiple of kSliceAlignBytes in its bucket (zero
+// padding between them, summed and averaged as zeros). The fused optimizer moves the parameters into
+// buffers with the same layout, and cuDNN's channels-last kernels fault ("misaligned address", found
+// on an H200) on a weight that is not 16-byte aligned; 256 bytes is what cudaMalloc guarantees.
+//
 // [Bucket buffer] One flat buffer per bucket; every parameter's .grad aliases its slice
 // (DDP's gradient_as_bucket_view). AccumulateGrad adds into an existing .grad in place, so backward
 // writes the gradients straight into the buffer the all-reduce sends, and the averaged result is
@@ -113,7 +118,9 @@ Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOpt
   for (size_t b = 0; b < plan.size(); ++b) {
     auto bucket = std::make_unique<Bucket>();
     int64_t total = 0;
+    const int64_t align = std::max<int64_t>(1, kSliceAlignBytes / params_[plan[b].front()].tensor.element_size());
     for (size_t i : plan[b]) {
+      total = (total + align - 1) / align * align;  // [Aligned slices]
       params_[i].bucket = b;
       params_[i].offset = total;
       total += params_[i].tensor.numel();

@@ -25,6 +25,9 @@ enum class Compression { kNone, kFp16, kBf16 };
 Compression parse_compression(const std::string& name);  // "none"|"fp16"|"bf16", else ConfigError
 const char* compression_name(Compression c);
 
+// Every gradient slice of a bucket starts at a multiple of this many bytes ([Aligned slices]).
+inline constexpr int64_t kSliceAlignBytes = 256;
+
 struct ReducerOptions {
   double bucket_mb = 25;       // 0 = one bucket (one all-reduce) per parameter
   double first_bucket_mb = 1;  // cap of the first bucket (the last layers, ready first)

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <sstream>
 
 #include "common/comm/thread/thread_communicator.h"
@@ -79,6 +80,13 @@ TEST_P(FusedSgd, MatchesTorchSgdOverReducerBuckets) {
   EXPECT_GT(fused_opt.fused_groups(), 2) << "the reducer's buckets were not used as flat groups";
   EXPECT_EQ(fused_opt.loose_parameters(), 0);
   EXPECT_LT(max_diff(ref, fused), 1e-6);
+  // [Aligned slices]: the flat buffers start every parameter and gradient on a 256-byte boundary of
+  // their buffer (the CPU allocator aligns buffers to 64 bytes); cuDNN's channels-last kernels
+  // fault on misaligned weights.
+  for (const auto& item : fused->named_parameters()) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(item.value().data_ptr()) % 64, 0u) << item.key() << " (parameter)";
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(item.value().grad().data_ptr()) % 64, 0u) << item.key() << " (gradient)";
+  }
   EXPECT_GT((ref->parameters()[0] - make_model(GetParam())->parameters()[0]).abs().max().item<double>(), 1e-4)
       << "training did not move the weights: the comparison proves nothing";
 }
