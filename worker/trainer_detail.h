@@ -1,8 +1,10 @@
 #pragma once
-// Helpers shared by trainer.cpp and trainer_report.cpp (not part of the worker's interface).
+// Helpers shared by trainer.cpp, trainer_setup.cpp and trainer_report.cpp (not part of the worker's interface).
 #include <nlohmann/json.hpp>
 
 #include "common/data/augment.h"
+#include "common/parallel/reducer.h"
+#include "worker/trainer.h"
 
 namespace rx::worker::detail {
 
@@ -11,3 +13,14 @@ double now_seconds();  // steady clock, in seconds
 data::AugmentOptions augment_options(const nlohmann::json& data_section, bool train);
 
 }  // namespace rx::worker::detail
+
+namespace rx::worker {
+
+// [Gradient sync] Bucketed all-reduce overlapped with backward (common/parallel/reducer.h).
+struct Trainer::GradSync {
+  GradSync(torch::nn::Module& m, comm::Communicator& c, const nlohmann::json& cfg)
+      : reducer(m, c, parallel::reducer_options(cfg)) {}
+  parallel::Reducer reducer;
+};
+
+}  // namespace rx::worker
