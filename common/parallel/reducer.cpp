@@ -95,11 +95,15 @@ struct Reducer::Bucket {
 
 Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOptions opts)
     : comm_(comm), opts_(opts) {
-  if (opts_.compression != Compression::kNone && comm_.backend_name() == "mpi")
-    throw ConfigError("distributed.compression",
-                      std::string("\"") + compression_name(opts_.compression) +
-                          "\" needs a backend that all-reduces 16-bit floats (nccl); the mpi backend cannot, "
-                          "use \"none\" with mpi");
+  if (opts_.compression != Compression::kNone) {
+    const auto caps = comm_.capabilities();
+    const auto wire = opts_.compression == Compression::kFp16 ? torch::kHalf : torch::kBFloat16;
+    if (!caps.can_allreduce(wire) || !caps.supports(comm::ReduceOp::kSum))
+      throw ConfigError("distributed.compression",
+                        std::string("\"") + compression_name(opts_.compression) +
+                            "\" needs a backend that all-reduces " + c10::toString(wire) + " (nccl); the " +
+                            comm_.backend_name() + " backend reduces only " + caps.dtype_list() + ", use \"none\"");
+  }
   std::vector<torch::Tensor> tensors;
   for (const auto& item : module.named_parameters()) {
     if (!item.value().requires_grad()) continue;

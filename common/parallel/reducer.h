@@ -50,8 +50,8 @@ class Reducer {
  public:
   // Trainable parameters of `module` (requires_grad) take part; their .grad become aliases of the
   // bucket buffers (existing gradients are copied in). Throws ConfigError naming
-  // "distributed.compression" when compression is asked of a backend that cannot reduce 16-bit
-  // floats (mpi).
+  // "distributed.compression" when compression is asked of a backend whose capabilities() do not
+  // include the 16-bit wire type (mpi).
   Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOptions opts);
   ~Reducer();
   Reducer(const Reducer&) = delete;
