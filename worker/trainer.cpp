@@ -58,15 +58,14 @@ void install_preemption_handlers() {
 }
 
 comm::Millis Trainer::timeout() const {
-  return comm::Millis(static_cast<int64_t>(cfg_.at("distributed").at("timeout_s").get<double>() * 1000));
+  return spec_.distributed.timeout();
 }
 
 std::vector<int64_t> Trainer::epoch_indices(int epoch, int64_t start_position) {
-  const auto& t = cfg_.at("training");
-  const auto seed = t.at("seed").get<uint64_t>();
+  const uint64_t seed = spec_.training.seed;
   if (!local_shards_) {
     data::ShardSpec spec{train_data_.count, comm_.world_size(), comm_.rank(), epoch, seed,
-                         data::parse_shard_mode(cfg_.at("data").at("shard_mode").get<std::string>()), true,
+                         data::parse_shard_mode(spec_.data.shard_mode), true,
                          start_position};
     return data::shard_indices(spec);
   }
@@ -116,7 +115,7 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
                    {"best_test_accuracy", best_accuracy_},
                    {"partial_epoch", {sums.loss_sum, sums.correct, sums.count}},
                    {"loss_scaler", scaler_->state()},
-                   {"config_sha256", config::config_hash(cfg_)}};
+                   {"config_sha256", config::config_hash(spec_)}};
     checkpoints_->save(global_step_, *model_, *optimizer_, cursor);
     if (position == 0)
       spdlog::info("checkpoint written at step {} (after epoch {})", global_step_, epoch);
@@ -127,28 +126,28 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
 }
 
 Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, EpochStats stats) {
-  const auto& t = cfg_.at("training");
-  const auto& d = cfg_.at("data");
-  const int accumulate = t.at("accumulate_steps").get<int>();
-  const int64_t per_step = accumulate * t.at("batch_size").get<int64_t>();
+  const auto& t = spec_.training;
+  const auto& d = spec_.data;
+  const int accumulate = t.accumulate_steps;
+  const int64_t per_step = accumulate * t.batch_size;
   const int64_t first_step = start_position / (per_step * comm_.world_size());
   auto indices = epoch_indices(epoch, start_position);
   const int64_t steps = std::min<int64_t>(steps_per_epoch_ - first_step, (static_cast<int64_t>(indices.size()) + per_step - 1) / per_step);
   indices.resize(std::min<size_t>(indices.size(), static_cast<size_t>(std::max<int64_t>(0, steps) * per_step)));
   data::LoaderOptions lo;
-  lo.batch_size = t.at("batch_size").get<int64_t>();
-  lo.num_threads = d.at("num_workers").get<int>();
-  lo.prefetch = d.at("prefetch").get<int>();
-  lo.channels_last = d.at("channels_last").get<bool>();
+  lo.batch_size = t.batch_size;
+  lo.num_threads = d.num_workers;
+  lo.prefetch = d.prefetch;
+  lo.channels_last = d.channels_last;
   lo.pin_memory = device_.is_cuda();
-  lo.seed = t.at("seed").get<uint64_t>();
+  lo.seed = t.seed;
   lo.epoch = epoch;
   data::Loader loader(train_data_, std::move(indices), augment_options(d, true), lo);
 
   model_->train();
-  const double smoothing = t.at("label_smoothing").get<double>();
-  const int64_t log_every = t.at("log_every_steps").get<int64_t>();
-  const int64_t every_steps = cfg_.at("checkpoint").at("every_steps").get<int64_t>();
+  const double smoothing = t.label_smoothing;
+  const int64_t log_every = t.log_every_steps;
+  const int64_t every_steps = spec_.checkpoint.every_steps;
   double window_start = now_seconds();
   int64_t window_images = 0, window_batches = 0;
   StepSums sums(device_, stats.loss_sum, stats.correct);
@@ -218,10 +217,9 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
 }
 
 json Trainer::run() {
-  const auto& t = cfg_.at("training");
-  const int epochs = t.at("epochs").get<int>();
-  const int eval_every = t.at("eval_every_epochs").get<int>();
-  RunRecordBuilder record(cfg_, comm_, device_);
+  const int epochs = spec_.training.epochs;
+  const int eval_every = spec_.training.eval_every_epochs;
+  RunRecordBuilder record(spec_, comm_, device_);
   record.set_dataset(train_total_, test_total_, steps_per_epoch_);
   spdlog::info("training {} ({} params) on {} ranks, {} train / {} test samples, {} steps per epoch",
                model_->spec().name, model::count_parameters(*model_), comm_.world_size(), train_total_, test_total_,
@@ -270,7 +268,7 @@ json Trainer::run() {
                  entry["test_accuracy"].is_null() ? std::string("-") : std::to_string(last));
     record.add_epoch(entry);
     epoch_records_.push_back(entry);
-    const int64_t every_epochs = cfg_.at("checkpoint").at("every_epochs").get<int64_t>();
+    const int64_t every_epochs = spec_.checkpoint.every_epochs;
     if (checkpointing_ && (final_epoch || (every_epochs > 0 && (epoch + 1) % every_epochs == 0)))
       save_checkpoint(epoch + 1, 0, {});
   }
@@ -284,8 +282,8 @@ json Trainer::run() {
   out["numerics"] = {{"precision", model::precision_name(precision_)},
                      {"loss_scale", scaler_->scale()},
                      {"skipped_steps", scaler_->skipped_steps()},
-                     {"channels_last", cfg_.at("data").at("channels_last").get<bool>()},
-                     {"cudnn_benchmark", device_.is_cuda() && cfg_.at("training").at("cudnn_benchmark").get<bool>()}};
+                     {"channels_last", spec_.data.channels_last},
+                     {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark}};
   if (const auto* fused = dynamic_cast<const optim::FusedSGD*>(optimizer_.get()))
     out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()}, {"loose_parameters", fused->loose_parameters()}};
   return out;

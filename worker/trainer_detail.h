@@ -9,8 +9,8 @@
 namespace rx::worker::detail {
 
 double now_seconds();  // steady clock, in seconds
-// The loader's augmentation options from the resolved config's data section.
-data::AugmentOptions augment_options(const nlohmann::json& data_section, bool train);
+// The loader's augmentation options from the job's data section.
+data::AugmentOptions augment_options(const config::DataSpec& data, bool train);
 
 }  // namespace rx::worker::detail
 
@@ -18,8 +18,8 @@ namespace rx::worker {
 
 // [Gradient sync] Bucketed all-reduce overlapped with backward (common/parallel/reducer.h).
 struct Trainer::GradSync {
-  GradSync(torch::nn::Module& m, comm::Communicator& c, const nlohmann::json& cfg)
-      : reducer(m, c, parallel::reducer_options(cfg)) {}
+  GradSync(torch::nn::Module& m, comm::Communicator& c, const config::DistributedSpec& d)
+      : reducer(m, c, parallel::reducer_options(d)) {}
   parallel::Reducer reducer;
 };
 

@@ -36,13 +36,12 @@ const char* compression_name(Compression c) {
   return "none";
 }
 
-ReducerOptions reducer_options(const json& cfg) {
-  const auto& d = cfg.at("distributed");
+ReducerOptions reducer_options(const config::DistributedSpec& d) {
   ReducerOptions o;
-  o.bucket_mb = d.at("bucket_mb").get<double>();
-  o.first_bucket_mb = d.at("first_bucket_mb").get<double>();
-  o.compression = parse_compression(d.at("compression").get<std::string>());
-  o.timeout = comm::Millis(static_cast<int64_t>(d.at("timeout_s").get<double>() * 1000));
+  o.bucket_mb = d.bucket_mb;
+  o.first_bucket_mb = d.first_bucket_mb;
+  o.compression = parse_compression(d.compression);
+  o.timeout = d.timeout();
   return o;
 }
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/comm/communicator.h"
+#include "common/config/job_spec.h"
 
 namespace rx::parallel {
 
@@ -34,8 +35,8 @@ struct ReducerOptions {
   comm::Millis timeout{300000};
 };
 
-// Reads distributed.bucket_mb / first_bucket_mb / compression / timeout_s of a resolved job config.
-ReducerOptions reducer_options(const nlohmann::json& resolved_config);
+// From the job's distributed section: bucket_mb / first_bucket_mb / compression / timeout_s.
+ReducerOptions reducer_options(const config::DistributedSpec& distributed);
 
 // [Bucket order] Buckets hold parameters in reverse registration order, which is roughly the order
 // backward produces their gradients (the head first, the stem last). A bucket is closed once it
