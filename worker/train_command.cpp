@@ -45,10 +45,11 @@ void setup_threads(int requested, int local_size) {
 
 // training.device: "auto" takes cuda:<local rank mod GPUs> when this build and node have a GPU (ranks
 // beyond the GPU count share them; comm/factory.h then stages MPI through host memory), else the CPU.
-torch::Device pick_device(const std::string& wanted, int local_rank) {
+torch::Device pick_device(config::DeviceChoice wanted, int local_rank) {
   const bool cuda_build = comm::has_nccl_backend();
   const int gpus = cuda_build && torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-  if (wanted == "cpu" || (wanted == "auto" && gpus == 0)) return torch::Device(torch::kCPU);
+  if (wanted == config::DeviceChoice::kCpu || (wanted == config::DeviceChoice::kAuto && gpus == 0))
+    return torch::Device(torch::kCPU);
   if (gpus == 0)
     throw ConfigError("training.device", cuda_build ? "\"cuda\" but no CUDA device is visible on this node"
                                                     : "\"cuda\" but this build has no CUDA (see launch/build_cuda.sh)");

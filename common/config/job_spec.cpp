@@ -29,6 +29,8 @@ const Names<OptimizerKind> kOptimizers = {
 const Names<LrScheduleKind> kSchedules = {{LrScheduleKind::kConstant, "constant"},
                                           {LrScheduleKind::kMultistep, "multistep"},
                                           {LrScheduleKind::kCosine, "cosine"}};
+const Names<DeviceChoice> kDevices = {
+    {DeviceChoice::kAuto, "auto"}, {DeviceChoice::kCpu, "cpu"}, {DeviceChoice::kCuda, "cuda"}};
 const Names<ResumeMode> kResume = {{ResumeMode::kNone, "none"}, {ResumeMode::kAuto, "auto"}};
 
 // Reads a resolved document (every key present and checked by resolve()) into the spec's fields.
@@ -194,7 +196,7 @@ void bind(Io& io, S& s) {
   io("training.accumulate_steps", t.accumulate_steps);
   io("training.eval_every_epochs", t.eval_every_epochs);
   io("training.log_every_steps", t.log_every_steps);
-  io("training.device", t.device);
+  io.choice("training.device", t.device, kDevices);
   io("training.precision", t.precision);
   io("training.cudnn_benchmark", t.cudnn_benchmark);
   io("training.threads", t.threads);

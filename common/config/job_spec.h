@@ -71,6 +71,8 @@ struct OptimizerSpec {
   double eps = 1e-8;
 };
 
+enum class DeviceChoice { kAuto, kCpu, kCuda };
+
 enum class LrScheduleKind { kConstant, kMultistep, kCosine };
 
 // training.lr_schedule.*
@@ -94,7 +96,7 @@ struct TrainingSpec {
   int accumulate_steps = 1;
   int eval_every_epochs = 1;
   int64_t log_every_steps = 20;
-  std::string device;     // auto | cpu | cuda
+  DeviceChoice device = DeviceChoice::kAuto;
   std::string precision;  // fp32 | bf16 | fp16 (model::parse_precision)
   bool cudnn_benchmark = true;
   int threads = 0;

@@ -91,6 +91,7 @@ TEST(JobSpec, FieldsAreTyped) {
   EXPECT_EQ(s.training.lr_schedule.name, LrScheduleKind::kMultistep);
   EXPECT_EQ(s.data.source, DataSource::kCoordinator);
   EXPECT_EQ(s.data.format, "idx");
+  EXPECT_EQ(s.training.device, DeviceChoice::kAuto);
   EXPECT_EQ(s.model.preset.value_or(""), "resnext20_tiny");
   EXPECT_FALSE(s.model.depth.has_value());
   EXPECT_EQ(s.training.optimizer.betas[1], 0.999);
