@@ -7,7 +7,7 @@
 #include <random>
 
 #include "common/comm/hang/traced_communicator.h"
-#include "common/config/job_config.h"
+#include "common/config/job_spec.h"
 #include "common/util/file_util.h"
 
 namespace rx::worker {
@@ -35,16 +35,16 @@ std::string agree_run_id(comm::Communicator& boot) {
 }
 }  // namespace
 
-HangGuard guard_against_hangs(std::unique_ptr<comm::Communicator> comm, const json& cfg,
+HangGuard guard_against_hangs(std::unique_ptr<comm::Communicator> comm, const config::JobSpec& spec,
                               comm::Communicator& boot, ReportSender* sender) {
   HangGuard g;
-  const double timeout_s = cfg.at("distributed").at("hang_timeout_s").get<double>();
+  const double timeout_s = spec.distributed.hang_timeout_s;
   // Every rank takes the same branch (same config, same world size), so the broadcast below matches.
   if (timeout_s <= 0 || comm->world_size() < 2) {
     g.comm = std::move(comm);
     return g;
   }
-  const std::string out = cfg.at("output").at("dir").get<std::string>();
+  const std::string out = spec.output.dir;
   comm::hang::WatchdogOptions o;
   o.dir = out + "/heartbeat";
   o.run_id = agree_run_id(boot);
@@ -54,7 +54,7 @@ HangGuard guard_against_hangs(std::unique_ptr<comm::Communicator> comm, const js
   o.interval_s = comm::hang::default_interval(timeout_s);
   auto trace = std::make_shared<comm::hang::CollectiveTrace>();
   g.comm = std::make_unique<comm::hang::TracedCommunicator>(std::move(comm), trace);
-  const std::string sha = config::config_hash(cfg);
+  const std::string sha = config::config_hash(spec);
   auto on_hang = [out, sha, sender, world = o.world_size](const json& report, bool mine) {
     if (!mine) return;
     json record = {{"status", "failed"},

@@ -10,6 +10,7 @@
 
 #include "common/comm/communicator.h"
 #include "common/comm/hang/hang_watchdog.h"
+#include "common/config/job_spec.h"
 #include "worker/report_sender.h"
 
 namespace rx::worker {
@@ -21,7 +22,7 @@ struct HangGuard {
 
 // `boot` agrees on the run id (a collective on every rank); `sender` may be null (no coordinator).
 // `sender` must outlive the returned guard.
-HangGuard guard_against_hangs(std::unique_ptr<comm::Communicator> comm, const nlohmann::json& resolved_config,
+HangGuard guard_against_hangs(std::unique_ptr<comm::Communicator> comm, const config::JobSpec& spec,
                               comm::Communicator& boot, ReportSender* sender);
 
 }  // namespace rx::worker

@@ -8,7 +8,7 @@
 #include <ctime>
 #include <iterator>
 
-#include "common/config/job_config.h"
+#include "common/config/job_spec.h"
 
 #ifdef RX_WITH_CUDA
 #include <ATen/detail/CUDAHooksInterface.h>
@@ -77,15 +77,16 @@ json device_info([[maybe_unused]] torch::Device device) {
   return d;
 }
 
-RunRecordBuilder::RunRecordBuilder(const json& cfg, const comm::Communicator& comm, torch::Device device) {
+RunRecordBuilder::RunRecordBuilder(const config::JobSpec& spec, const comm::Communicator& comm, torch::Device device) {
+  const json cfg = config::to_json(spec);  // resolve()'s document, byte for byte ([Number spelling])
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   record_ = {{"config", cfg},
              {"config_sha256", config::config_hash(cfg)},
              {"world_size", comm.world_size()},
              {"backend", comm.backend_name()},
-             {"seed", cfg.at("training").at("seed")},
-             {"model", cfg.at("model")},
+             {"seed", spec.training.seed},
+             {"model", config::model_json(spec)},
              {"host", host},
              {"device", device.str()},
              {"device_info", device_info(device)},

@@ -12,12 +12,13 @@
 #include <string>
 
 #include "common/comm/communicator.h"
+#include "common/config/job_spec.h"
 
 namespace rx::worker {
 
 class RunRecordBuilder {
  public:
-  RunRecordBuilder(const nlohmann::json& resolved_config, const comm::Communicator& comm, torch::Device device);
+  RunRecordBuilder(const config::JobSpec& spec, const comm::Communicator& comm, torch::Device device);
   void set_dataset(int64_t train_samples, int64_t test_samples, int64_t steps_per_epoch);
   void add_epoch(nlohmann::json entry);
   nlohmann::json finish(double final_accuracy, double best_accuracy, const nlohmann::json& last_eval,

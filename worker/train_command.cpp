@@ -9,7 +9,7 @@
 
 #include "common/comm/factory.h"
 #include "common/comm/mpi/mpi_communicator.h"
-#include "common/config/job_config.h"
+#include "common/config/job_spec.h"
 #include "common/report/report_client.h"
 #include "common/util/file_util.h"
 #include "common/util/error.h"
@@ -46,10 +46,11 @@ void setup_threads(int requested, int local_size) {
 
 // training.device: "auto" takes cuda:<local rank mod GPUs> when this build and node have a GPU (ranks
 // beyond the GPU count share them; comm/factory.h then stages MPI through host memory), else the CPU.
-torch::Device pick_device(const std::string& wanted, int local_rank) {
+torch::Device pick_device(config::DeviceChoice wanted, int local_rank) {
   const bool cuda_build = comm::has_nccl_backend();
   const int gpus = cuda_build && torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
-  if (wanted == "cpu" || (wanted == "auto" && gpus == 0)) return torch::Device(torch::kCPU);
+  if (wanted == config::DeviceChoice::kCpu || (wanted == config::DeviceChoice::kAuto && gpus == 0))
+    return torch::Device(torch::kCPU);
   if (gpus == 0)
     throw ConfigError("training.device", cuda_build ? "\"cuda\" but no CUDA device is visible on this node"
                                                     : "\"cuda\" but this build has no CUDA (see launch/build_cuda.sh)");
@@ -82,12 +83,12 @@ int train_command(const std::vector<std::string>& args) {
   // [Config agreement] Every rank resolves the config itself, then all agree before any other
   // collective: one rank failing alone (a file missing on its node) must not leave the others
   // waiting in a broadcast.
-  json cfg;
+  config::JobSpec spec;
   std::string failure;
   int failure_code = 0;
   try {
-    cfg = config::resolve_file(cli.get_or("config", ""), overrides);
-    if (rank == 0) std::filesystem::create_directories(cfg["output"]["dir"].get<std::string>());
+    spec = config::from_file(cli.get_or("config", ""), overrides);
+    if (rank == 0) std::filesystem::create_directories(spec.output.dir);
   } catch (const ConfigError& e) {
     failure = std::string("config error: ") + e.what();
     failure_code = kExitConfig;
@@ -103,8 +104,8 @@ int train_command(const std::vector<std::string>& args) {
   }
 
   try {
-    setup_threads(cfg["training"]["threads"].get<int>(), boot->local_size());
-    const torch::Device device = pick_device(cfg["training"]["device"].get<std::string>(), boot->local_rank());
+    setup_threads(spec.training.threads, boot->local_size());
+    const torch::Device device = pick_device(spec.training.device, boot->local_rank());
     // Every rank may fetch its shard from the coordinator and may have to send a hang report; rank 0
     // sends progress and the result.
     std::unique_ptr<report::ReportClient> coordinator;
@@ -114,19 +115,19 @@ int train_command(const std::vector<std::string>& args) {
       coordinator = std::make_unique<report::ReportClient>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
                                                            secret ? secret : "", std::chrono::seconds(30));
       ReportRetry retry;
-      retry.total_s = cfg["report"]["retry_s"].get<double>();
+      retry.total_s = spec.report.retry_s;
       sender = std::make_unique<ReportSender>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
                                               secret ? secret : "", retry);
     }
     HangGuard guard = guard_against_hangs(
-        comm::make_communicator(cfg["distributed"]["backend"].get<std::string>(), device.is_cuda()), cfg, *boot,
+        comm::make_communicator(spec.distributed.backend, device.is_cuda()), spec, *boot,
         sender.get());
     comm::Communicator* comm = guard.comm.get();
     if (rank == 0)
       spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(), comm->backend_name(),
-                   device.str(), torch::get_num_threads(), config::config_hash(cfg).substr(0, 12));
+                   device.str(), torch::get_num_threads(), config::config_hash(spec).substr(0, 12));
 
-    const std::string dir = cfg["output"]["dir"].get<std::string>();
+    const std::string dir = spec.output.dir;
     TrainerHooks hooks;
     if (coordinator)
       hooks.fetch_shard = [&](const std::string& part, const std::string& split) {
@@ -143,9 +144,9 @@ int train_command(const std::vector<std::string>& args) {
         if (sender) sender->progress(event);  // best-effort; training goes on
       };
 
-    Trainer trainer(cfg, *comm, device, hooks);
+    Trainer trainer(spec, *comm, device, hooks);
     std::unique_ptr<metrics::TraceRecorder> trace;  // output.trace ([Trace timeline])
-    if (cfg["output"]["trace"].get<bool>()) {
+    if (spec.output.trace) {
       trace = start_trace(*comm, dir, comm::Millis(120000));
       trainer.attach_trace(*trace);
     }

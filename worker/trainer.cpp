@@ -7,7 +7,6 @@
 #include <csignal>
 #include <cmath>
 #include <cstdlib>
-#include <filesystem>
 
 #include "common/config/job_config.h"
 #include "common/data/loader.h"
@@ -15,11 +14,9 @@
 #include "common/metrics/memory.h"
 #include "common/comm/hang/traced_communicator.h"
 #include "common/model/precision.h"
-#include "common/model/state_dict.h"
 #include "common/optim/fused_sgd.h"
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
-#include "common/util/file_util.h"
 #include "common/util/error.h"
 #include "common/util/rng.h"
 #include "worker/lr_schedule.h"
@@ -36,21 +33,6 @@ namespace detail {
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
-
-data::AugmentOptions augment_options(const json& d, bool train) {
-  const auto& a = d.at("augment");
-  data::AugmentOptions o;
-  o.crop_padding = a.at("crop_padding").get<int>();
-  o.flip = a.at("flip").get<bool>();
-  o.mean = a.at("mean").get<std::vector<float>>();
-  o.std = a.at("std").get<std::vector<float>>();
-  o.resize = a.at("resize").get<int>();
-  o.pad_to = a.at("pad_to").get<int>();
-  o.replicate_channels = a.at("replicate_channels").get<int>();
-  o.train = train;
-  return o;
-}
-
 }  // namespace detail
 
 namespace {
@@ -60,29 +42,7 @@ using detail::now_seconds;
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& g : opt.param_groups()) g.options().set_lr(lr);
 }
-
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const json& o, std::vector<torch::Tensor> params) {
-  const std::string name = o.at("name").get<std::string>();
-  const double lr = o.at("lr").get<double>(), wd = o.at("weight_decay").get<double>();
-  if (name == "sgd") {
-    const auto opts =
-        torch::optim::SGDOptions(lr).momentum(o.at("momentum").get<double>()).nesterov(o.at("nesterov").get<bool>()).weight_decay(wd);
-    if (o.at("fused").get<bool>()) return std::make_unique<optim::FusedSGD>(params, opts);  // [Fused step]
-    return std::make_unique<torch::optim::SGD>(params, opts);
-  }
-  const auto betas = std::make_tuple(o.at("betas")[0].get<double>(), o.at("betas")[1].get<double>());
-  const double eps = o.at("eps").get<double>();
-  if (name == "adam")
-    return std::make_unique<torch::optim::Adam>(params, torch::optim::AdamOptions(lr).betas(betas).eps(eps).weight_decay(wd));
-  return std::make_unique<torch::optim::AdamW>(params, torch::optim::AdamWOptions(lr).betas(betas).eps(eps).weight_decay(wd));
-}
 }  // namespace
-
-// [Gradient sync] Bucketed all-reduce overlapped with backward (common/parallel/reducer.h).
-struct Trainer::GradSync {
-  GradSync(torch::nn::Module& m, comm::Communicator& c, const json& cfg) : reducer(m, c, parallel::reducer_options(cfg)) {}
-  parallel::Reducer reducer;
-};
 
 namespace {
 volatile std::sig_atomic_t g_stop_signal = 0;
@@ -97,108 +57,6 @@ void install_preemption_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-Trainer::Trainer(json cfg, comm::Communicator& comm, torch::Device device, TrainerHooks hooks)
-    : cfg_(std::move(cfg)), comm_(comm), device_(device), hooks_(std::move(hooks)) {
-  const auto& d = cfg_.at("data");
-  const auto& t = cfg_.at("training");
-  const std::string format = d.at("format").get<std::string>(), path = d.at("path").get<std::string>();
-  local_shards_ = d.at("source").get<std::string>() == "coordinator";
-  if (local_shards_) {
-    train_data_ = fetch_local_block(data::Split::kTrain);
-    test_data_ = fetch_local_block(data::Split::kTest);
-  } else {
-    train_data_ = data::load_dataset(format, path, data::Split::kTrain).take_first(d.at("max_train_samples").get<int64_t>());
-    test_data_ = data::load_dataset(format, path, data::Split::kTest).take_first(d.at("max_test_samples").get<int64_t>());
-  }
-  {  // sizes over all ranks: the longest local block (local mode) and the test total
-    auto sizes = torch::tensor({train_data_.count, test_data_.count}, torch::kInt64);
-    auto all = torch::empty({2 * comm_.world_size()}, torch::kInt64);
-    comm_.allgather(sizes, all, {timeout()})->wait(timeout());
-    train_total_ = local_shards_ ? all.view({-1, 2}).select(1, 0).sum().item<int64_t>() : train_data_.count;
-    test_total_ = local_shards_ ? all.view({-1, 2}).select(1, 1).sum().item<int64_t>() : test_data_.count;
-    local_shard_len_ = all.view({-1, 2}).select(1, 0).max().item<int64_t>();
-  }
-  auto spec = config::model_spec(cfg_);
-  if (train_data_.num_classes > spec.num_classes)
-    throw ConfigError("model.num_classes", std::to_string(spec.num_classes) + " is fewer than the dataset's " +
-                                               std::to_string(train_data_.num_classes) + " classes");
-  const auto shape = data::output_shape(train_data_, augment_options(d, true));
-  if (shape[0] != spec.in_channels)
-    throw ConfigError("data.augment.replicate_channels", "the model expects " + std::to_string(spec.in_channels) +
-                                                             " input channels, the data gives " + std::to_string(shape[0]));
-
-  torch::manual_seed(t.at("seed").get<uint64_t>());
-  model_ = model::ResNeXt(spec);
-  const std::string pretrained = cfg_.at("model").at("pretrained").get<std::string>();
-  if (!pretrained.empty() && comm_.rank() == 0) {
-    model::LoadOptions lo;
-    lo.skip_head = cfg_.at("model").at("replace_head").get<bool>();
-    model::load_state_dict(*model_, model::read_state_dict(pretrained), lo, pretrained);
-  }
-  model_->to(device_);
-  if (device_.is_cuda()) timer_.set_device_clock(metrics::make_cuda_clock(device_.index()));
-  // [Mixed precision] in common/model/precision.h; channels-last covers the input batches (the
-  // loader) and the 4-D weights, converted before the broadcast so every rank holds the same layout.
-  precision_ = model::parse_precision(t.at("precision").get<std::string>());
-  model::check_precision_supported(precision_, device_);
-  scaler_ = std::make_unique<model::LossScaler>(precision_ == model::Precision::kFp16);
-  if (d.at("channels_last").get<bool>()) model::to_channels_last(*model_);
-#ifdef RX_WITH_CUDA
-  if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(t.at("cudnn_benchmark").get<bool>());
-#endif
-  // [Identical start] Rank 0's parameters and buffers win, then every rank proves it holds them.
-  parallel::broadcast_module_state(*model_, comm_, 0, timeout());
-  parallel::verify_replicas(*model_, comm_, "after the initial broadcast", timeout());
-
-  optimizer_ = make_optimizer(t.at("optimizer"), model_->parameters());
-
-  const auto& ck = cfg_.at("checkpoint");
-  // The store is always there (a preemption checkpoints even when no cadence is set); the cadences
-  // and resume decide when it is used.
-  checkpoints_ = std::make_unique<CheckpointStore>(cfg_.at("output").at("dir").get<std::string>() + "/checkpoints",
-                                                   ck.at("keep").get<int>());
-  checkpointing_ = ck.at("every_steps").get<int64_t>() > 0 || ck.at("every_epochs").get<int64_t>() > 0 ||
-                   ck.at("resume").get<std::string>() == "auto";
-  if (ck.at("resume").get<std::string>() == "auto") {
-    // Every rank loads the same files (the output folder is shared by the job's ranks), then proves
-    // it holds the same parameters as rank 0 and the same cursor.
-    auto cursor = checkpoints_->load_latest(*model_, *optimizer_);
-    const int64_t step = cursor ? (*cursor)["global_step"].get<int64_t>() : -1;
-    auto mine = torch::tensor({step}, torch::kInt64);
-    auto all = torch::empty({comm_.world_size()}, torch::kInt64);
-    comm_.allgather(mine, all, {timeout()})->wait(timeout());
-    for (int r = 0; r < comm_.world_size(); ++r)
-      if (all[r].item<int64_t>() != step)
-        throw CommError(comm_.backend_name(), comm_.rank(), "rank " + std::to_string(r) + " resumed from step " +
-                                                                std::to_string(all[r].item<int64_t>()) + ", rank " +
-                                                                std::to_string(comm_.rank()) + " from " +
-                                                                std::to_string(step));
-    if (cursor) {
-      resume_ = *cursor;
-      global_step_ = step;
-      epoch_records_ = resume_.value("epochs", json::array());
-      best_accuracy_ = resume_.value("best_test_accuracy", 0.0);
-      scaler_->load_state(resume_.value("loss_scaler", json()));
-      parallel::verify_replicas(*model_, comm_, "after loading the checkpoint", timeout());
-    }
-  }
-
-  // A checkpoint load replaces the parameters' storage (with the layout they were saved in).
-  if (d.at("channels_last").get<bool>()) model::to_channels_last(*model_);
-  // [Sync after load] The gradient sync is built last: it hooks and views the parameters as they will
-  // be trained, and a checkpoint load replaces their storage.
-  grad_sync_.reset(new GradSync(*model_, comm_, cfg_));
-  params_ = model_->parameters();
-
-  const int64_t shard = local_shards_ ? local_shard_len_ : data::shard_length(train_data_.count, comm_.world_size());
-  const int64_t batch = t.at("batch_size").get<int64_t>() * t.at("accumulate_steps").get<int64_t>();
-  steps_per_epoch_ = (shard + batch - 1) / batch;
-  const int64_t cap = t.at("max_steps_per_epoch").get<int64_t>();
-  if (cap > 0) steps_per_epoch_ = std::min(steps_per_epoch_, cap);
-}
-
-Trainer::~Trainer() = default;
-
 void Trainer::attach_trace(metrics::TraceRecorder& trace) {
   trace.set_first_step(global_step_);
   timer_.set_sink([&trace](const metrics::PhaseRecord& r) { trace.on_phase(r); });
@@ -208,31 +66,14 @@ void Trainer::attach_trace(metrics::TraceRecorder& trace) {
 }
 
 comm::Millis Trainer::timeout() const {
-  return comm::Millis(static_cast<int64_t>(cfg_.at("distributed").at("timeout_s").get<double>() * 1000));
-}
-
-data::Dataset Trainer::fetch_local_block(data::Split split) {
-  if (!hooks_.fetch_shard)
-    throw ConfigError("data.source", "\"coordinator\" needs the coordinator: run under it (--coordinator URL --job-id ID)");
-  const std::string name = split == data::Split::kTrain ? "train" : "test";
-  const std::string dir = cfg_.at("output").at("dir").get<std::string>() + "/shard-" + std::to_string(comm_.rank());
-  std::filesystem::create_directories(dir);
-  const std::string format = cfg_.at("data").at("format").get<std::string>();
-  if (format == "idx") {
-    write_file_atomic(dir + "/" + name + "-images-idx3-ubyte", hooks_.fetch_shard("images", name));
-    write_file_atomic(dir + "/" + name + "-labels-idx1-ubyte", hooks_.fetch_shard("labels", name));
-    return data::read_idx(dir + "/" + name + "-images-idx3-ubyte", dir + "/" + name + "-labels-idx1-ubyte");
-  }
-  write_file_atomic(dir + "/" + name + ".bin", hooks_.fetch_shard("", name));
-  return data::read_cifar_records(dir + "/" + name + ".bin", format == "cifar100");
+  return spec_.distributed.timeout();
 }
 
 std::vector<int64_t> Trainer::epoch_indices(int epoch, int64_t start_position) {
-  const auto& t = cfg_.at("training");
-  const auto seed = t.at("seed").get<uint64_t>();
+  const uint64_t seed = spec_.training.seed;
   if (!local_shards_) {
     data::ShardSpec spec{train_data_.count, comm_.world_size(), comm_.rank(), epoch, seed,
-                         data::parse_shard_mode(cfg_.at("data").at("shard_mode").get<std::string>()), true,
+                         data::parse_shard_mode(spec_.data.shard_mode), true,
                          start_position};
     return data::shard_indices(spec);
   }
@@ -282,7 +123,7 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
                    {"best_test_accuracy", best_accuracy_},
                    {"partial_epoch", {sums.loss_sum, sums.correct, sums.count}},
                    {"loss_scaler", scaler_->state()},
-                   {"config_sha256", config::config_hash(cfg_)}};
+                   {"config_sha256", config::config_hash(spec_)}};
     checkpoints_->save(global_step_, *model_, *optimizer_, cursor);
     if (position == 0)
       spdlog::info("checkpoint written at step {} (after epoch {})", global_step_, epoch);
@@ -293,28 +134,28 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
 }
 
 Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, EpochStats stats) {
-  const auto& t = cfg_.at("training");
-  const auto& d = cfg_.at("data");
-  const int accumulate = t.at("accumulate_steps").get<int>();
-  const int64_t per_step = accumulate * t.at("batch_size").get<int64_t>();
+  const auto& t = spec_.training;
+  const auto& d = spec_.data;
+  const int accumulate = t.accumulate_steps;
+  const int64_t per_step = accumulate * t.batch_size;
   const int64_t first_step = start_position / (per_step * comm_.world_size());
   auto indices = epoch_indices(epoch, start_position);
   const int64_t steps = std::min<int64_t>(steps_per_epoch_ - first_step, (static_cast<int64_t>(indices.size()) + per_step - 1) / per_step);
   indices.resize(std::min<size_t>(indices.size(), static_cast<size_t>(std::max<int64_t>(0, steps) * per_step)));
   data::LoaderOptions lo;
-  lo.batch_size = t.at("batch_size").get<int64_t>();
-  lo.num_threads = d.at("num_workers").get<int>();
-  lo.prefetch = d.at("prefetch").get<int>();
-  lo.channels_last = d.at("channels_last").get<bool>();
+  lo.batch_size = t.batch_size;
+  lo.num_threads = d.num_workers;
+  lo.prefetch = d.prefetch;
+  lo.channels_last = d.channels_last;
   lo.pin_memory = device_.is_cuda();
-  lo.seed = t.at("seed").get<uint64_t>();
+  lo.seed = t.seed;
   lo.epoch = epoch;
   data::Loader loader(train_data_, std::move(indices), augment_options(d, true), lo);
 
   model_->train();
-  const double smoothing = t.at("label_smoothing").get<double>();
-  const int64_t log_every = t.at("log_every_steps").get<int64_t>();
-  const int64_t every_steps = cfg_.at("checkpoint").at("every_steps").get<int64_t>();
+  const double smoothing = t.label_smoothing;
+  const int64_t log_every = t.log_every_steps;
+  const int64_t every_steps = spec_.checkpoint.every_steps;
   double window_start = now_seconds();
   int64_t window_images = 0, window_batches = 0;
   StepSums sums(device_, stats.loss_sum, stats.correct);
@@ -384,10 +225,9 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
 }
 
 json Trainer::run() {
-  const auto& t = cfg_.at("training");
-  const int epochs = t.at("epochs").get<int>();
-  const int eval_every = t.at("eval_every_epochs").get<int>();
-  RunRecordBuilder record(cfg_, comm_, device_);
+  const int epochs = spec_.training.epochs;
+  const int eval_every = spec_.training.eval_every_epochs;
+  RunRecordBuilder record(spec_, comm_, device_);
   record.set_dataset(train_total_, test_total_, steps_per_epoch_);
   spdlog::info("training {} ({} params) on {} ranks, {} train / {} test samples, {} steps per epoch",
                model_->spec().name, model::count_parameters(*model_), comm_.world_size(), train_total_, test_total_,
@@ -436,7 +276,7 @@ json Trainer::run() {
                  entry["test_accuracy"].is_null() ? std::string("-") : std::to_string(last));
     record.add_epoch(entry);
     epoch_records_.push_back(entry);
-    const int64_t every_epochs = cfg_.at("checkpoint").at("every_epochs").get<int64_t>();
+    const int64_t every_epochs = spec_.checkpoint.every_epochs;
     if (checkpointing_ && (final_epoch || (every_epochs > 0 && (epoch + 1) % every_epochs == 0)))
       save_checkpoint(epoch + 1, 0, {});
   }
@@ -451,8 +291,8 @@ json Trainer::run() {
   out["numerics"] = {{"precision", model::precision_name(precision_)},
                      {"loss_scale", scaler_->scale()},
                      {"skipped_steps", scaler_->skipped_steps()},
-                     {"channels_last", cfg_.at("data").at("channels_last").get<bool>()},
-                     {"cudnn_benchmark", device_.is_cuda() && cfg_.at("training").at("cudnn_benchmark").get<bool>()}};
+                     {"channels_last", spec_.data.channels_last},
+                     {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark}};
   if (const auto* fused = dynamic_cast<const optim::FusedSGD*>(optimizer_.get()))
     out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()}, {"loose_parameters", fused->loose_parameters()}};
   return out;

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/comm/communicator.h"
+#include "common/config/job_spec.h"
 #include "common/data/dataset.h"
 #include "common/metrics/phase_timer.h"
 #include "common/metrics/trace_events.h"
@@ -40,7 +41,7 @@ struct TrainerHooks {
 
 class Trainer {
  public:
-  Trainer(nlohmann::json resolved_config, comm::Communicator& comm, torch::Device device, TrainerHooks hooks = {});
+  Trainer(config::JobSpec spec, comm::Communicator& comm, torch::Device device, TrainerHooks hooks = {});
   ~Trainer();
 
   // Trains for training.epochs and returns the run record (complete on every rank; rank 0 writes it).
@@ -69,7 +70,7 @@ class Trainer {
   std::vector<int64_t> epoch_indices(int epoch, int64_t start_position);
   comm::Millis timeout() const;
 
-  nlohmann::json cfg_;
+  config::JobSpec spec_;
   comm::Communicator& comm_;
   torch::Device device_;
   TrainerHooks hooks_;

@@ -38,7 +38,7 @@ void Trainer::log_progress(int epoch, int64_t step, int64_t steps, double loss, 
                      {"images_per_sec", v[3 * r + 1]},
                      {"peak_memory_bytes", static_cast<int64_t>(v[3 * r + 2])}});
   }
-  const int epochs = cfg_.at("training").at("epochs").get<int>();
+  const int epochs = spec_.training.epochs;
   const double done = epoch * static_cast<double>(steps) + step, total = static_cast<double>(epochs) * steps;
   const double elapsed = now_seconds() - train_start_;
   const double eta = done > 0 ? elapsed * (total - done) / done : 0;
@@ -85,13 +85,13 @@ json Trainer::evaluate() {
     for (int64_t i = comm_.rank(); i < test_data_.count; i += comm_.world_size()) indices.push_back(i);
   }
   data::LoaderOptions lo;
-  lo.batch_size = cfg_.at("training").at("batch_size").get<int64_t>() * 2;
-  lo.num_threads = cfg_.at("data").at("num_workers").get<int>();
-  lo.prefetch = cfg_.at("data").at("prefetch").get<int>();
+  lo.batch_size = spec_.training.batch_size * 2;
+  lo.num_threads = spec_.data.num_workers;
+  lo.prefetch = spec_.data.prefetch;
   auto confusion = torch::zeros({k * k}, torch::kInt64);
   double loss_sum = 0;
   if (!indices.empty()) {
-    data::Loader loader(test_data_, std::move(indices), augment_options(cfg_.at("data"), false), lo);
+    data::Loader loader(test_data_, std::move(indices), augment_options(spec_.data, false), lo);
     while (auto batch = loader.next()) {
       torch::Tensor logits;
       {

@@ -14,6 +14,24 @@ const char* reduce_op_name(ReduceOp op) {
   return "?";
 }
 
+bool Capabilities::can_allreduce(c10::ScalarType t) const {
+  for (auto d : allreduce_dtypes)
+    if (d == t) return true;
+  return false;
+}
+
+bool Capabilities::supports(ReduceOp op) const {
+  for (auto o : reduce_ops)
+    if (o == op) return true;
+  return false;
+}
+
+std::string Capabilities::dtype_list() const {
+  std::string out;
+  for (auto d : allreduce_dtypes) out += (out.empty() ? "" : ", ") + std::string(c10::toString(d));
+  return out.empty() ? "none" : out;
+}
+
 void Communicator::unsupported(const std::string& op) const {
   throw CommError(backend_name(), rank(), op + " is not supported by the " + backend_name() + " backend");
 }

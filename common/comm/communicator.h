@@ -13,6 +13,7 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace rx::comm {
 
@@ -33,6 +34,21 @@ struct AllgatherOptions {
 };
 
 const char* reduce_op_name(ReduceOp op);
+
+// [Capabilities] What a backend can do, stated by the backend itself: callers (the reducer's
+// compression check, the tests) ask for a dtype or an op instead of comparing backend_name() with a
+// string, so a new backend, or a wrapper (staging, tracing), answers for itself.
+struct Capabilities {
+  std::vector<c10::ScalarType> allreduce_dtypes;  // element types allreduce reduces
+  std::vector<ReduceOp> reduce_ops;               // ops allreduce accepts
+  c10::DeviceType device = c10::DeviceType::CPU;  // where the backend moves data itself
+  // Tensors on another device are copied through `device` and back (comm/staging.h).
+  bool staged = false;
+
+  bool can_allreduce(c10::ScalarType t) const;
+  bool supports(ReduceOp op) const;
+  std::string dtype_list() const;  // "Float, Double, ..." for error messages
+};
 
 // Handle of an asynchronous operation. The tensors it works on must stay untouched until it has
 // completed; the handle keeps them alive.
@@ -58,7 +74,9 @@ class Work {
 class Communicator {
  public:
   virtual ~Communicator() = default;
-  virtual std::string backend_name() const = 0;  // "mpi", "nccl", "thread"
+  virtual std::string backend_name() const = 0;  // "mpi", "nccl", "thread": for messages and records
+  // The default states nothing supported, matching the default operations below.
+  virtual Capabilities capabilities() const { return {}; }
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual int local_rank() const { return rank(); }

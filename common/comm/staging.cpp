@@ -40,6 +40,11 @@ class StagingCommunicator : public Communicator {
       : inner_(std::move(inner)), device_(device) {}
 
   std::string backend_name() const override { return inner_->backend_name(); }
+  Capabilities capabilities() const override {
+    Capabilities c = inner_->capabilities();
+    c.staged = true;
+    return c;
+  }
   int rank() const override { return inner_->rank(); }
   int world_size() const override { return inner_->world_size(); }
   int local_rank() const override { return inner_->local_rank(); }

@@ -36,13 +36,12 @@ const char* compression_name(Compression c) {
   return "none";
 }
 
-ReducerOptions reducer_options(const json& cfg) {
-  const auto& d = cfg.at("distributed");
+ReducerOptions reducer_options(const config::DistributedSpec& d) {
   ReducerOptions o;
-  o.bucket_mb = d.at("bucket_mb").get<double>();
-  o.first_bucket_mb = d.at("first_bucket_mb").get<double>();
-  o.compression = parse_compression(d.at("compression").get<std::string>());
-  o.timeout = comm::Millis(static_cast<int64_t>(d.at("timeout_s").get<double>() * 1000));
+  o.bucket_mb = d.bucket_mb;
+  o.first_bucket_mb = d.first_bucket_mb;
+  o.compression = parse_compression(d.compression);
+  o.timeout = d.timeout();
   return o;
 }
 
@@ -97,11 +96,15 @@ struct Reducer::Bucket {
 
 Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOptions opts)
     : comm_(comm), opts_(opts) {
-  if (opts_.compression != Compression::kNone && comm_.backend_name() == "mpi")
-    throw ConfigError("distributed.compression",
-                      std::string("\"") + compression_name(opts_.compression) +
-                          "\" needs a backend that all-reduces 16-bit floats (nccl); the mpi backend cannot, "
-                          "use \"none\" with mpi");
+  if (opts_.compression != Compression::kNone) {
+    const auto caps = comm_.capabilities();
+    const auto wire = opts_.compression == Compression::kFp16 ? torch::kHalf : torch::kBFloat16;
+    if (!caps.can_allreduce(wire) || !caps.supports(comm::ReduceOp::kSum))
+      throw ConfigError("distributed.compression",
+                        std::string("\"") + compression_name(opts_.compression) +
+                            "\" needs a backend that all-reduces " + c10::toString(wire) + " (nccl); the " +
+                            comm_.backend_name() + " backend reduces only " + caps.dtype_list() + ", use \"none\"");
+  }
   std::vector<torch::Tensor> tensors;
   for (const auto& item : module.named_parameters()) {
     if (!item.value().requires_grad()) continue;

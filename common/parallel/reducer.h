@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/comm/communicator.h"
+#include "common/config/job_spec.h"
 
 namespace rx::parallel {
 
@@ -35,8 +36,8 @@ struct ReducerOptions {
   comm::Millis timeout{300000};
 };
 
-// Reads distributed.bucket_mb / first_bucket_mb / compression / timeout_s of a resolved job config.
-ReducerOptions reducer_options(const nlohmann::json& resolved_config);
+// From the job's distributed section: bucket_mb / first_bucket_mb / compression / timeout_s.
+ReducerOptions reducer_options(const config::DistributedSpec& distributed);
 
 // [Bucket order] Buckets hold parameters in reverse registration order, which is roughly the order
 // backward produces their gradients (the head first, the stem last). A bucket is closed once it
@@ -62,8 +63,8 @@ class Reducer {
  public:
   // Trainable parameters of `module` (requires_grad) take part; their .grad become aliases of the
   // bucket buffers (existing gradients are copied in). Throws ConfigError naming
-  // "distributed.compression" when compression is asked of a backend that cannot reduce 16-bit
-  // floats (mpi).
+  // "distributed.compression" when compression is asked of a backend whose capabilities() do not
+  // include the 16-bit wire type (mpi).
   Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOptions opts);
   ~Reducer();
   Reducer(const Reducer&) = delete;

@@ -107,6 +107,29 @@ TEST(MpiComm, Allgather) {
   for (int q = 0; q < w; ++q) EXPECT_EQ(all[2 * q + 1].item<int64_t>(), q);
 }
 
+// [Capabilities] What the mpi backend states is what it does: the listed dtypes all-reduce, the
+// others (float16/bfloat16 among them: the reducer's compression check relies on it) are refused.
+TEST(MpiComm, CapabilitiesMatchBehaviour) {
+  const auto caps = comm().capabilities();
+  EXPECT_FALSE(caps.can_allreduce(c10::kHalf));
+  EXPECT_FALSE(caps.can_allreduce(c10::kBFloat16));
+  EXPECT_EQ(caps.device, c10::DeviceType::CPU);
+  int listed = 0;
+  for (auto t : {c10::kFloat, c10::kDouble, c10::kHalf, c10::kBFloat16, c10::kByte, c10::kChar, c10::kShort,
+                 c10::kInt, c10::kLong, c10::kBool}) {
+    torch::Tensor x = torch::ones({4}, torch::TensorOptions().dtype(t));
+    bool ok = true;
+    try {
+      comm().allreduce(x, {ReduceOp::kSum, kTimeout})->wait(kTimeout);  // refused alike on every rank
+    } catch (const CommError&) {
+      ok = false;
+    }
+    EXPECT_EQ(ok, caps.can_allreduce(t)) << c10::toString(t);
+    listed += caps.can_allreduce(t);
+  }
+  EXPECT_EQ(listed, static_cast<int>(caps.allreduce_dtypes.size()));
+}
+
 TEST(MpiComm, BarrierAndRanks) {
   comm().barrier(kTimeout);
   EXPECT_EQ(comm().backend_name(), "mpi");

@@ -245,6 +245,32 @@ TEST(ThreadComm, BadArgumentsNameBackendAndOp) {
   EXPECT_THROW(c.broadcast(in, {1, kTimeout}), CommError);  // root outside the group
 }
 
+// [Capabilities] What the thread backend states is what it does: every listed dtype all-reduces,
+// every other one is refused with a CommError.
+TEST(ThreadComm, CapabilitiesMatchBehaviour) {
+  auto group = make_thread_group(1);
+  Communicator& c = *group[0];
+  const auto caps = c.capabilities();
+  EXPECT_FALSE(caps.staged);
+  EXPECT_EQ(caps.device, c10::DeviceType::CPU);
+  EXPECT_TRUE(caps.can_allreduce(c10::kHalf)) << "the reducer's compression tests rely on it";
+  int listed = 0;
+  for (auto t : {c10::kFloat, c10::kDouble, c10::kHalf, c10::kBFloat16, c10::kByte, c10::kChar, c10::kShort,
+                 c10::kInt, c10::kLong, c10::kBool, c10::kComplexFloat}) {
+    torch::Tensor x = torch::ones({4}, torch::TensorOptions().dtype(t));
+    bool ok = true;
+    try {
+      c.allreduce(x, {ReduceOp::kSum, kTimeout})->wait(kTimeout);
+    } catch (const CommError&) {
+      ok = false;
+    }
+    EXPECT_EQ(ok, caps.can_allreduce(t)) << c10::toString(t);
+    listed += caps.can_allreduce(t);
+  }
+  EXPECT_EQ(listed, static_cast<int>(caps.allreduce_dtypes.size()));
+  for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) EXPECT_TRUE(caps.supports(op));
+}
+
 // A backend that implements nothing: the defaults must name the op and the backend.
 class BareCommunicator : public Communicator {
  public:
@@ -269,6 +295,7 @@ TEST(Communicator, UnsupportedOpNamesBackend) {
   EXPECT_THROW(c.barrier(), CommError);
   EXPECT_EQ(c.local_rank(), 3);
   EXPECT_EQ(c.local_size(), 4);
+  EXPECT_TRUE(c.capabilities().allreduce_dtypes.empty()) << "states nothing it cannot do";
 }
 
 }  // namespace

@@ -265,18 +265,29 @@ TEST(Reducer, UnusedParameterIsAnErrorNamingIt) {
 }
 
 namespace {
-// Only its name matters: the reducer must refuse 16-bit compression over mpi at construction.
-class FakeMpi : public comm::Communicator {
+// Only its capabilities matter: the reducer must refuse compression to a wire type the backend does
+// not all-reduce, at construction (the mpi backend states fp32/fp64/int32/int64 only).
+class StatedBackend : public comm::Communicator {
  public:
-  std::string backend_name() const override { return "mpi"; }
+  explicit StatedBackend(std::vector<c10::ScalarType> dtypes) : dtypes_(std::move(dtypes)) {}
+  std::string backend_name() const override { return "stated"; }
   int rank() const override { return 0; }
   int world_size() const override { return 1; }
+  comm::Capabilities capabilities() const override {
+    comm::Capabilities c;
+    c.allreduce_dtypes = dtypes_;
+    c.reduce_ops = {comm::ReduceOp::kSum};
+    return c;
+  }
+
+ private:
+  std::vector<c10::ScalarType> dtypes_;
 };
 }  // namespace
 
 TEST(Reducer, CompressionOverMpiIsAConfigError) {
   auto m = make_model(1);
-  FakeMpi fake;
+  StatedBackend fake({c10::kFloat, c10::kDouble, c10::kLong, c10::kInt});  // what mpi states
   auto o = options(25, 1);
   o.compression = parallel::Compression::kFp16;
   try {
@@ -284,9 +295,18 @@ TEST(Reducer, CompressionOverMpiIsAConfigError) {
     FAIL() << "expected ConfigError";
   } catch (const ConfigError& e) {
     EXPECT_EQ(e.field(), "distributed.compression");
+    EXPECT_NE(std::string(e.what()).find("the stated backend reduces only Float, Double, Long, Int"),
+              std::string::npos)
+        << e.what();
   }
   o.compression = parallel::Compression::kNone;
   EXPECT_NO_THROW(parallel::Reducer(*m, fake, o));
+  // Asked per wire type: a backend that reduces bfloat16 but not float16 takes only bf16.
+  StatedBackend bf16_only({c10::kFloat, c10::kBFloat16});
+  o.compression = parallel::Compression::kBf16;
+  EXPECT_NO_THROW(parallel::Reducer(*m, bf16_only, o));
+  o.compression = parallel::Compression::kFp16;
+  EXPECT_THROW(parallel::Reducer(*m, bf16_only, o), ConfigError);
   EXPECT_THROW(parallel::parse_compression("fp8"), ConfigError);
 }
 

@@ -1,16 +1,16 @@
 #include <gtest/gtest.h>
 
-#include "common/config/job_config.h"
+#include "common/config/job_spec.h"
 #include "worker/lr_schedule.h"
 
 using nlohmann::json;
 
-static json training(const std::string& schedule, double warmup = 0, bool scale = false) {
-  auto cfg = rx::config::resolve(json::parse(R"({"model": {"preset": "resnext20_tiny"},
+static rx::config::TrainingSpec training(const std::string& schedule, double warmup = 0, bool scale = false) {
+  auto spec = rx::config::from_json(json::parse(R"({"model": {"preset": "resnext20_tiny"},
       "data": {"format": "idx", "path": "x"}, "training": {"epochs": 300}})"),
       {{"training.lr_schedule.name", schedule}, {"training.lr_schedule.warmup_epochs", warmup},
        {"training.lr_schedule.scale_with_world", scale}});
-  return cfg["training"];
+  return spec.training;
 }
 
 TEST(LrSchedule, PaperMultiStep) {

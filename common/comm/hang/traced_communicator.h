@@ -67,6 +67,7 @@ class TracedCommunicator : public Communicator {
   TracedCommunicator(std::unique_ptr<Communicator> inner, std::shared_ptr<CollectiveTrace> trace);
 
   std::string backend_name() const override { return inner_->backend_name(); }
+  Capabilities capabilities() const override { return inner_->capabilities(); }
   int rank() const override { return inner_->rank(); }
   int world_size() const override { return inner_->world_size(); }
   int local_rank() const override { return inner_->local_rank(); }

@@ -187,6 +187,14 @@ class MpiCommunicator : public Communicator {
   }
 
   std::string backend_name() const override { return "mpi"; }
+  // The types reduce_type() maps: MPI has no float16/bfloat16 reduction.
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.allreduce_dtypes = {c10::kFloat, c10::kDouble, c10::kLong, c10::kInt};
+    c.reduce_ops = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin};
+    c.device = c10::DeviceType::CPU;
+    return c;
+  }
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
   int local_rank() const override { return local_rank_; }

@@ -155,6 +155,17 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override { handle_->abort(); }
 
   std::string backend_name() const override { return "nccl"; }
+  // The types nccl_type() maps.
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.allreduce_dtypes = {c10::kFloat, c10::kDouble, c10::kHalf, c10::kLong, c10::kInt, c10::kChar, c10::kByte};
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
+    c.allreduce_dtypes.push_back(c10::kBFloat16);
+#endif
+    c.reduce_ops = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin};
+    c.device = c10::DeviceType::CUDA;
+    return c;
+  }
   int rank() const override { return mpi_->rank(); }
   int world_size() const override { return mpi_->world_size(); }
   int local_rank() const override { return mpi_->local_rank(); }

@@ -158,6 +158,15 @@ class ThreadCommunicator : public Communicator {
   ThreadCommunicator(std::shared_ptr<Store> store, int rank) : store_(std::move(store)), rank_(rank) {}
 
   std::string backend_name() const override { return "thread"; }
+  // Reduces with LibTorch's own arithmetic: every real type (allreduce refuses bool and complex).
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.allreduce_dtypes = {c10::kFloat, c10::kDouble, c10::kHalf, c10::kBFloat16, c10::kByte,
+                          c10::kChar,  c10::kShort,  c10::kInt,  c10::kLong};
+    c.reduce_ops = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin};
+    c.device = c10::DeviceType::CPU;
+    return c;
+  }
   int rank() const override { return rank_; }
   int world_size() const override { return store_->world; }
 
