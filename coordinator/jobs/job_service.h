@@ -3,6 +3,10 @@
 // FIFO scheduler over slots, the launcher, and the per-job secrets. All mutations take an exclusive
 // lock and commit to SQLite before returning; GET /v1/jobs/{id} takes a shared lock and returns a
 // pre-serialised body (re-rendered on every change), so the hot read path never touches SQLite.
+// Its members live in one file per concern: job_service.cpp (state machine, scheduling),
+// job_submit.cpp (submission validation), job_store_sync.cpp (commit, render, recover),
+// job_files.cpp (reports, results, logs), job_metrics.cpp (Prometheus text), job_data.cpp (shards),
+// job_faults.cpp (restarts, failure reasons).
 #include <atomic>
 #include <cstdint>
 #include <list>
