@@ -1,13 +1,12 @@
 // [JobService: job files] What running jobs send (progress, result, hang reports: type-checked and
 // bounded) and what is read back from them: metrics points, the result, the tail of worker.log.
-#include "coordinator/jobs/job_service.h"
-
 #include <algorithm>
 #include <deque>
 #include <fstream>
 #include <mutex>
 
 #include "coordinator/jobs/api_error.h"
+#include "coordinator/jobs/job_service.h"
 #include "coordinator/util/util.h"
 
 namespace rx::coord {
@@ -62,7 +61,8 @@ void JobService::report(const std::string& id, const std::string& secret, const 
   // [Report bounds] A job that ended takes no more reports (its record is final); a running one
   // gets a bounded number of bounded reports, so a leaked secret cannot fill the disk.
   if (is_terminal(slot.state))
-    throw ApiError(409, "job_ended", "job '" + id + "' already " + to_string(slot.state) + "; reports are closed");
+    throw ApiError(409, "job_ended",
+                   "job '" + id + "' already " + to_string(slot.state) + "; reports are closed");
   if (slot.reports >= opts_.limits.max_reports_per_job)
     throw ApiError(429, "too_many_reports",
                    "job '" + id + "' already sent " + std::to_string(slot.reports) +
@@ -96,7 +96,8 @@ void JobService::report(const std::string& id, const std::string& secret, const 
     for (const auto& m : rep.at("missing"))
       if (!m.is_number_integer() || m.get<int64_t>() < 0 || m.get<int64_t>() >= u.world_size)
         throw ApiError(400, "invalid_field",
-                       "must hold rank numbers in [0, " + std::to_string(u.world_size) + ")", "report.missing");
+                       "must hold rank numbers in [0, " + std::to_string(u.world_size) + ")",
+                       "report.missing");
     u.hang = rep;
   } else {
     throw ApiError(400, "invalid_field", "must be \"progress\", \"result\" or \"hang\"", "type");
@@ -175,7 +176,8 @@ std::string JobService::logs(const std::string& id, int tail) const {
   int64_t pos = start;
   for (const auto& b : blocks) {
     const int64_t bend = pos + static_cast<int64_t>(b.size());
-    if (bend > begin) out.append(b, static_cast<size_t>(std::max<int64_t>(0, begin - pos)), std::string::npos);
+    if (bend > begin)
+      out.append(b, static_cast<size_t>(std::max<int64_t>(0, begin - pos)), std::string::npos);
     pos = bend;
   }
   if (!out.empty() && out.back() != '\n') out += '\n';

@@ -1,10 +1,10 @@
 // [JobService: metrics text] Job and slot gauges in the Prometheus text format (GET /metrics; the
 // router appends the HTTP metrics).
-#include "coordinator/jobs/job_service.h"
-
 #include <map>
 #include <mutex>
 #include <sstream>
+
+#include "coordinator/jobs/job_service.h"
 
 namespace rx::coord {
 
@@ -29,7 +29,8 @@ std::string JobService::prometheus() const {
   for (const auto& [id, j] : jobs_) {
     if (j.state != JobState::kRunning) continue;
     double ips = 0;
-    if (j.last_progress.is_object() && j.last_progress.contains("ranks") && j.last_progress["ranks"].is_array())
+    if (j.last_progress.is_object() && j.last_progress.contains("ranks") &&
+        j.last_progress["ranks"].is_array())
       for (const auto& r : j.last_progress["ranks"])
         if (r.is_object() && r.contains("images_per_sec") && r["images_per_sec"].is_number())
           ips += r["images_per_sec"].get<double>();

@@ -1,13 +1,12 @@
 // [JobService: store sync] Memory follows the store: commit() writes through to SQLite before the
 // in-memory job changes, render() refreshes the cached body, recover() rebuilds memory from the store
 // after a restart and resolves the jobs that were launching or running when the coordinator stopped.
-#include "coordinator/jobs/job_service.h"
+#include <spdlog/spdlog.h>
 
 #include <filesystem>
 #include <mutex>
 
-#include <spdlog/spdlog.h>
-
+#include "coordinator/jobs/job_service.h"
 #include "coordinator/util/util.h"
 
 namespace rx::coord {
@@ -49,7 +48,8 @@ void JobService::recover() {
       // The coordinator stopped between recording the launch and recording its outcome: adopt what
       // the launch left running, or fail the job. Never launch it again.
       LaunchSpec spec{id, job_dir(id), j.world_size, "", opts_.self_url};
-      const int64_t since = !j.attempts.empty() ? j.attempts.back().value("started_ms", j.started_ms) : j.started_ms;
+      const int64_t since =
+          !j.attempts.empty() ? j.attempts.back().value("started_ms", j.started_ms) : j.started_ms;
       auto h = launcher_->find_launched(spec, since);
       Job u = slot;
       if (h) {
@@ -93,7 +93,8 @@ void JobService::recover() {
         u.error = cause;
       }
     }
-    if (is_terminal(u.state)) end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
+    if (is_terminal(u.state))
+      end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
     commit(slot, u);
     spdlog::warn("job {}: not running after restart -> {}", id, to_string(u.state));
   }

@@ -1,18 +1,17 @@
 // [JobService: submission] Validation of POST /v1/jobs (fields, limits, presets, overrides, paths),
 // idempotent retries, and the insert that queues the job.
-#include "coordinator/jobs/job_service.h"
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <mutex>
 #include <regex>
 
-#include <spdlog/spdlog.h>
-
 #include "common/config/job_config.h"
 #include "common/util/error.h"
 #include "common/util/file_util.h"
 #include "coordinator/jobs/api_error.h"
+#include "coordinator/jobs/job_service.h"
 #include "coordinator/jobs/scheduler.h"
 #include "coordinator/util/util.h"
 
@@ -23,7 +22,8 @@ using nlohmann::json;
 
 json JobService::load_config(const json& config_field) const {
   if (config_field.is_object()) return config_field;
-  if (!config_field.is_string()) throw ApiError(400, "invalid_field", "must be an object or a preset name", "config");
+  if (!config_field.is_string())
+    throw ApiError(400, "invalid_field", "must be an object or a preset name", "config");
   const std::string name = config_field.get<std::string>();
   static const std::regex kPreset("^[A-Za-z0-9_-]{1,100}$");
   if (!std::regex_match(name, kPreset))
@@ -31,7 +31,8 @@ json JobService::load_config(const json& config_field) const {
   const std::string path = opts_.configs_dir + "/" + name + ".json";
   if (!fs::exists(path)) throw ApiError(400, "unknown_preset", "no preset named '" + name + "'", "config");
   json j = json::parse(read_file(path), nullptr, false);
-  if (j.is_discarded() || !j.is_object()) throw ApiError(500, "bad_preset", "preset " + path + " is not a JSON object");
+  if (j.is_discarded() || !j.is_object())
+    throw ApiError(500, "bad_preset", "preset " + path + " is not a JSON object");
   return j;
 }
 
@@ -41,7 +42,8 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
     if (it.key() != "name" && it.key() != "ranks" && it.key() != "config" && it.key() != "overrides" &&
         it.key() != "max_restarts" && it.key() != "min_ranks")
       throw ApiError(400, "unknown_field", "unknown field '" + it.key() + "'", it.key());
-  if (idem_key.size() > 200) throw ApiError(400, "invalid_header", "Idempotency-Key too long", "Idempotency-Key");
+  if (idem_key.size() > 200)
+    throw ApiError(400, "invalid_header", "Idempotency-Key too long", "Idempotency-Key");
   const std::string request_hash = sha256_hex(body.dump());
   // [Idempotency] The same key with the same body is a retry (answered with the first job); the same
   // key with another body is a client bug, refused rather than silently answered with the wrong job.
@@ -67,13 +69,14 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   if (ranks < 1) throw ApiError(400, "invalid_field", "must be >= 1", "ranks");
   if (ranks > opts_.limits.max_ranks)
     throw ApiError(400, "exceeds_capacity",
-                   "needs " + std::to_string(ranks) + " ranks; at most " + std::to_string(opts_.limits.max_ranks) +
-                       " per job (serve --max-ranks)",
+                   "needs " + std::to_string(ranks) + " ranks; at most " +
+                       std::to_string(opts_.limits.max_ranks) + " per job (serve --max-ranks)",
                    "ranks");
   if (!fits_capacity(static_cast<int>(std::min<int64_t>(ranks, 1 << 30)), opts_.slots))
-    throw ApiError(400, "exceeds_capacity",
-                   "needs " + std::to_string(ranks) + " slots; the coordinator has " + std::to_string(opts_.slots),
-                   "ranks");
+    throw ApiError(
+        400, "exceeds_capacity",
+        "needs " + std::to_string(ranks) + " slots; the coordinator has " + std::to_string(opts_.slots),
+        "ranks");
   int max_restarts = 0;
   if (body.contains("max_restarts")) {
     const json& m = body.at("max_restarts");
