@@ -110,11 +110,11 @@ std::shared_ptr<const std::string> JobService::cancel(const Principal& who, cons
     spdlog::info("job {}: cancel requested by {} (SIGTERM to pgid {})", id, owner, u.pgid);
     // A launching job has no process yet: launch() sends the SIGTERM once it has one. The signal (or
     // scancel, which may be slow) goes out after mu_ is released.
-    if (u.pid > 0 && launcher_->kind() == "slurm") {
+    if (u.pid > 0 && launcher_->slow_commands()) {
       pending_cancels_.push_back(id);  // scancel from the tick thread, never an I/O thread
     } else if (u.pid > 0) {
       lock.unlock();
-      launcher_->cancel(LaunchHandle{u.pid, u.pgid, u.proc_start}, false);
+      launcher_->cancel(handle_of(u), false);
     }
   }
   return cached(id);
@@ -218,13 +218,10 @@ void JobService::launch(const LaunchSpec& spec) {
   Job& slot = jobs_.at(spec.job_id);
   Job u = slot;  // may carry a cancel that arrived while launching
   if (h) {
-    u.pid = h->pid;
-    u.pgid = h->pgid;
-    u.proc_start = h->start_time;
-    if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h->pid);
+    record_handle(u, *h);
     u.state = JobState::kRunning;
-    spdlog::info("job {}: started, pid {} ({} ranks)", u.id, h->pid, u.world_size);
-    if (u.cancel_requested && launcher_->kind() == "slurm")
+    spdlog::info("job {}: started, pid {} ({} ranks)", u.id, h->record_id(), u.world_size);
+    if (u.cancel_requested && launcher_->slow_commands())
       pending_cancels_.push_back(u.id);
     else if (u.cancel_requested)
       launcher_->cancel(*h, false);
@@ -256,15 +253,15 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   // [Result on disk] The worker writes result.json before it reports; a report that never arrived
   // (coordinator down, or gone after a restart) is taken from the job folder instead.
   // Only for an exit that may be a success: a failed exit is never turned into one.
-  const bool maybe_ok =
-      ex.exit_code ? *ex.exit_code == 0 : ex.reason.rfind("exit status unknown", 0) == 0;
-  if (!u.result.is_object() && !u.cancel_requested && !ex.cancelled && maybe_ok)
+  const bool cancelled = u.cancel_requested || ex.outcome == ExitOutcome::kCancelled;
+  const bool maybe_ok = ex.outcome == ExitOutcome::kSucceeded || ex.outcome == ExitOutcome::kUnknown;
+  if (!u.result.is_object() && !cancelled && maybe_ok)
     if (auto r = result_from_folder(u)) u.result = std::move(*r);
-  if (u.cancel_requested || ex.cancelled) {
+  if (cancelled) {
     u.state = JobState::kCancelled;
-  } else if (ex.exit_code && *ex.exit_code == 0) {
+  } else if (ex.outcome == ExitOutcome::kSucceeded) {
     u.state = JobState::kSucceeded;
-  } else if (!ex.exit_code && ex.reason.rfind("exit status unknown", 0) == 0 && u.result.is_object()) {
+  } else if (ex.outcome == ExitOutcome::kUnknown && u.result.is_object()) {
     u.state = JobState::kSucceeded;
   } else {
     std::string cause = ex.reason.empty() ? "worker failed" : ex.reason;
@@ -308,12 +305,12 @@ void JobService::tick() {
     std::unique_lock lock(mu_);
     for (const auto& id : pending_cancels_) {
       const Job& j = jobs_.at(id);
-      if (!is_terminal(j.state) && j.pid > 0) to_cancel.push_back({j.pid, j.pgid, j.proc_start});
+      if (!is_terminal(j.state) && j.pid > 0) to_cancel.push_back(handle_of(j));
     }
     pending_cancels_.clear();
     for (const auto& [id, j] : jobs_)
       if (j.state == JobState::kRunning || submitted(j))
-        running.push_back({id, {j.pid, j.pgid, j.proc_start}, j.cancel_requested, j.cancel_ms});
+        running.push_back({id, handle_of(j), j.cancel_requested, j.cancel_ms});
   }
   // /proc scans, waitid and Slurm commands happen outside the lock; only state changes take it.
   for (const auto& h : to_cancel) launcher_->cancel(h, false);

@@ -32,6 +32,13 @@ void JobService::commit(Job& slot, const Job& updated) {
   render(slot);
 }
 
+void JobService::record_handle(Job& j, const LaunchHandle& h) {
+  j.pid = j.pgid = h.record_id();  // a local job's process group is its leader's pid (setsid)
+  j.proc_start = h.start_time();
+  const BatchJob* b = h.batch();
+  j.slurm_job_id = b ? std::to_string(b->id) : "";
+}
+
 void JobService::recover() {
   std::unique_lock lock(mu_);
   const auto counts = store_->report_counts();
@@ -42,7 +49,8 @@ void JobService::recover() {
     if (!j.idempotency_key.empty()) idempotency_[j.owner + "\n" + j.idempotency_key] = id;
     auto& slot = jobs_[id];
     slot = j;
-    if (launcher_->kind() == "slurm" && j.pid > 0) slot.slurm_job_id = std::to_string(j.pid);
+    const LaunchHandle recorded = handle_of(j);
+    if (const BatchJob* b = recorded.batch()) slot.slurm_job_id = std::to_string(b->id);  // derived, not stored
     render(slot);
     if (j.state == JobState::kLaunching) {
       // The coordinator stopped between recording the launch and recording its outcome: adopt what
@@ -54,11 +62,8 @@ void JobService::recover() {
       Job u = slot;
       if (h) {
         u.state = JobState::kRunning;
-        u.pid = h->pid;
-        u.pgid = h->pgid;
-        u.proc_start = h->start_time;
-        if (launcher_->kind() == "slurm") u.slurm_job_id = std::to_string(h->pid);
-        spdlog::info("job {}: adopted processes (pid {}) of an interrupted launch", id, h->pid);
+        record_handle(u, *h);
+        spdlog::info("job {}: adopted processes (pid {}) of an interrupted launch", id, h->record_id());
       } else {
         u.state = JobState::kFailed;
         u.finished_ms = now_ms();
@@ -69,7 +74,7 @@ void JobService::recover() {
       continue;
     }
     if (j.state != JobState::kRunning && !submitted(j)) continue;
-    if (launcher_->reattach(LaunchHandle{j.pid, j.pgid, j.proc_start})) {
+    if (launcher_->reattach(handle_of(j))) {
       spdlog::info("job {}: re-attached to running process group {}", id, j.pgid);
       continue;
     }

@@ -149,7 +149,7 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
   // [Slow launchers] sbatch may take seconds: a Slurm job is started by the next tick (its own thread),
   // never on the I/O thread that answers this request. A local fork+exec is quick and starts here.
   std::vector<LaunchSpec> pending;
-  if (launcher_->kind() != "slurm") pending = schedule_locked();
+  if (!launcher_->slow_commands()) pending = schedule_locked();
   lock.unlock();
   for (const auto& spec : pending) launch(spec);
   return {true, job.id, cached(job.id)};

@@ -83,13 +83,14 @@ TEST(SlurmLauncher, MapsStates) {
   auto ok = map_slurm_state(info("COMPLETED"));
   ASSERT_TRUE(ok.exit && ok.exit->exit_code);
   EXPECT_EQ(*ok.exit->exit_code, 0);
+  EXPECT_EQ(ok.exit->outcome, ExitOutcome::kSucceeded);
   auto c = map_slurm_state(info("CANCELLED", 0, 15));
-  EXPECT_TRUE(c.exit && c.exit->cancelled);
+  EXPECT_TRUE(c.exit && c.exit->outcome == ExitOutcome::kCancelled);
   for (auto st : {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}) {
     auto m =
         map_slurm_state(info(st, std::string(st) == "FAILED" ? 3 : 0, std::string(st) == "TIMEOUT" ? 15 : 0));
     ASSERT_TRUE(m.exit) << st;
-    EXPECT_FALSE(m.exit->cancelled);
+    EXPECT_EQ(m.exit->outcome, ExitOutcome::kFailed) << st;
     // never a 0 exit code for a failure: the service would call that a success
     EXPECT_TRUE(!m.exit->exit_code || *m.exit->exit_code != 0) << st;
     EXPECT_NE(m.exit->reason.find(st), std::string::npos) << m.exit->reason;
@@ -100,4 +101,5 @@ TEST(SlurmLauncher, MapsStates) {
   SlurmJobInfo gone;
   auto g = map_slurm_state(gone);
   EXPECT_TRUE(!g.live && g.exit && !g.exit->exit_code);
+  EXPECT_EQ(g.exit->outcome, ExitOutcome::kUnknown);
 }
