@@ -50,7 +50,8 @@ void JobService::recover() {
     auto& slot = jobs_[id];
     slot = j;
     const LaunchHandle recorded = handle_of(j);
-    if (const BatchJob* b = recorded.batch()) slot.slurm_job_id = std::to_string(b->id);  // derived, not stored
+    if (const BatchJob* b = recorded.batch())
+      slot.slurm_job_id = std::to_string(b->id);  // derived, not stored
     render(slot);
     if (j.state == JobState::kLaunching) {
       // The coordinator stopped between recording the launch and recording its outcome: adopt what

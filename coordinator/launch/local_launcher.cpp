@@ -204,8 +204,9 @@ std::optional<ExitInfo> LocalLauncher::poll(const LaunchHandle& h) {
       return std::nullopt;
     ExitInfo ex;
     if (info.si_code == CLD_EXITED) {
-      ex = ExitInfo::exited(info.si_status, info.si_status == 0 ? "" : "mpirun exited with status " +
-                                                                       std::to_string(info.si_status));
+      ex = ExitInfo::exited(
+          info.si_status,
+          info.si_status == 0 ? "" : "mpirun exited with status " + std::to_string(info.si_status));
     } else {
       ex = ExitInfo::failed(std::string("mpirun killed by signal ") + strsignal(info.si_status));
     }

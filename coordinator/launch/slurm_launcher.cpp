@@ -224,7 +224,8 @@ SlurmMapping map_slurm_state(const SlurmJobInfo& info) {
     m.exit = ExitInfo::cancelled("cancelled in Slurm", info.exit_code);
   } else {  // FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, BOOT_FAIL, DEADLINE, REVOKED, ...
     std::string reason = "slurm: " + s;
-    if (info.exit_code) reason += " (exit " + std::to_string(*info.exit_code) + ":" + std::to_string(info.exit_signal) + ")";
+    if (info.exit_code)
+      reason += " (exit " + std::to_string(*info.exit_code) + ":" + std::to_string(info.exit_signal) + ")";
     if (!info.reason.empty() && info.reason != "None") reason += ", reason " + info.reason;
     std::optional<int> code;
     if (info.exit_code && *info.exit_code != 0) code = info.exit_code;
