@@ -440,6 +440,11 @@ TEST(LocalLauncherIdentity, RecycledPidIsNeitherAdoptedNorSignalled) {
 
   LocalLauncher second("/bin/true", mpirun);  // a restarted coordinator
   EXPECT_TRUE(second.reattach(h));
+  // What the restarted coordinator rebuilds from the job record (pid, proc_start) is that same process.
+  const LaunchHandle recorded = second.from_record(h.pid, h.start_time);
+  ASSERT_NE(recorded.local(), nullptr);
+  EXPECT_EQ(recorded.local()->start_time, h.start_time);
+  EXPECT_TRUE(second.reattach(recorded));
   EXPECT_FALSE(second.reattach(stranger));
   EXPECT_TRUE(second.poll(stranger).has_value());  // "gone", never waited on
   second.cancel(stranger, true);

@@ -1,4 +1,5 @@
-// Unit tests of the Slurm launcher's pure parts: quoting, template rendering, state parsing and mapping.
+// Unit tests of the Slurm launcher's pure parts: quoting, template rendering, state parsing and mapping,
+// handles from job records.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -102,4 +103,20 @@ TEST(SlurmLauncher, MapsStates) {
   auto g = map_slurm_state(gone);
   EXPECT_TRUE(!g.live && g.exit && !g.exit->exit_code);
   EXPECT_EQ(g.exit->outcome, ExitOutcome::kUnknown);
+}
+
+// [Launch handle] A job record's pid column is a Slurm job id under this launcher (never a process),
+// and sbatch/scancel are slow commands the service keeps off its I/O threads.
+TEST(SlurmLauncher, RecordsBecomeBatchJobHandles) {
+  const SlurmLauncher s(SlurmOptions{});
+  const LaunchHandle h = s.from_record(4242, 0);
+  ASSERT_NE(h.batch(), nullptr);
+  EXPECT_EQ(h.batch()->id, 4242);
+  EXPECT_EQ(h.local(), nullptr);
+  EXPECT_EQ(h.record_id(), 4242);
+  EXPECT_EQ(h.start_time(), 0u);
+  const LaunchHandle none = s.from_record(0, 0);  // a queued job: nothing submitted yet
+  EXPECT_EQ(none.batch(), nullptr);
+  EXPECT_EQ(none.record_id(), 0);
+  EXPECT_TRUE(s.slow_commands());
 }
