@@ -1,5 +1,5 @@
-// [JobService: data] The read side that touches files: log tails, the shard index plan (its dataset
-// size read from the job's own files) and shard bytes served from a small canonical-path cache.
+// [JobService: data] The shard index plan (its dataset size read from the job's own files) and
+// shard bytes served from a small canonical-path cache.
 #include <zlib.h>
 
 #include <algorithm>
@@ -52,59 +52,6 @@ std::optional<int64_t> idx_count(const std::string& dir) {
 }
 
 }  // namespace
-
-std::string JobService::logs(const std::string& id, int tail) const {
-  {
-    std::shared_lock lock(mu_);
-    find_or_404(id);
-  }
-  // [Log tail] Read backwards in blocks until `tail` lines or max_log_bytes are covered: each block is
-  // read and scanned once (linear in what is returned, whatever the line lengths), never the whole file.
-  std::ifstream in(job_dir(id) + "/worker.log", std::ios::binary);
-  if (!in) return "";
-  in.seekg(0, std::ios::end);
-  const int64_t size = in.tellg();
-  const int64_t cap = static_cast<int64_t>(opts_.limits.max_log_bytes);
-  constexpr int64_t kBlock = 64 << 10;
-  std::deque<std::string> blocks;  // newest last
-  int64_t start = size, newlines = 0;
-  bool skip_final_newline = true;  // the final newline ends the last line, it does not start one
-  int64_t begin = size;            // the answer is [begin, size)
-  while (start > 0 && begin == size) {
-    const int64_t n = std::min(kBlock, start);
-    start -= n;
-    std::string chunk(static_cast<size_t>(n), '\0');
-    in.seekg(start);
-    in.read(chunk.data(), n);
-    for (int64_t k = n - 1; k >= 0; --k) {
-      const int64_t at = start + k;
-      if (chunk[static_cast<size_t>(k)] == '\n') {
-        if (skip_final_newline && at == size - 1) continue;
-        if (++newlines == tail) {
-          begin = at + 1;
-          break;
-        }
-      }
-      if (size - at >= cap) {  // the newest `cap` bytes
-        begin = at;
-        break;
-      }
-    }
-    skip_final_newline = false;
-    blocks.push_front(std::move(chunk));
-  }
-  if (begin == size && start == 0) begin = 0;
-  std::string out;
-  out.reserve(static_cast<size_t>(size - begin + 1));
-  int64_t pos = start;
-  for (const auto& b : blocks) {
-    const int64_t bend = pos + static_cast<int64_t>(b.size());
-    if (bend > begin) out.append(b, static_cast<size_t>(std::max<int64_t>(0, begin - pos)), std::string::npos);
-    pos = bend;
-  }
-  if (!out.empty() && out.back() != '\n') out += '\n';
-  return out;
-}
 
 int64_t JobService::dataset_size_for(const Job& job) const {
   const std::string format = at_path(job.config, "data.format").is_string()

@@ -3,6 +3,10 @@
 // FIFO scheduler over slots, the launcher, and the per-job secrets. All mutations take an exclusive
 // lock and commit to SQLite before returning; GET /v1/jobs/{id} takes a shared lock and returns a
 // pre-serialised body (re-rendered on every change), so the hot read path never touches SQLite.
+// Its members live in one file per concern: job_service.cpp (state machine, scheduling),
+// job_submit.cpp (submission validation), job_store_sync.cpp (commit, render, recover),
+// job_files.cpp (reports, results, logs), job_metrics.cpp (Prometheus text), job_data.cpp (shards),
+// job_faults.cpp (restarts, failure reasons).
 #include <atomic>
 #include <cstdint>
 #include <list>
@@ -125,6 +129,10 @@ class JobService {
   // The first "[error]" line the job's ranks logged during the current attempt ("" if none).
   std::string first_worker_error(const Job& job) const;
   void launch(const LaunchSpec& spec);  // without mu_ held
+  // [Launch handle] The handle a job record stands for, and a handle written into a record (pid, pgid
+  // and proc_start columns as before; slurm_job_id, which is derived, for a batch job).
+  LaunchHandle handle_of(const Job& j) const { return launcher_->from_record(j.pid, j.proc_start); }
+  static void record_handle(Job& j, const LaunchHandle& h);
   void finish(const std::string& id, const ExitInfo& ex);
   void update_live(const std::string& id, const LiveInfo& live);
   // queued in an external queue (handed to Slurm), as opposed to waiting for a slot here

@@ -154,15 +154,22 @@ LaunchHandle LocalLauncher::start(const LaunchSpec& spec) {
     children_[pid] = std::nullopt;
   }
   auto st = proc_stat(pid);  // our unreaped child: the pid cannot have been recycled yet
-  return LaunchHandle{pid, pid, st ? st->start_time : 0};
+  return LocalProcess{pid, st ? st->start_time : 0};
 }
 
 // The job's session leader is a stranger when its pid lives with another start time. A dead leader
 // is fine: the session id stays taken while any member lives, so members found by it are ours.
-static bool leader_recycled(const LaunchHandle& h) {
-  if (h.start_time == 0) return false;
-  auto st = proc_stat(h.pid);
-  return st && st->start_time != h.start_time;
+static bool leader_recycled(const LocalProcess& p) {
+  if (p.start_time == 0) return false;
+  auto st = proc_stat(p.pid);
+  return st && st->start_time != p.start_time;
+}
+
+// The job's process group (== its session and its leader's pid), or nullptr when the handle names
+// none this launcher could signal: never kill(-1) / kill(0).
+static const LocalProcess* group_of(const LaunchHandle& h) {
+  const LocalProcess* p = h.local();
+  return p && p->pid > 1 ? p : nullptr;
 }
 
 std::optional<LaunchHandle> LocalLauncher::find_launched(const LaunchSpec& spec, int64_t since_ms) {
@@ -174,56 +181,61 @@ std::optional<LaunchHandle> LocalLauncher::find_launched(const LaunchSpec& spec,
   // Started after the launch was recorded (1 s for the tick/btime granularity) and carries the job id.
   if (start_time_to_unix_ms(st->start_time) + 1000 < since_ms) return std::nullopt;
   if (!cmdline_has_arg(pid, spec.job_id)) return std::nullopt;
-  return LaunchHandle{pid, pid, st->start_time};
+  return LocalProcess{pid, st->start_time};
 }
 
 std::optional<ExitInfo> LocalLauncher::poll(const LaunchHandle& h) {
-  if (h.pgid <= 1) return ExitInfo{std::nullopt, "no process recorded"};
+  const LocalProcess* g = group_of(h);
+  if (!g) return ExitInfo::failed("no process recorded");
+  const int sid = static_cast<int>(g->pid);
   std::unique_lock<std::mutex> lock(mu_);
-  auto it = children_.find(h.pid);
+  auto it = children_.find(g->pid);
   if (it == children_.end()) {
     lock.unlock();
     // Re-attached after a restart: not our child, so the exit status is not ours to read.
-    if (leader_recycled(h))
-      return ExitInfo{std::nullopt, "exit status unknown: the job's pid now belongs to another process"};
-    if (!session_members(static_cast<int>(h.pgid)).empty()) return std::nullopt;
-    return ExitInfo{std::nullopt, "exit status unknown: the job ended while the coordinator was down"};
+    if (leader_recycled(*g))
+      return ExitInfo::unknown("exit status unknown: the job's pid now belongs to another process");
+    if (!session_members(sid).empty()) return std::nullopt;
+    return ExitInfo::unknown("exit status unknown: the job ended while the coordinator was down");
   }
   if (!it->second) {
     siginfo_t info{};
-    if (waitid(P_PID, static_cast<id_t>(h.pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0)
+    if (waitid(P_PID, static_cast<id_t>(g->pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0)
       return std::nullopt;
     ExitInfo ex;
     if (info.si_code == CLD_EXITED) {
-      ex.exit_code = info.si_status;
-      if (info.si_status != 0) ex.reason = "mpirun exited with status " + std::to_string(info.si_status);
+      ex = ExitInfo::exited(
+          info.si_status,
+          info.si_status == 0 ? "" : "mpirun exited with status " + std::to_string(info.si_status));
     } else {
-      ex.reason = std::string("mpirun killed by signal ") + strsignal(info.si_status);
+      ex = ExitInfo::failed(std::string("mpirun killed by signal ") + strsignal(info.si_status));
     }
     // The zombie still pins the pid, so signalling its session cannot hit a stranger.
-    for (int p : session_members(static_cast<int>(h.pgid))) kill(p, SIGKILL);
-    waitpid(static_cast<pid_t>(h.pid), nullptr, 0);
+    for (int p : session_members(sid)) kill(p, SIGKILL);
+    waitpid(static_cast<pid_t>(g->pid), nullptr, 0);
     it->second = ex;
   }
-  if (!session_members(static_cast<int>(h.pgid)).empty()) return std::nullopt;
+  if (!session_members(sid).empty()) return std::nullopt;
   ExitInfo ex = *it->second;
   children_.erase(it);
   return ex;
 }
 
 void LocalLauncher::cancel(const LaunchHandle& h, bool force) {
-  if (h.pgid <= 1) return;  // never kill(-1) / kill(0)
-  if (leader_recycled(h)) return;  // a stranger's process group now
+  const LocalProcess* g = group_of(h);
+  if (!g) return;
+  if (leader_recycled(*g)) return;  // a stranger's process group now
   if (!force) {
-    kill(static_cast<pid_t>(-h.pgid), SIGTERM);  // mpirun forwards SIGTERM to the ranks
+    kill(static_cast<pid_t>(-g->pid), SIGTERM);  // mpirun forwards SIGTERM to the ranks
     return;
   }
-  kill(static_cast<pid_t>(-h.pgid), SIGKILL);
-  for (int p : session_members(static_cast<int>(h.pgid))) kill(p, SIGKILL);
+  kill(static_cast<pid_t>(-g->pid), SIGKILL);
+  for (int p : session_members(static_cast<int>(g->pid))) kill(p, SIGKILL);
 }
 
 bool LocalLauncher::reattach(const LaunchHandle& h) {
-  return h.pgid > 1 && !leader_recycled(h) && !session_members(static_cast<int>(h.pgid)).empty();
+  const LocalProcess* g = group_of(h);
+  return g && !leader_recycled(*g) && !session_members(static_cast<int>(g->pid)).empty();
 }
 
 }  // namespace rx::coord

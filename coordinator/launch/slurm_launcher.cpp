@@ -207,7 +207,7 @@ SlurmMapping map_slurm_state(const SlurmJobInfo& info) {
   };
   if (!info.known) {
     m.live = false;
-    m.exit = ExitInfo{std::nullopt, "exit status unknown: Slurm has no record of the job any more", false};
+    m.exit = ExitInfo::unknown("exit status unknown: Slurm has no record of the job any more");
     return m;
   }
   if (one_of({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "PREEMPTED", "RESV_DEL_HOLD"})) {
@@ -218,20 +218,19 @@ SlurmMapping map_slurm_state(const SlurmJobInfo& info) {
               "RESIZING", "SPECIAL_EXIT"}))
     return m;
   m.live = false;
-  ExitInfo ex;
   if (s == "COMPLETED") {
-    ex.exit_code = 0;
+    m.exit = ExitInfo::exited(0);
   } else if (s == "CANCELLED") {
-    ex.exit_code = info.exit_code;
-    ex.reason = "cancelled in Slurm";
-    ex.cancelled = true;
+    m.exit = ExitInfo::cancelled("cancelled in Slurm", info.exit_code);
   } else {  // FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, BOOT_FAIL, DEADLINE, REVOKED, ...
-    if (info.exit_code && *info.exit_code != 0) ex.exit_code = info.exit_code;
-    ex.reason = "slurm: " + s;
-    if (info.exit_code) ex.reason += " (exit " + std::to_string(*info.exit_code) + ":" + std::to_string(info.exit_signal) + ")";
-    if (!info.reason.empty() && info.reason != "None") ex.reason += ", reason " + info.reason;
+    std::string reason = "slurm: " + s;
+    if (info.exit_code)
+      reason += " (exit " + std::to_string(*info.exit_code) + ":" + std::to_string(info.exit_signal) + ")";
+    if (!info.reason.empty() && info.reason != "None") reason += ", reason " + info.reason;
+    std::optional<int> code;
+    if (info.exit_code && *info.exit_code != 0) code = info.exit_code;
+    m.exit = ExitInfo::failed(std::move(reason), code);
   }
-  m.exit = ex;
   return m;
 }
 
@@ -280,7 +279,7 @@ LaunchHandle SlurmLauncher::start(const LaunchSpec& spec) {
   spdlog::info("job {}: submitted to Slurm as job {}", spec.job_id, id);
   std::lock_guard<std::mutex> lock(mu_);
   seen_[id] = Seen{now_ms(), SlurmMapping{true, true, std::nullopt}, "slurm job " + std::to_string(id) + ": submitted", 0};
-  return LaunchHandle{id, id};
+  return BatchJob{id};
 }
 
 SlurmJobInfo SlurmLauncher::query(int64_t id, bool* answered) {
@@ -312,47 +311,56 @@ SlurmJobInfo SlurmLauncher::query(int64_t id, bool* answered) {
   return {};  // known == false: the job is gone and its end unknown
 }
 
+// The Slurm job id of a handle; 0 when it names none.
+static int64_t slurm_id(const LaunchHandle& h) {
+  const BatchJob* b = h.batch();
+  return b && b->id > 0 ? b->id : 0;
+}
+
 std::optional<ExitInfo> SlurmLauncher::poll(const LaunchHandle& h) {
-  if (h.pid <= 0) return ExitInfo{std::nullopt, "no Slurm job recorded", false};
+  const int64_t id = slurm_id(h);
+  if (id == 0) return ExitInfo::failed("no Slurm job recorded");
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = seen_.find(h.pid);
+    auto it = seen_.find(id);
     if (it != seen_.end() && now_ms() - it->second.checked_ms < opts_.poll_interval_ms)
       return it->second.mapping.exit;
   }
   bool answered = false;
-  const SlurmJobInfo info = query(h.pid, &answered);
+  const SlurmJobInfo info = query(id, &answered);
   std::lock_guard<std::mutex> lock(mu_);
-  Seen& s = seen_[h.pid];
+  Seen& s = seen_[id];
   s.checked_ms = now_ms();
   if (!answered) return std::nullopt;
   s.mapping = map_slurm_state(info);
-  s.detail = "slurm job " + std::to_string(h.pid) + " " + info.state;
+  s.detail = "slurm job " + std::to_string(id) + " " + info.state;
   if (!info.reason.empty() && info.reason != "None") s.detail += " (" + info.reason + ")";
   auto ex = s.mapping.exit;
-  if (ex) seen_.erase(h.pid);
+  if (ex) seen_.erase(id);
   return ex;
 }
 
 void SlurmLauncher::cancel(const LaunchHandle& h, bool force) {
-  if (h.pid <= 0) return;
+  const int64_t id = slurm_id(h);
+  if (id == 0) return;
   if (force) {  // the service repeats this every tick past the grace period: once every 5 s is enough
     std::lock_guard<std::mutex> lock(mu_);
-    Seen& s = seen_[h.pid];
+    Seen& s = seen_[id];
     if (now_ms() - s.force_ms < 5000) return;
     s.force_ms = now_ms();
   }
   std::vector<std::string> args = {"scancel"};
   if (force) args.insert(args.end(), {"--signal=KILL", "--full"});
-  args.push_back(std::to_string(h.pid));
+  args.push_back(std::to_string(id));
   const CommandResult r = run_command(args, opts_.command_timeout_ms);
-  if (r.status != 0) spdlog::warn("slurm job {}: {}", h.pid, describe(args, r));
+  if (r.status != 0) spdlog::warn("slurm job {}: {}", id, describe(args, r));
 }
 
 bool SlurmLauncher::reattach(const LaunchHandle& h) {
-  if (h.pid <= 0) return false;
+  const int64_t id = slurm_id(h);
+  if (id == 0) return false;
   bool answered = false;
-  const SlurmJobInfo info = query(h.pid, &answered);
+  const SlurmJobInfo info = query(id, &answered);
   // Unanswered (slurmctld down): keep it and let poll find out. A job Slurm knows stays ours, even an
   // ended one: poll then reports how it ended instead of "processes gone".
   return !answered || info.known;
@@ -371,7 +379,7 @@ std::optional<LaunchHandle> SlurmLauncher::find_launched(const LaunchSpec& spec,
   try {
     size_t used = 0;
     const int64_t id = std::stoll(first, &used);
-    if (used == first.size() && id > 0) return LaunchHandle{id, id, 0};
+    if (used == first.size() && id > 0) return BatchJob{id};
   } catch (const std::exception&) {
   }
   return std::nullopt;
@@ -379,7 +387,7 @@ std::optional<LaunchHandle> SlurmLauncher::find_launched(const LaunchSpec& spec,
 
 LiveInfo SlurmLauncher::live_info(const LaunchHandle& h) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = seen_.find(h.pid);
+  auto it = seen_.find(slurm_id(h));
   if (it == seen_.end()) return {};
   return LiveInfo{it->second.mapping.queued, it->second.mapping.queued ? it->second.detail : ""};
 }

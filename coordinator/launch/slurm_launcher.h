@@ -2,7 +2,7 @@
 // [SlurmLauncher] Jobs go to Slurm instead of a local mpirun. start() renders <job_dir>/job.sbatch from
 // the template (launch/slurm/train.sbatch: its body, its #SBATCH lines minus the node/task layout, and
 // the job's values shell-quoted after the "@rx-settings@" marker) and submits it with
-// `sbatch --parsable` as an argument vector; the Slurm job id becomes the handle (pid == pgid == id).
+// `sbatch --parsable` as an argument vector; the Slurm job id becomes the handle (a BatchJob).
 // The job's secret reaches the batch script through sbatch's environment (--export=ALL), never argv
 // or the script. Slurm writes the job's output to <job_dir>/worker.log, so GET /logs streams it as is.
 // poll() asks `scontrol show job -o ID` (sacct once slurmctld has forgotten the job) at most every
@@ -61,7 +61,12 @@ class SlurmLauncher : public Launcher {
   // A job left "launching": Slurm's queue is asked for a job named rx-<id> (sbatch --job-name).
   std::optional<LaunchHandle> find_launched(const LaunchSpec& spec, int64_t launching_since_ms) override;
   LiveInfo live_info(const LaunchHandle& h) override;
-  std::string kind() const override { return "slurm"; }
+  // A record's pid column holds the Slurm job id.
+  LaunchHandle from_record(int64_t pid, uint64_t) const override {
+    if (pid <= 0) return {};
+    return BatchJob{pid};
+  }
+  bool slow_commands() const override { return true; }
 
  private:
   SlurmJobInfo query(int64_t id, bool* answered);

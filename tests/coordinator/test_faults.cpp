@@ -164,7 +164,7 @@ TEST_F(FaultsTest, HangReportIsStoredShownLoggedAndKeptOverARestart) {
                       "ranks [1]; detected by rank 0 after 60.2 s; rank 1: pid 4242"),
             std::string::npos)
       << log2;
-  fake_->exits[service_->get(id2)->pid] = ExitInfo{1, "exit status 1", false};
+  fake_->exits[service_->get(id2)->pid] = ExitInfo::exited(1, "exit status 1");
   service_->tick();
   j = get(id2);
   EXPECT_EQ(j["state"], "failed");
@@ -205,9 +205,9 @@ TEST_F(FaultsTest, ProcessesEndedWithoutAResultReportTakeTheFolder) {
   const std::string a = submit(), b = submit(), c = submit();
   write_result(a, record_for(a, 0.81).dump());
   write_result(b, record_for(b, 0.82).dump());
-  fake_->exits[service_->get(a)->pid] = ExitInfo{0, "", false};
-  fake_->exits[service_->get(b)->pid] = ExitInfo{std::nullopt, "exit status unknown (re-attached)", false};
-  fake_->exits[service_->get(c)->pid] = ExitInfo{std::nullopt, "exit status unknown (re-attached)", false};
+  fake_->exits[service_->get(a)->pid] = ExitInfo::exited(0);
+  fake_->exits[service_->get(b)->pid] = ExitInfo::unknown("exit status unknown (re-attached)");
+  fake_->exits[service_->get(c)->pid] = ExitInfo::unknown("exit status unknown (re-attached)");
   service_->tick();
   json ja = get(a), jb = get(b), jc = get(c);
   EXPECT_EQ(ja["state"], "succeeded");
@@ -256,7 +256,7 @@ class RestartsTest : public FaultsTest {
     return json::parse(r.body())["id"].get<std::string>();
   }
   void exit_with(const std::string& id, std::optional<int> code, const std::string& reason) {
-    fake_->exits[service_->get(id)->pid] = ExitInfo{code, reason, false};
+    fake_->exits[service_->get(id)->pid] = code ? ExitInfo::exited(*code, reason) : ExitInfo::failed(reason);
   }
   const LaunchSpec& last_start(const std::string& id) {
     const LaunchSpec* found = nullptr;

@@ -42,7 +42,8 @@ class MinRanksTest : public ::testing::Test {
   }
   json get(const std::string& id) { return json::parse(*service_->job_body(id)); }
   void exit_with(const std::string& id, std::optional<int> code) {
-    fake_->exits[service_->get(id)->pid] = ExitInfo{code, code == 0 ? "" : "exit status 1", false};
+    fake_->exits[service_->get(id)->pid] =
+        code ? ExitInfo::exited(*code, *code == 0 ? "" : "exit status 1") : ExitInfo::failed("killed");
   }
   void keep_alive_over_restart(const std::string& id) {
     fake_->alive_on_reattach.insert(service_->get(id)->pid);

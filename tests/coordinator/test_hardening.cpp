@@ -272,7 +272,7 @@ TEST_F(HardeningTest, ReportsAreBoundedAndClosedWhenTheJobEnds) {
   ASSERT_EQ(call(http::verb::post, "/v1/jobs/" + id + "/cancel", "{}", {{"Authorization", "Bearer atok"}})
                 .result_int(),
             202);
-  fake_->exits[pid] = ExitInfo{143, "terminated"};
+  fake_->exits[pid] = ExitInfo::exited(143, "terminated");
   service_->tick();
   ASSERT_EQ(body(get_as("atok", "/v1/jobs/" + id))["state"], "cancelled");
   r = call(http::verb::post, target,
@@ -431,13 +431,20 @@ TEST(LocalLauncherIdentity, RecycledPidIsNeitherAdoptedNorSignalled) {
   const int64_t before = now_ms();
   LocalLauncher first("/bin/true", mpirun);
   const LaunchSpec spec{"jident", d.path() + "/job", 1, "secret", "http://127.0.0.1:1"};
-  const LaunchHandle h = first.start(spec);
+  const LaunchHandle started = first.start(spec);
+  ASSERT_NE(started.local(), nullptr);
+  const LocalProcess h = *started.local();
   ASSERT_GT(h.start_time, 0u);
-  LaunchHandle stranger = h;
+  LocalProcess stranger = h;
   stranger.start_time = h.start_time + 1;  // what a recycled pid looks like
 
   LocalLauncher second("/bin/true", mpirun);  // a restarted coordinator
   EXPECT_TRUE(second.reattach(h));
+  // What the restarted coordinator rebuilds from the job record (pid, proc_start) is that same process.
+  const LaunchHandle recorded = second.from_record(h.pid, h.start_time);
+  ASSERT_NE(recorded.local(), nullptr);
+  EXPECT_EQ(recorded.local()->start_time, h.start_time);
+  EXPECT_TRUE(second.reattach(recorded));
   EXPECT_FALSE(second.reattach(stranger));
   EXPECT_TRUE(second.poll(stranger).has_value());  // "gone", never waited on
   second.cancel(stranger, true);
@@ -450,8 +457,9 @@ TEST(LocalLauncherIdentity, RecycledPidIsNeitherAdoptedNorSignalled) {
   // An interrupted launch is found from the pid the child recorded before exec.
   auto found = second.find_launched(spec, before);
   ASSERT_TRUE(found);
-  EXPECT_EQ(found->pid, h.pid);
-  EXPECT_EQ(found->start_time, h.start_time);
+  ASSERT_NE(found->local(), nullptr);
+  EXPECT_EQ(found->local()->pid, h.pid);
+  EXPECT_EQ(found->local()->start_time, h.start_time);
   EXPECT_FALSE(second.find_launched(spec, now_ms() + 60000));  // older than the launch record
   EXPECT_FALSE(second.find_launched(LaunchSpec{"jother", spec.job_dir, 1, "", ""}, before));
 

@@ -158,7 +158,7 @@ TEST_F(RoutesTest, AuthRequiredForMutations) {
   ASSERT_EQ(fake_->cancels.size(), 1u);
   EXPECT_FALSE(fake_->cancels[0].second);  // SIGTERM first
   // Once the launcher reports the exit, the job is cancelled (not failed).
-  fake_->exits[fake_->cancels[0].first] = ExitInfo{143, "mpirun exited with status 143"};
+  fake_->exits[fake_->cancels[0].first] = ExitInfo::exited(143, "mpirun exited with status 143");
   service_->tick();
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + id))["state"], "cancelled");
   EXPECT_EQ(post_as("atok", "/v1/jobs/" + id + "/cancel", json::object()).result_int(), 409);
@@ -349,13 +349,13 @@ TEST_F(RoutesTest, ServiceRunsJobsFifoAsSlotsFree) {
   service_->tick();
   EXPECT_EQ(state(c), "queued");
   ASSERT_EQ(fake_->started.at(0).job_id, a);
-  fake_->exits[1000] = ExitInfo{0, ""};
+  fake_->exits[1000] = ExitInfo::exited(0);
   service_->tick();
   EXPECT_EQ(state(a), "succeeded");
   EXPECT_EQ(state(b), "running");
   EXPECT_EQ(state(c), "running");
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + a))["exit_code"], 0);
-  fake_->exits[1001] = ExitInfo{1, "mpirun exited with status 1"};
+  fake_->exits[1001] = ExitInfo::exited(1, "mpirun exited with status 1");
   service_->tick();
   EXPECT_EQ(state(b), "failed");
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + b))["error"], "mpirun exited with status 1");

@@ -37,19 +37,19 @@ class FakeLauncher : public Launcher {
     const int64_t pid = s_->next_pid++;
     s_->exits[pid] = std::nullopt;
     if (s_->on_start) s_->on_start(spec);
-    return {pid, pid};
+    return LocalProcess{pid, 0};
   }
   std::optional<LaunchHandle> find_launched(const LaunchSpec& spec, int64_t) override {
     auto it = s_->launched_alive.find(spec.job_id);
     if (it == s_->launched_alive.end()) return std::nullopt;
-    return LaunchHandle{it->second, it->second};
+    return LocalProcess{it->second, 0};
   }
-  std::optional<ExitInfo> poll(const LaunchHandle& h) override { return s_->exits[h.pid]; }
+  std::optional<ExitInfo> poll(const LaunchHandle& h) override { return s_->exits[h.record_id()]; }
   void cancel(const LaunchHandle& h, bool force) override {
-    s_->cancels.emplace_back(h.pid, force);
+    s_->cancels.emplace_back(h.record_id(), force);
     if (s_->on_cancel) s_->on_cancel(h);
   }
-  bool reattach(const LaunchHandle& h) override { return s_->alive_on_reattach.count(h.pid) > 0; }
+  bool reattach(const LaunchHandle& h) override { return s_->alive_on_reattach.count(h.record_id()) > 0; }
 
  private:
   std::shared_ptr<FakeState> s_;

@@ -1,4 +1,5 @@
-// Unit tests of the Slurm launcher's pure parts: quoting, template rendering, state parsing and mapping.
+// Unit tests of the Slurm launcher's pure parts: quoting, template rendering, state parsing and mapping,
+// handles from job records.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -83,13 +84,14 @@ TEST(SlurmLauncher, MapsStates) {
   auto ok = map_slurm_state(info("COMPLETED"));
   ASSERT_TRUE(ok.exit && ok.exit->exit_code);
   EXPECT_EQ(*ok.exit->exit_code, 0);
+  EXPECT_EQ(ok.exit->outcome, ExitOutcome::kSucceeded);
   auto c = map_slurm_state(info("CANCELLED", 0, 15));
-  EXPECT_TRUE(c.exit && c.exit->cancelled);
+  EXPECT_TRUE(c.exit && c.exit->outcome == ExitOutcome::kCancelled);
   for (auto st : {"FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}) {
     auto m =
         map_slurm_state(info(st, std::string(st) == "FAILED" ? 3 : 0, std::string(st) == "TIMEOUT" ? 15 : 0));
     ASSERT_TRUE(m.exit) << st;
-    EXPECT_FALSE(m.exit->cancelled);
+    EXPECT_EQ(m.exit->outcome, ExitOutcome::kFailed) << st;
     // never a 0 exit code for a failure: the service would call that a success
     EXPECT_TRUE(!m.exit->exit_code || *m.exit->exit_code != 0) << st;
     EXPECT_NE(m.exit->reason.find(st), std::string::npos) << m.exit->reason;
@@ -100,4 +102,21 @@ TEST(SlurmLauncher, MapsStates) {
   SlurmJobInfo gone;
   auto g = map_slurm_state(gone);
   EXPECT_TRUE(!g.live && g.exit && !g.exit->exit_code);
+  EXPECT_EQ(g.exit->outcome, ExitOutcome::kUnknown);
+}
+
+// [Launch handle] A job record's pid column is a Slurm job id under this launcher (never a process),
+// and sbatch/scancel are slow commands the service keeps off its I/O threads.
+TEST(SlurmLauncher, RecordsBecomeBatchJobHandles) {
+  const SlurmLauncher s(SlurmOptions{});
+  const LaunchHandle h = s.from_record(4242, 0);
+  ASSERT_NE(h.batch(), nullptr);
+  EXPECT_EQ(h.batch()->id, 4242);
+  EXPECT_EQ(h.local(), nullptr);
+  EXPECT_EQ(h.record_id(), 4242);
+  EXPECT_EQ(h.start_time(), 0u);
+  const LaunchHandle none = s.from_record(0, 0);  // a queued job: nothing submitted yet
+  EXPECT_EQ(none.batch(), nullptr);
+  EXPECT_EQ(none.record_id(), 0);
+  EXPECT_TRUE(s.slow_commands());
 }
