@@ -1,30 +1,29 @@
 // [serve] Wires the parts together: JobService (store + scheduler + launcher), the Beast listener on
-// an io_context run by --threads threads, a tick thread (every 200 ms) that reaps/starts jobs, and a signal_set
-// for SIGINT/SIGTERM. Shutdown stops accepting and leaves running jobs alone: they keep their own
+// an io_context run by --threads threads, a tick thread (every 200 ms) that reaps/starts jobs, and a
+// signal_set for SIGINT/SIGTERM. Shutdown stops accepting and leaves running jobs alone: they keep their own
 // sessions and are re-attached by the next coordinator on the same --state-dir.
 #include "coordinator/serve.h"
 
 #include <signal.h>
+#include <spdlog/fmt/ranges.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <condition_variable>
 #include <cstdlib>
-#include <mutex>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
-#include <spdlog/fmt/ranges.h>
-#include <spdlog/spdlog.h>
-
+#include "common/util/args.h"
 #include "common/util/error.h"
 #include "coordinator/http/listener.h"
 #include "coordinator/jobs/job_service.h"
 #include "coordinator/launch/local_launcher.h"
 #include "coordinator/launch/slurm_launcher.h"
-#include "common/util/args.h"
 
 namespace rx::coord {
 
@@ -63,10 +62,29 @@ void run_guarded(net::io_context& ioc) {
 
 int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir) {
   Args a(argv,
-         {"listen", "state-dir", "slots", "launcher", "token-file", "worker", "configs-dir", "threads",
-          "idle-timeout-s", "cancel-grace-s", "mpirun", "log-level", "slurm-template", "sbatch-arg", "data-root",
-          "weights-root", "max-connections", "max-queued-per-owner", "max-ranks", "max-reports-per-job",
-          "max-report-bytes", "max-log-bytes", "max-config-string"},
+         {"listen",
+          "state-dir",
+          "slots",
+          "launcher",
+          "token-file",
+          "worker",
+          "configs-dir",
+          "threads",
+          "idle-timeout-s",
+          "cancel-grace-s",
+          "mpirun",
+          "log-level",
+          "slurm-template",
+          "sbatch-arg",
+          "data-root",
+          "weights-root",
+          "max-connections",
+          "max-queued-per-owner",
+          "max-ranks",
+          "max-reports-per-job",
+          "max-report-bytes",
+          "max-log-bytes",
+          "max-config-string"},
          {"insecure"});
   if (!a.positionals().empty()) throw UsageError("serve: unexpected argument '" + a.positionals()[0] + "'");
   const auto state_dir = a.get("state-dir");
@@ -94,25 +112,27 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   // [Exposure] Without tokens anyone who can connect may submit jobs that run as this user, so only
   // loopback is allowed unless the operator says --insecure in so many words.
   if (!address.is_loopback() && !a.get("token-file") && !a.has("insecure"))
-    throw UsageError("--listen " + listen +
-                     " is reachable from other hosts: pass --token-file FILE (or --insecure to run without auth)");
+    throw UsageError(
+        "--listen " + listen +
+        " is reachable from other hosts: pass --token-file FILE (or --insecure to run without auth)");
 
-  std::string worker = a.get_or("worker", first_existing({exe_dir + "/../worker/resnext_worker",
-                                                          exe_dir + "/resnext_worker"}));
+  std::string worker = a.get_or(
+      "worker", first_existing({exe_dir + "/../worker/resnext_worker", exe_dir + "/resnext_worker"}));
   if (worker.empty()) {
     worker = exe_dir + "/resnext_worker";
     spdlog::warn("no resnext_worker next to the coordinator; jobs will fail until --worker is given");
   }
   if (worker.find('/') != std::string::npos) worker = fs::absolute(worker).string();
   std::string configs_dir = a.get_or(
-      "configs-dir", first_existing({env_or("RX_CONFIGS_DIR", ""), exe_dir + "/../../configs",
-                                     exe_dir + "/../share/resnext/configs",
-                                     env_or("RX_SOURCE_DIR", "") .empty() ? "" : env_or("RX_SOURCE_DIR", "") + "/configs",
-                                     "configs"}));
+      "configs-dir",
+      first_existing(
+          {env_or("RX_CONFIGS_DIR", ""), exe_dir + "/../../configs", exe_dir + "/../share/resnext/configs",
+           env_or("RX_SOURCE_DIR", "").empty() ? "" : env_or("RX_SOURCE_DIR", "") + "/configs", "configs"}));
 
   ServiceOptions opts;
   opts.state_dir = fs::absolute(*state_dir).string();
-  opts.slots = a.get_int("slots", static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), 1, 1 << 20);
+  opts.slots =
+      a.get_int("slots", static_cast<int>(std::max(1u, std::thread::hardware_concurrency())), 1, 1 << 20);
   opts.configs_dir = configs_dir;
   opts.cancel_grace_ms = int64_t{1000} * a.get_int("cancel-grace-s", 10, 0, 3600);
   // [Path policy] Relative roots, like relative config paths, are taken from the coordinator's working
@@ -147,7 +167,8 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
                                           env_or("RX_SOURCE_DIR", "").empty()
                                               ? ""
                                               : env_or("RX_SOURCE_DIR", "") + "/launch/slurm/train.sbatch"}));
-    if (so.template_path.empty()) throw UsageError("--launcher slurm: cannot find train.sbatch; pass --slurm-template");
+    if (so.template_path.empty())
+      throw UsageError("--launcher slurm: cannot find train.sbatch; pass --slurm-template");
     spdlog::info("slurm launcher: template {}", so.template_path);
     job_launcher = std::make_unique<SlurmLauncher>(std::move(so));
   } else {
@@ -158,8 +179,8 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   state.max_connections = a.get_int("max-connections", 512, 1, 1 << 20);
 
   net::io_context ioc{threads};
-  auto listener = std::make_shared<Listener>(ioc, net::ip::tcp::endpoint{address, static_cast<unsigned short>(port)},
-                                             state, idle);
+  auto listener = std::make_shared<Listener>(
+      ioc, net::ip::tcp::endpoint{address, static_cast<unsigned short>(port)}, state, idle);
   const std::string self_host = address.is_unspecified() ? "127.0.0.1" : host;
   const std::string url = "http://" + self_host + ":" + std::to_string(listener->port());
   service.set_self_url(url);
@@ -170,8 +191,8 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   }
   spdlog::info("data roots: {}; weights roots: {}", fmt::join(opts.paths.data_roots, ", "),
                fmt::join(opts.paths.weights_roots, ", "));
-  spdlog::info("listening on {} (slots {}, worker {}, configs {}, state {}, auth {})", url, opts.slots, worker,
-               configs_dir.empty() ? "<none>" : configs_dir, opts.state_dir,
+  spdlog::info("listening on {} (slots {}, worker {}, configs {}, state {}, auth {})", url, opts.slots,
+               worker, configs_dir.empty() ? "<none>" : configs_dir, opts.state_dir,
                service.tokens().enabled() ? "tokens" : "off");
   listener->run();
 

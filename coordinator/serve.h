@@ -1,8 +1,7 @@
 #pragma once
+#include <boost/asio/io_context.hpp>
 #include <string>
 #include <vector>
-
-#include <boost/asio/io_context.hpp>
 
 namespace rx::coord {
 // Runs ioc until it stops; an exception escaping a handler is logged and the loop resumes.

@@ -6,13 +6,13 @@
 # build-fuzz is one Clang build with RX_SANITIZE=address,undefined and RX_FUZZ=ON: the coordinator, its
 # tests and the torch-free data/config tests are built with ASan+UBSan (and libFuzzer's coverage
 # instrumentation, harmless outside a fuzzer) and run under CTest; then each fuzz_<name> runs for
-# RX_FUZZ_SECONDS (default 45) from its checked-in seeds (fuzz/corpus/<name>, copied to a working
+# RX_FUZZ_SECONDS (default 30) from its checked-in seeds (fuzz/corpus/<name>, copied to a working
 # corpus in build-fuzz/corpus so the seeds stay small). A crash leaves its input in
 # build-fuzz/artifacts/<name>/; copy it to fuzz/regressions/<name>/ and fix the bug: the
 # fuzz_replay_<name> tests of the normal suite replay that folder.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SECONDS_EACH=${RX_FUZZ_SECONDS:-45}
+SECONDS_EACH=${RX_FUZZ_SECONDS:-30}
 ALL=(router json_guard config idx cifar)
 only=0
 targets=("${ALL[@]}")

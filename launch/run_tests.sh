@@ -7,11 +7,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 launch/setup.sh
+# .clang-format is enforced: an unformatted C++ line fails the run before anything is built.
+launch/check_format.sh
 launch/build.sh
 # e2e tests reserve both cores (PROCESSORS 2), so -j2 only overlaps the light ones.
 ctest --test-dir build --output-on-failure -j 2 "$@"
 # The instrumented half (build-fuzz, Clang): coordinator tests under ASan+UBSan, then every libFuzzer
-# target for RX_FUZZ_SECONDS (45) from its seeds. RX_SKIP_FUZZ=1 leaves it out.
+# target for RX_FUZZ_SECONDS (30) from its seeds. RX_SKIP_FUZZ=1 leaves it out.
 if [ "${RX_SKIP_FUZZ:-0}" != 1 ] && [ $# -eq 0 ]; then
   launch/run_fuzz.sh
 fi

@@ -9,18 +9,21 @@
 #include <sstream>
 
 #include "common/config/job_config.h"
-#include "common/util/sha256.h"
-#include "common/util/file_util.h"
 #include "common/util/error.h"
+#include "common/util/file_util.h"
+#include "common/util/sha256.h"
 
 namespace rx::worker {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-CheckpointStore::CheckpointStore(std::string dir, int keep) : dir_(std::move(dir)), keep_(std::max(1, keep)) {}
+CheckpointStore::CheckpointStore(std::string dir, int keep)
+    : dir_(std::move(dir)), keep_(std::max(1, keep)) {}
 
-std::string CheckpointStore::pt_path(int64_t step) const { return dir_ + "/ckpt-" + std::to_string(step) + ".pt"; }
+std::string CheckpointStore::pt_path(int64_t step) const {
+  return dir_ + "/ckpt-" + std::to_string(step) + ".pt";
+}
 std::string CheckpointStore::json_path(int64_t step) const {
   return dir_ + "/ckpt-" + std::to_string(step) + ".json";
 }
@@ -72,16 +75,19 @@ void CheckpointStore::save(int64_t step, torch::nn::Module& model, torch::optim:
   }
 }
 
-std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch::optim::Optimizer& optimizer) {
+std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model,
+                                                 torch::optim::Optimizer& optimizer) {
   for (int64_t step : steps_newest_first()) {
     try {
       std::ifstream meta_in(json_path(step));
       json meta = json::parse(meta_in, nullptr, /*allow_exceptions=*/false);
-      if (meta.is_discarded() || !meta.contains("pt_sha256")) throw DataError(json_path(step), "unreadable metadata");
+      if (meta.is_discarded() || !meta.contains("pt_sha256"))
+        throw DataError(json_path(step), "unreadable metadata");
       const std::string data = read_file(pt_path(step));
       if (rx::sha256_hex(data) != meta["pt_sha256"].get<std::string>())
-        throw DataError(pt_path(step), "checksum mismatch (" + std::to_string(data.size()) + " bytes, expected " +
-                                           std::to_string(meta.value("pt_bytes", 0)) + "): truncated or corrupt");
+        throw DataError(pt_path(step), "checksum mismatch (" + std::to_string(data.size()) +
+                                           " bytes, expected " + std::to_string(meta.value("pt_bytes", 0)) +
+                                           "): truncated or corrupt");
       // [Load onto the model's device] Tensors are mapped onto the device the model lives on, not the
       // one they were saved from: a checkpoint written on a GPU resumes on the CPU (and vice versa).
       // Without it Module::load would swap CUDA storage into a CPU model.
@@ -99,8 +105,8 @@ std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch
         std::lock_guard<std::mutex> lock(gen.mutex());
         gen.set_state(rng.to(torch::kCPU));  // mapped onto the model's device with everything else
       }
-      spdlog::info("resuming from checkpoint {} (epoch {}, position {})", json_path(step), meta.value("epoch", 0),
-                   meta.value("epoch_position", 0));
+      spdlog::info("resuming from checkpoint {} (epoch {}, position {})", json_path(step),
+                   meta.value("epoch", 0), meta.value("epoch_position", 0));
       return meta;
     } catch (const std::exception& e) {
       spdlog::warn("checkpoint at step {} is not usable, trying the one before: {}", step, e.what());

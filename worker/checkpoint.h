@@ -7,9 +7,9 @@
 // records) and the SHA-256 of the .pt file. Both are written atomically, .pt first, so a .json
 // exists only for a complete .pt; a crash mid-write leaves at most a stray .tmp file. Loading
 // verifies the checksum and falls back to the previous checkpoint when the newest is corrupt.
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 

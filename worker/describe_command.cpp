@@ -15,7 +15,8 @@ static int parse_positive(const std::string& text, const std::string& what) {
   } catch (const std::exception&) {
     used = 0;
   }
-  if (used != text.size() || used == 0) throw UsageError(what + ": expected an integer, got \"" + text + "\"");
+  if (used != text.size() || used == 0)
+    throw UsageError(what + ": expected an integer, got \"" + text + "\"");
   return v;
 }
 

@@ -29,7 +29,9 @@ static std::string utc_now() {
 
 namespace {
 // 13000 -> "13.0" (CUDA's major*1000 + minor*10).
-std::string cuda_version_string(int v) { return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10); }
+std::string cuda_version_string(int v) {
+  return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
+}
 }  // namespace
 
 json runtime_versions() {
@@ -38,8 +40,8 @@ json runtime_versions() {
   MPI_Get_library_version(mpi, &len);
   std::string mpi_version(mpi, static_cast<size_t>(len));
   if (auto nl = mpi_version.find_first_of("\n,"); nl != std::string::npos) mpi_version.resize(nl);
-  json v = {{"libtorch", std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) + "." +
-                             std::to_string(TORCH_VERSION_PATCH)},
+  json v = {{"libtorch", std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR) +
+                             "." + std::to_string(TORCH_VERSION_PATCH)},
             {"mpi", mpi_version},
             {"compiler", std::string("gcc ") + __VERSION__},
             {"cuda", nullptr},
@@ -47,12 +49,15 @@ json runtime_versions() {
 #ifdef RX_WITH_CUDA
   int nccl = 0, runtime = 0, driver = 0;
   ncclGetVersion(&nccl);  // major*10000 + minor*100 + patch since NCCL 2.9
-  v["nccl"] = std::to_string(nccl / 10000) + "." + std::to_string((nccl % 10000) / 100) + "." + std::to_string(nccl % 100);
+  v["nccl"] = std::to_string(nccl / 10000) + "." + std::to_string((nccl % 10000) / 100) + "." +
+              std::to_string(nccl % 100);
   if (cudaRuntimeGetVersion(&runtime) == cudaSuccess) v["cuda"] = cuda_version_string(runtime);
   // The driver's CUDA version is 0 where no driver is installed (a CPU-only machine running a CUDA build).
-  if (cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0) v["cuda_driver"] = cuda_version_string(driver);
+  if (cudaDriverGetVersion(&driver) == cudaSuccess && driver > 0)
+    v["cuda_driver"] = cuda_version_string(driver);
   if (at::detail::getCUDAHooks().hasCuDNN()) {
-    const long cudnn = at::detail::getCUDAHooks().versionCuDNN();  // major*10000 + minor*100 + patch (cuDNN 9)
+    const long cudnn =
+        at::detail::getCUDAHooks().versionCuDNN();  // major*10000 + minor*100 + patch (cuDNN 9)
     v["cudnn"] = std::to_string(cudnn / 10000) + "." + std::to_string((cudnn % 10000) / 100) + "." +
                  std::to_string(cudnn % 100);
   }
@@ -77,7 +82,8 @@ json device_info([[maybe_unused]] torch::Device device) {
   return d;
 }
 
-RunRecordBuilder::RunRecordBuilder(const config::JobSpec& spec, const comm::Communicator& comm, torch::Device device) {
+RunRecordBuilder::RunRecordBuilder(const config::JobSpec& spec, const comm::Communicator& comm,
+                                   torch::Device device) {
   const json cfg = config::to_json(spec);  // resolve()'s document, byte for byte ([Number spelling])
   char host[256] = {};
   gethostname(host, sizeof host - 1);

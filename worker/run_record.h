@@ -6,9 +6,9 @@
 //   ranks[{rank, images_per_sec, step_time_ms{data_wait, forward, backward, comm_exposed, optimizer,
 //   total}, peak_memory_bytes, host, local_rank, ...}],
 //   nodes[{host, ranks[], images_per_sec, peak_memory_bytes}] (per-node sums of the ranks' figures).
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "common/comm/communicator.h"

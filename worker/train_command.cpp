@@ -11,13 +11,13 @@
 #include "common/comm/mpi/mpi_communicator.h"
 #include "common/config/job_spec.h"
 #include "common/report/report_client.h"
-#include "common/util/file_util.h"
 #include "common/util/error.h"
-#include "worker/run_plots.h"
+#include "common/util/file_util.h"
 #include "worker/commands.h"
 #include "worker/hang_guard.h"
 #include "worker/job_trace.h"
 #include "worker/report_sender.h"
+#include "worker/run_plots.h"
 #include "worker/trainer.h"
 
 namespace rx::worker {
@@ -48,12 +48,14 @@ void setup_threads(int requested, int local_size) {
 // beyond the GPU count share them; comm/factory.h then stages MPI through host memory), else the CPU.
 torch::Device pick_device(config::DeviceChoice wanted, int local_rank) {
   const bool cuda_build = comm::has_nccl_backend();
-  const int gpus = cuda_build && torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
+  const int gpus =
+      cuda_build && torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0;
   if (wanted == config::DeviceChoice::kCpu || (wanted == config::DeviceChoice::kAuto && gpus == 0))
     return torch::Device(torch::kCPU);
   if (gpus == 0)
-    throw ConfigError("training.device", cuda_build ? "\"cuda\" but no CUDA device is visible on this node"
-                                                    : "\"cuda\" but this build has no CUDA (see launch/build_cuda.sh)");
+    throw ConfigError("training.device",
+                      cuda_build ? "\"cuda\" but no CUDA device is visible on this node"
+                                 : "\"cuda\" but this build has no CUDA (see launch/build_cuda.sh)");
   return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % gpus));
 }
 }  // namespace
@@ -62,7 +64,8 @@ int train_command(const std::vector<std::string>& args) {
   Args cli(args, {"config", "out", "set", "job-id", "coordinator"}, {"help", "resume"});
   if (cli.has("help")) {
     std::cout << "usage: resnext_worker train --config FILE [--out DIR] [--set key=value ...]\n"
-                 "                            [--resume] [--job-id ID --coordinator URL]   (secret in env RX_JOB_SECRET)\n"
+                 "                            [--resume] [--job-id ID --coordinator URL]   (secret in env "
+                 "RX_JOB_SECRET)\n"
                  "exit codes: 0 done, 1 failure, 2 bad usage or config, 85 preempted (checkpoint written)\n";
     return 0;
   }
@@ -112,20 +115,21 @@ int train_command(const std::vector<std::string>& args) {
     std::unique_ptr<ReportSender> sender;
     if (cli.has("coordinator")) {
       const char* secret = std::getenv("RX_JOB_SECRET");
-      coordinator = std::make_unique<report::ReportClient>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
-                                                           secret ? secret : "", std::chrono::seconds(30));
+      coordinator =
+          std::make_unique<report::ReportClient>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
+                                                 secret ? secret : "", std::chrono::seconds(30));
       ReportRetry retry;
       retry.total_s = spec.report.retry_s;
       sender = std::make_unique<ReportSender>(cli.get_or("coordinator", ""), cli.get_or("job-id", ""),
                                               secret ? secret : "", retry);
     }
-    HangGuard guard = guard_against_hangs(
-        comm::make_communicator(spec.distributed.backend, device.is_cuda()), spec, *boot,
-        sender.get());
+    HangGuard guard = guard_against_hangs(comm::make_communicator(spec.distributed.backend, device.is_cuda()),
+                                          spec, *boot, sender.get());
     comm::Communicator* comm = guard.comm.get();
     if (rank == 0)
-      spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(), comm->backend_name(),
-                   device.str(), torch::get_num_threads(), config::config_hash(spec).substr(0, 12));
+      spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(),
+                   comm->backend_name(), device.str(), torch::get_num_threads(),
+                   config::config_hash(spec).substr(0, 12));
 
     const std::string dir = spec.output.dir;
     TrainerHooks hooks;

@@ -4,15 +4,15 @@
 #include <unistd.h>
 
 #include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 
+#include "common/comm/hang/traced_communicator.h"
 #include "common/config/job_config.h"
 #include "common/data/loader.h"
 #include "common/data/shard_plan.h"
 #include "common/metrics/memory.h"
-#include "common/comm/hang/traced_communicator.h"
 #include "common/model/precision.h"
 #include "common/optim/fused_sgd.h"
 #include "common/parallel/reducer.h"
@@ -65,15 +65,18 @@ void Trainer::attach_trace(metrics::TraceRecorder& trace) {
   });
 }
 
-comm::Millis Trainer::timeout() const {
-  return spec_.distributed.timeout();
-}
+comm::Millis Trainer::timeout() const { return spec_.distributed.timeout(); }
 
 std::vector<int64_t> Trainer::epoch_indices(int epoch, int64_t start_position) {
   const uint64_t seed = spec_.training.seed;
   if (!local_shards_) {
-    data::ShardSpec spec{train_data_.count, comm_.world_size(), comm_.rank(), epoch, seed,
-                         data::parse_shard_mode(spec_.data.shard_mode), true,
+    data::ShardSpec spec{train_data_.count,
+                         comm_.world_size(),
+                         comm_.rank(),
+                         epoch,
+                         seed,
+                         data::parse_shard_mode(spec_.data.shard_mode),
+                         true,
                          start_position};
     return data::shard_indices(spec);
   }
@@ -82,7 +85,8 @@ std::vector<int64_t> Trainer::epoch_indices(int epoch, int64_t start_position) {
   // the same number of steps.
   if (start_position % comm_.world_size() != 0)
     throw ConfigError("checkpoint.resume", "coordinator-served shards resume only on the same world size");
-  auto own = data::shard_indices({train_data_.count, 1, 0, epoch, mix_seed({seed, static_cast<uint64_t>(comm_.rank())}),
+  auto own = data::shard_indices({train_data_.count, 1, 0, epoch,
+                                  mix_seed({seed, static_cast<uint64_t>(comm_.rank())}),
                                   data::ShardMode::kStatic, true, 0});
   std::vector<int64_t> out;
   for (int64_t i = start_position / comm_.world_size(); i < local_shard_len_; ++i)
@@ -105,8 +109,9 @@ bool Trainer::stop_requested() {
 }
 
 Trainer::EpochStats Trainer::global_sums(const EpochStats& local) {
-  auto sums = torch::tensor({local.loss_sum, static_cast<double>(local.correct), static_cast<double>(local.count)},
-                            torch::kFloat64);
+  auto sums =
+      torch::tensor({local.loss_sum, static_cast<double>(local.correct), static_cast<double>(local.count)},
+                    torch::kFloat64);
   comm_.allreduce(sums, {comm::ReduceOp::kSum, timeout()})->wait(timeout());
   return {sums[0].item<double>(), static_cast<int64_t>(sums[1].item<double>()),
           static_cast<int64_t>(sums[2].item<double>())};
@@ -128,7 +133,8 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
     if (position == 0)
       spdlog::info("checkpoint written at step {} (after epoch {})", global_step_, epoch);
     else
-      spdlog::info("checkpoint written at step {} (epoch {}, position {})", global_step_, epoch + 1, position);
+      spdlog::info("checkpoint written at step {} (epoch {}, position {})", global_step_, epoch + 1,
+                   position);
   }
   comm_.barrier(timeout());
 }
@@ -140,8 +146,10 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
   const int64_t per_step = accumulate * t.batch_size;
   const int64_t first_step = start_position / (per_step * comm_.world_size());
   auto indices = epoch_indices(epoch, start_position);
-  const int64_t steps = std::min<int64_t>(steps_per_epoch_ - first_step, (static_cast<int64_t>(indices.size()) + per_step - 1) / per_step);
-  indices.resize(std::min<size_t>(indices.size(), static_cast<size_t>(std::max<int64_t>(0, steps) * per_step)));
+  const int64_t steps = std::min<int64_t>(steps_per_epoch_ - first_step,
+                                          (static_cast<int64_t>(indices.size()) + per_step - 1) / per_step);
+  indices.resize(
+      std::min<size_t>(indices.size(), static_cast<size_t>(std::max<int64_t>(0, steps) * per_step)));
   data::LoaderOptions lo;
   lo.batch_size = t.batch_size;
   lo.num_threads = d.num_workers;
@@ -162,7 +170,8 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
   for (int64_t step = first_step; step < first_step + steps; ++step) {
     maybe_inject_fault(global_step_);
     comm::hang::mark_step(comm_, global_step_);  // [Collective trace] where this rank is, for hang reports
-    set_lr(*optimizer_, learning_rate(t, comm_.world_size(), epoch + static_cast<double>(step) / steps_per_epoch_));
+    set_lr(*optimizer_,
+           learning_rate(t, comm_.world_size(), epoch + static_cast<double>(step) / steps_per_epoch_));
     optimizer_->zero_grad();
     for (int micro = 0; micro < accumulate; ++micro) {
       comm::hang::mark_phase(comm_, "data");
@@ -203,7 +212,8 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     ++global_step_;
     if ((step + 1) % log_every == 0 || step + 1 == steps_per_epoch_) {
       images_trained_ += window_images;
-      log_progress(epoch, step + 1, steps_per_epoch_, sums.take_window_loss() / std::max<int64_t>(1, window_batches),
+      log_progress(epoch, step + 1, steps_per_epoch_,
+                   sums.take_window_loss() / std::max<int64_t>(1, window_batches),
                    static_cast<double>(window_images), now_seconds() - window_start);
       window_start = now_seconds();
       window_images = window_batches = 0;
@@ -213,7 +223,8 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     if (stop_requested()) {
       sums.store(stats);
       save_checkpoint(epoch, position, stats);
-      throw Preempted("stopped by signal after step " + std::to_string(global_step_) + "; checkpoint written");
+      throw Preempted("stopped by signal after step " + std::to_string(global_step_) +
+                      "; checkpoint written");
     }
     if (every_steps > 0 && global_step_ % every_steps == 0 && step + 1 < steps_per_epoch_) {
       sums.store(stats);
@@ -230,8 +241,8 @@ json Trainer::run() {
   RunRecordBuilder record(spec_, comm_, device_);
   record.set_dataset(train_total_, test_total_, steps_per_epoch_);
   spdlog::info("training {} ({} params) on {} ranks, {} train / {} test samples, {} steps per epoch",
-               model_->spec().name, model::count_parameters(*model_), comm_.world_size(), train_total_, test_total_,
-               steps_per_epoch_);
+               model_->spec().name, model::count_parameters(*model_), comm_.world_size(), train_total_,
+               test_total_, steps_per_epoch_);
   train_start_ = now_seconds();
   double last = 0;
   json last_eval;
@@ -265,9 +276,13 @@ json Trainer::run() {
       entry["test_accuracy"] = last;
       entry["test_loss"] = last_eval["loss"];
       if (comm_.rank() == 0 && hooks_.on_progress)
-        hooks_.on_progress({{"type", "progress"}, {"epoch", epoch + 1}, {"epochs", epochs},
-                            {"step", steps_per_epoch_}, {"steps_per_epoch", steps_per_epoch_},
-                            {"loss", entry["train_loss"]}, {"test_accuracy", last},
+        hooks_.on_progress({{"type", "progress"},
+                            {"epoch", epoch + 1},
+                            {"epochs", epochs},
+                            {"step", steps_per_epoch_},
+                            {"steps_per_epoch", steps_per_epoch_},
+                            {"loss", entry["train_loss"]},
+                            {"test_accuracy", last},
                             {"straggler", grad_sync_->reducer.stats_json().value("straggler", json())}});
     }
     entry["seconds"] = now_seconds() - t0;
@@ -294,7 +309,8 @@ json Trainer::run() {
                      {"channels_last", spec_.data.channels_last},
                      {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark}};
   if (const auto* fused = dynamic_cast<const optim::FusedSGD*>(optimizer_.get()))
-    out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()}, {"loose_parameters", fused->loose_parameters()}};
+    out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()},
+                                          {"loose_parameters", fused->loose_parameters()}};
   return out;
 }
 

@@ -1,11 +1,11 @@
 #pragma once
 // One rank's data-parallel training loop: builds the replica, synchronises it, trains on this rank's
 // shard, evaluates on this rank's part of the test set, and assembles the run record.
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -62,7 +62,8 @@ class Trainer {
   void save_checkpoint(int epoch, int64_t position, const EpochStats& partial);
   bool stop_requested();
   nlohmann::json evaluate();
-  void log_progress(int epoch, int64_t step, int64_t steps, double loss, double window_images, double window_seconds);
+  void log_progress(int epoch, int64_t step, int64_t steps, double loss, double window_images,
+                    double window_seconds);
   nlohmann::json gather_rank_stats();
   const std::vector<std::string>& all_hosts();
   void maybe_inject_fault(int64_t global_step) const;
@@ -75,10 +76,10 @@ class Trainer {
   torch::Device device_;
   TrainerHooks hooks_;
   data::Dataset train_data_, test_data_;
-  bool local_shards_ = false;  // data.source "coordinator": train_data_/test_data_ hold this rank's blocks
+  bool local_shards_ = false;    // data.source "coordinator": train_data_/test_data_ hold this rank's blocks
   int64_t local_shard_len_ = 0;  // the longest rank's train block (local mode)
-  int64_t train_total_ = 0;     // train samples over all ranks
-  int64_t test_total_ = 0;      // test samples over all ranks
+  int64_t train_total_ = 0;      // train samples over all ranks
+  int64_t test_total_ = 0;       // test samples over all ranks
   model::ResNeXt model_{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   std::vector<torch::Tensor> params_;  // the model's parameters, as trained (after any checkpoint load)
@@ -95,7 +96,7 @@ class Trainer {
   // Checkpoint/resume state (see worker/checkpoint.h).
   std::unique_ptr<CheckpointStore> checkpoints_;
   bool checkpointing_ = false;  // a cadence or resume is configured (else only preemption writes one)
-  nlohmann::json resume_;  // the loaded cursor, or null
+  nlohmann::json resume_;       // the loaded cursor, or null
   nlohmann::json epoch_records_ = nlohmann::json::array();
   double best_accuracy_ = 0;
 };

@@ -1,5 +1,6 @@
 #pragma once
-// Helpers shared by trainer.cpp, trainer_setup.cpp and trainer_report.cpp (not part of the worker's interface).
+// Helpers shared by trainer.cpp, trainer_setup.cpp and trainer_report.cpp (not part of the worker's
+// interface).
 #include <nlohmann/json.hpp>
 
 #include "common/data/augment.h"

@@ -17,10 +17,12 @@ using detail::augment_options;
 using detail::now_seconds;
 using metrics::Phase;
 
-void Trainer::log_progress(int epoch, int64_t step, int64_t steps, double loss, double images, double seconds) {
+void Trainer::log_progress(int epoch, int64_t step, int64_t steps, double loss, double images,
+                           double seconds) {
   // One small all-gather per log step: every rank's loss, images/s and memory reach rank 0.
-  auto mine = torch::tensor({loss, images / std::max(seconds, 1e-9), static_cast<double>(metrics::peak_rss_bytes())},
-                            torch::kFloat64);
+  auto mine =
+      torch::tensor({loss, images / std::max(seconds, 1e-9), static_cast<double>(metrics::peak_rss_bytes())},
+                    torch::kFloat64);
   auto all = torch::empty({comm_.world_size() * 3}, torch::kFloat64);
   comm::AllgatherOptions opts;
   opts.timeout = timeout();
@@ -42,8 +44,9 @@ void Trainer::log_progress(int epoch, int64_t step, int64_t steps, double loss, 
   const double done = epoch * static_cast<double>(steps) + step, total = static_cast<double>(epochs) * steps;
   const double elapsed = now_seconds() - train_start_;
   const double eta = done > 0 ? elapsed * (total - done) / done : 0;
-  spdlog::info("epoch {}/{} step {}/{} loss {:.4f} lr {:.5f} images/s {:.1f} (total {:.1f}) ETA {:.0f}s", epoch + 1,
-               epochs, step, steps, mean_loss, optimizer_->param_groups()[0].options().get_lr(), v[1], total_ips, eta);
+  spdlog::info("epoch {}/{} step {}/{} loss {:.4f} lr {:.5f} images/s {:.1f} (total {:.1f}) ETA {:.0f}s",
+               epoch + 1, epochs, step, steps, mean_loss, optimizer_->param_groups()[0].options().get_lr(),
+               v[1], total_ips, eta);
   if (hooks_.on_progress)
     hooks_.on_progress({{"type", "progress"},
                         {"epoch", epoch + 1},
@@ -99,9 +102,10 @@ json Trainer::evaluate() {
         logits = model_->forward(batch->images.to(device_));
       }
       logits = logits.to(torch::kCPU, torch::kFloat);
-      loss_sum += torch::nn::functional::cross_entropy(
-                      logits, batch->labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                      .item<double>();
+      loss_sum +=
+          torch::nn::functional::cross_entropy(
+              logits, batch->labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+              .item<double>();
       confusion.index_add_(0, batch->labels * k + logits.argmax(1), torch::ones_like(batch->labels));
     }
   }
@@ -141,7 +145,8 @@ json Trainer::gather_rank_stats() {
                               static_cast<double>(parallel::parameter_checksum(*model_) >> 11),
                               static_cast<double>(comm_.local_rank())};
   constexpr int kPhases = 6;  // index of the first phase time in `mine`
-  for (int p = 0; p < static_cast<int>(Phase::kCount); ++p) mine.push_back(timer_.total_ms(static_cast<Phase>(p)) / steps);
+  for (int p = 0; p < static_cast<int>(Phase::kCount); ++p)
+    mine.push_back(timer_.total_ms(static_cast<Phase>(p)) / steps);
   const int width = static_cast<int>(mine.size());
   auto in = torch::tensor(mine, torch::kFloat64);
   auto all = torch::empty({comm_.world_size() * width}, torch::kFloat64);

@@ -122,8 +122,7 @@ int main(int argc, char** argv) {
       const double ref_s = cuda ? 0.0 : blocking_mpi_seconds(t, iters, warmup);
       t.copy_(pattern + (r + 1));
       comm->allreduce(t)->wait(timeout);
-      const int64_t wrong =
-          sum_over_ranks(t.ne(pattern * w + w * (w + 1) / 2.0).sum().item<int64_t>());
+      const int64_t wrong = sum_over_ranks(t.ne(pattern * w + w * (w + 1) / 2.0).sum().item<int64_t>());
       total_wrong += wrong;
 
       if (r == 0) {
@@ -136,8 +135,9 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
       }
     }
-    if (r == 0) std::printf("# out of bounds values : %lld %s\n", static_cast<long long>(total_wrong),
-                            total_wrong == 0 ? "OK" : "FAILED");
+    if (r == 0)
+      std::printf("# out of bounds values : %lld %s\n", static_cast<long long>(total_wrong),
+                  total_wrong == 0 ? "OK" : "FAILED");
     return total_wrong == 0 ? 0 : 1;
   } catch (const rx::UsageError& e) {
     std::fprintf(stderr, "allreduce_bench: %s\n", e.what());

@@ -6,10 +6,14 @@ namespace rx::comm {
 
 const char* reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return "sum";
-    case ReduceOp::kAvg: return "avg";
-    case ReduceOp::kMax: return "max";
-    case ReduceOp::kMin: return "min";
+    case ReduceOp::kSum:
+      return "sum";
+    case ReduceOp::kAvg:
+      return "avg";
+    case ReduceOp::kMax:
+      return "max";
+    case ReduceOp::kMin:
+      return "min";
   }
   return "?";
 }
@@ -36,8 +40,12 @@ void Communicator::unsupported(const std::string& op) const {
   throw CommError(backend_name(), rank(), op + " is not supported by the " + backend_name() + " backend");
 }
 
-std::shared_ptr<Work> Communicator::allreduce(torch::Tensor&, const AllreduceOptions&) { unsupported("allreduce"); }
-std::shared_ptr<Work> Communicator::broadcast(torch::Tensor&, const BroadcastOptions&) { unsupported("broadcast"); }
+std::shared_ptr<Work> Communicator::allreduce(torch::Tensor&, const AllreduceOptions&) {
+  unsupported("allreduce");
+}
+std::shared_ptr<Work> Communicator::broadcast(torch::Tensor&, const BroadcastOptions&) {
+  unsupported("broadcast");
+}
 std::shared_ptr<Work> Communicator::allgather(const torch::Tensor&, torch::Tensor&, const AllgatherOptions&) {
   unsupported("allgather");
 }

@@ -1,7 +1,7 @@
 #include "common/comm/factory.h"
 
-#include "common/comm/staging.h"
 #include "common/comm/mpi/mpi_communicator.h"
+#include "common/comm/staging.h"
 #include "common/util/error.h"
 #ifdef RX_WITH_CUDA
 #include "common/comm/nccl/nccl_communicator.h"

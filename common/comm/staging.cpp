@@ -71,7 +71,9 @@ class StagingCommunicator : public Communicator {
  private:
   bool elsewhere(const torch::Tensor& t) const { return t.defined() && t.device() != device_; }
   // The inner backend checks shape, dtype and contiguity on the staged copy and names itself.
-  torch::Tensor stage(const torch::Tensor& t) const { return t.to(device_, /*non_blocking=*/false, /*copy=*/true); }
+  torch::Tensor stage(const torch::Tensor& t) const {
+    return t.to(device_, /*non_blocking=*/false, /*copy=*/true);
+  }
   static std::shared_ptr<Work> staged(std::shared_ptr<Work> inner, torch::Tensor host, torch::Tensor device) {
     return std::make_shared<StagedWork>(std::move(inner), std::move(host), std::move(device));
   }
@@ -82,7 +84,8 @@ class StagingCommunicator : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> stage_through(std::unique_ptr<Communicator> inner, torch::Device backend_device) {
+std::unique_ptr<Communicator> stage_through(std::unique_ptr<Communicator> inner,
+                                            torch::Device backend_device) {
   return std::make_unique<StagingCommunicator>(std::move(inner), backend_device);
 }
 

@@ -12,6 +12,7 @@
 
 namespace rx::comm {
 
-std::unique_ptr<Communicator> stage_through(std::unique_ptr<Communicator> inner, torch::Device backend_device);
+std::unique_ptr<Communicator> stage_through(std::unique_ptr<Communicator> inner,
+                                            torch::Device backend_device);
 
 }  // namespace rx::comm

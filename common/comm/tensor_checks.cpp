@@ -15,7 +15,8 @@ namespace {
 void check_tensor(const OpContext& ctx, const torch::Tensor& t, bool cpu) {
   if (!t.defined()) fail(ctx, "tensor is undefined");
   if (cpu && !t.device().is_cpu()) {
-    fail(ctx, "tensor is on " + t.device().str() + " but the " + ctx.backend + " backend works on CPU tensors only");
+    fail(ctx, "tensor is on " + t.device().str() + " but the " + ctx.backend +
+                  " backend works on CPU tensors only");
   }
   if (!t.is_contiguous()) fail(ctx, "tensor must be contiguous (call .contiguous() first)");
 }
@@ -24,8 +25,8 @@ void check_allgather_output(const OpContext& ctx, const torch::Tensor& input, co
                             int world_size) {
   if (!output.defined()) fail(ctx, "output tensor is undefined");
   if (output.scalar_type() != input.scalar_type()) {
-    fail(ctx, std::string("output dtype ") + c10::toString(output.scalar_type()) + " differs from input dtype " +
-                  c10::toString(input.scalar_type()));
+    fail(ctx, std::string("output dtype ") + c10::toString(output.scalar_type()) +
+                  " differs from input dtype " + c10::toString(input.scalar_type()));
   }
   if (output.device() != input.device()) fail(ctx, "output and input are on different devices");
   if (output.numel() != input.numel() * world_size) {

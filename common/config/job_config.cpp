@@ -19,11 +19,16 @@ std::string type_name(const json& v) { return v.type_name(); }
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::kInt: return "an integer";
-    case Kind::kNumber: return "a number";
-    case Kind::kBool: return "a boolean";
-    case Kind::kString: return "a string";
-    case Kind::kNumberList: return "a list of numbers";
+    case Kind::kInt:
+      return "an integer";
+    case Kind::kNumber:
+      return "a number";
+    case Kind::kBool:
+      return "a boolean";
+    case Kind::kString:
+      return "a string";
+    case Kind::kNumberList:
+      return "a list of numbers";
   }
   return "?";
 }
@@ -42,7 +47,9 @@ void check_value(const Field& f, const json& v) {
     if (f.nullable) return;
     throw ConfigError(f.key, "must be " + std::string(kind_name(f.kind)) + ", got null");
   }
-  auto wrong = [&] { throw ConfigError(f.key, "must be " + std::string(kind_name(f.kind)) + ", got " + type_name(v)); };
+  auto wrong = [&] {
+    throw ConfigError(f.key, "must be " + std::string(kind_name(f.kind)) + ", got " + type_name(v));
+  };
   switch (f.kind) {
     case Kind::kInt:
       if (!v.is_number_integer()) wrong();
@@ -81,7 +88,8 @@ void check_value(const Field& f, const json& v) {
 
 bool is_section(const std::string& prefix) {
   for (const auto& f : schema())
-    if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 && f.key[prefix.size()] == '.')
+    if (f.key.size() > prefix.size() && f.key.compare(0, prefix.size(), prefix) == 0 &&
+        f.key[prefix.size()] == '.')
       return true;
   return false;
 }
@@ -93,7 +101,8 @@ void collect(const json& node, const std::string& prefix, std::vector<std::pair<
     if (find_field(key)) {
       out.emplace_back(key, it.value());
     } else if (is_section(key)) {
-      if (!it.value().is_object()) throw ConfigError(key, "must be an object (a config section), got " + type_name(it.value()));
+      if (!it.value().is_object())
+        throw ConfigError(key, "must be an object (a config section), got " + type_name(it.value()));
       collect(it.value(), key, out);
     } else {
       throw ConfigError(key, "unknown key");
@@ -119,13 +128,16 @@ const json& get_path(const json& root, const std::string& dotted) {
 }
 
 void cross_validate(const json& r) {
-  if (get_path(r, "data.format").is_null()) throw ConfigError("data.format", "is required (cifar10, cifar100, idx, synthetic)");
+  if (get_path(r, "data.format").is_null())
+    throw ConfigError("data.format", "is required (cifar10, cifar100, idx, synthetic)");
   if (get_path(r, "data.path").is_null() ||
       (get_path(r, "data.path").get<std::string>().empty() && get_path(r, "data.format") != "synthetic"))
-    throw ConfigError("data.path", "is required (only data.format \"synthetic\" may leave it empty: generated in memory)");
+    throw ConfigError("data.path",
+                      "is required (only data.format \"synthetic\" may leave it empty: generated in memory)");
   auto ms = get_path(r, "training.lr_schedule.milestones").get<std::vector<double>>();
   for (size_t i = 1; i < ms.size(); ++i)
-    if (ms[i] <= ms[i - 1]) throw ConfigError("training.lr_schedule.milestones", "must be strictly increasing");
+    if (ms[i] <= ms[i - 1])
+      throw ConfigError("training.lr_schedule.milestones", "must be strictly increasing");
   if (get_path(r, "training.optimizer.betas").size() != 2)
     throw ConfigError("training.optimizer.betas", "must have exactly two values");
   if (get_path(r, "training.optimizer.nesterov").get<bool>() &&
@@ -133,11 +145,13 @@ void cross_validate(const json& r) {
       get_path(r, "training.optimizer.name").get<std::string>() == "sgd")
     throw ConfigError("training.optimizer.nesterov", "needs training.optimizer.momentum > 0");
   const int rep = get_path(r, "data.augment.replicate_channels").get<int>();
-  if (rep != 0 && rep != 1 && rep != 3) throw ConfigError("data.augment.replicate_channels", "must be 0, 1 or 3");
+  if (rep != 0 && rep != 1 && rep != 3)
+    throw ConfigError("data.augment.replicate_channels", "must be 0, 1 or 3");
   const double hang = get_path(r, "distributed.hang_timeout_s").get<double>();
   if (hang > 0 && hang >= get_path(r, "distributed.timeout_s").get<double>())
-    throw ConfigError("distributed.hang_timeout_s", "must be less than distributed.timeout_s (the hang report has to "
-                                                    "come before a collective's plain timeout), or 0 to turn it off");
+    throw ConfigError("distributed.hang_timeout_s",
+                      "must be less than distributed.timeout_s (the hang report has to "
+                      "come before a collective's plain timeout), or 0 to turn it off");
   model_spec(r);  // throws ConfigError naming model.* keys
 }
 
@@ -145,7 +159,8 @@ void cross_validate(const json& r) {
 
 Override parse_override(const std::string& kv) {
   const auto eq = kv.find('=');
-  if (eq == std::string::npos || eq == 0) throw ConfigError("--set", "expected key=value, got \"" + kv + "\"");
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError("--set", "expected key=value, got \"" + kv + "\"");
   Override o{kv.substr(0, eq), nullptr};
   const std::string value = kv.substr(eq + 1);
   o.value = json::parse(value, nullptr, /*allow_exceptions=*/false);
@@ -187,9 +202,11 @@ json resolve_file(const std::string& path, const std::vector<Override>& override
 model::ResNeXtSpec model_spec(const json& r) {
   const json& m = r.at("model");
   const bool has_preset = !m.at("preset").is_null();
-  const bool has_custom = !m.at("depth").is_null() || !m.at("cardinality").is_null() || !m.at("base_width").is_null();
+  const bool has_custom =
+      !m.at("depth").is_null() || !m.at("cardinality").is_null() || !m.at("base_width").is_null();
   if (has_preset && has_custom)
-    throw ConfigError("model.preset", "give either model.preset or model.depth/cardinality/base_width, not both");
+    throw ConfigError("model.preset",
+                      "give either model.preset or model.depth/cardinality/base_width, not both");
   model::ResNeXtSpec spec;
   if (has_preset) {
     spec = model::preset(m.at("preset").get<std::string>());
@@ -197,7 +214,8 @@ model::ResNeXtSpec model_spec(const json& r) {
     for (const char* k : {"depth", "cardinality", "base_width"})
       if (m.at(k).is_null())
         throw ConfigError(std::string("model.") + k, "is required when model.preset is not given");
-    spec = model::cifar_spec(m.at("depth").get<int>(), m.at("cardinality").get<int>(), m.at("base_width").get<int>());
+    spec = model::cifar_spec(m.at("depth").get<int>(), m.at("cardinality").get<int>(),
+                             m.at("base_width").get<int>());
   }
   if (!m.at("stem_channels").is_null()) spec.stem_channels = m.at("stem_channels").get<int>();
   if (!m.at("base_planes").is_null()) spec.base_planes = m.at("base_planes").get<int>();

@@ -5,7 +5,6 @@
 // a ConfigError whose field() is the dotted key, and the result carries every default explicitly, so
 // the resolved document alone reproduces a run (it is what result.json records and hashes).
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 

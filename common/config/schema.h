@@ -2,7 +2,6 @@
 // The table of every config key: its type, default and allowed range. Adding a key means adding one
 // row here; resolve() and the docs derive from it.
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 

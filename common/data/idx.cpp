@@ -36,8 +36,9 @@ IdxFile read_idx_file(const std::string& path, int ndims) {
     throw DataError(path, 0,
                     "truncated IDX header: " + std::to_string(size) + " bytes, need 4 for the magic");
   if (b[0] != 0 || b[1] != 0)
-    throw DataError(path, 0, "bad IDX magic " + hex(b[0]) + " " + hex(b[1]) + " (expected " + want +
-                                 "; not an IDX file)");
+    throw DataError(
+        path, 0,
+        "bad IDX magic " + hex(b[0]) + " " + hex(b[1]) + " (expected " + want + "; not an IDX file)");
   if (b[2] != kUbyte)
     throw DataError(path, 2, "unsupported IDX element type " + hex(b[2]) + " (only 0x08 unsigned byte)");
   if (b[3] != ndims)

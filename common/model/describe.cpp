@@ -104,10 +104,14 @@ ArchitectureReport describe(const ResNeXtSpec& spec, int64_t height, int64_t wid
 
 static std::string human(double v) {
   char buf[32];
-  if (v >= 1e9) std::snprintf(buf, sizeof buf, "%.2fG", v / 1e9);
-  else if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
-  else if (v >= 1e3) std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", v);
+  if (v >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.2fG", v / 1e9);
+  else if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.2fM", v / 1e6);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.1fk", v / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", v);
   return buf;
 }
 
@@ -116,8 +120,8 @@ std::string to_table(const ArchitectureReport& r) {
   char line[256];
   os << r.model << "  input " << r.input_hwc[0] << "x" << r.input_hwc[1] << "x" << r.input_hwc[2] << ", "
      << r.num_classes << " classes\n";
-  std::snprintf(line, sizeof line, "%-7s %6s %6s %6s %6s %6s %6s %6s %16s %12s %10s\n", "stage", "blocks", "groups",
-                "ch/grp", "width", "in", "out", "stride", "output HxWxC", "params", "MACs");
+  std::snprintf(line, sizeof line, "%-7s %6s %6s %6s %6s %6s %6s %6s %16s %12s %10s\n", "stage", "blocks",
+                "groups", "ch/grp", "width", "in", "out", "stride", "output HxWxC", "params", "MACs");
   os << line;
   for (const auto& s : r.stages) {
     std::string hwc = std::to_string(s.output_hwc[0]) + "x" + std::to_string(s.output_hwc[1]) + "x" +

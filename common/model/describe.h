@@ -2,7 +2,6 @@
 // The architecture report behind `resnext_worker describe`: per-stage structure, shapes, parameters
 // and MACs, all read off a built module and one forward pass (nothing comes from a table).
 #include <nlohmann/json.hpp>
-
 #include <string>
 #include <vector>
 
@@ -18,8 +17,8 @@ struct StageReport {
   int bottleneck_width = 0;    // channels of the grouped conv
   int in_channels = 0;
   int out_channels = 0;
-  int stride = 0;         // of this stage alone
-  int total_stride = 0;   // input size / output size
+  int stride = 0;                   // of this stage alone
+  int total_stride = 0;             // input size / output size
   std::vector<int64_t> output_hwc;  // H, W, C
   int64_t params = 0;
   int64_t macs = 0;

@@ -29,8 +29,8 @@ const char* precision_name(Precision p) {
 
 void check_precision_supported(Precision p, const torch::Device& device) {
   if (p == Precision::kFp16 && !device.is_cuda())
-    throw ConfigError("training.precision",
-                      "fp16 autocast needs a CUDA device (training runs on " + device.str() + "); use bf16 on CPUs");
+    throw ConfigError("training.precision", "fp16 autocast needs a CUDA device (training runs on " +
+                                                device.str() + "); use bf16 on CPUs");
 }
 
 // LibTorch 2.x keys autocast by device type; 1.13 (Debian's) has one pair of calls per device kind.
@@ -80,7 +80,9 @@ AutocastScope::~AutocastScope() {
 LossScaler::LossScaler(bool enabled, LossScalerOptions opts)
     : enabled_(enabled), opts_(opts), scale_(enabled ? opts.initial_scale : 1.0) {}
 
-torch::Tensor LossScaler::scale_loss(const torch::Tensor& loss) const { return enabled_ ? loss * scale_ : loss; }
+torch::Tensor LossScaler::scale_loss(const torch::Tensor& loss) const {
+  return enabled_ ? loss * scale_ : loss;
+}
 
 bool LossScaler::unscale_and_update(const std::vector<torch::Tensor>& params) {
   if (!enabled_) return true;

@@ -10,9 +10,9 @@
 // counted) and the scale halves; after `growth_interval` good steps it doubles. The check runs on the
 // all-reduced gradients, so every rank takes the same decision without another collective. bf16 has
 // fp32's exponent range and needs no scaler.
-#include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace rx::model {

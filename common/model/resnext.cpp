@@ -53,11 +53,12 @@ torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
 ResNeXtImpl::ResNeXtImpl(const ResNeXtSpec& spec) : spec_(spec) {
   validate(spec_);
   const bool imagenet = spec_.stem == StemKind::kImageNet;
-  conv1 = register_module("conv1", imagenet ? nn::Conv2d(nn::Conv2dOptions(spec_.in_channels, spec_.stem_channels, 7)
-                                                             .stride(2)
-                                                             .padding(3)
-                                                             .bias(false))
-                                            : make_conv(spec_.in_channels, spec_.stem_channels, 3, 1));
+  conv1 = register_module(
+      "conv1",
+      imagenet
+          ? nn::Conv2d(
+                nn::Conv2dOptions(spec_.in_channels, spec_.stem_channels, 7).stride(2).padding(3).bias(false))
+          : make_conv(spec_.in_channels, spec_.stem_channels, 3, 1));
   bn1 = register_module("bn1", nn::BatchNorm2d(spec_.stem_channels));
   int in = spec_.stem_channels;
   for (size_t s = 0; s < spec_.blocks.size(); ++s) {
@@ -65,7 +66,8 @@ ResNeXtImpl::ResNeXtImpl(const ResNeXtSpec& spec) : spec_(spec) {
     const int out = spec_.stage_out_channels(static_cast<int>(s));
     const int width = spec_.stage_width(static_cast<int>(s));
     for (int b = 0; b < spec_.blocks[s]; ++b) {
-      stage->push_back(Bottleneck(in, width, out, spec_.cardinality, b == 0 ? spec_.stage_stride(static_cast<int>(s)) : 1));
+      stage->push_back(Bottleneck(in, width, out, spec_.cardinality,
+                                  b == 0 ? spec_.stage_stride(static_cast<int>(s)) : 1));
       in = out;
     }
     stages_.push_back(register_module("layer" + std::to_string(s + 1), stage));
@@ -92,7 +94,8 @@ void ResNeXtImpl::init_weights() {
 }
 
 void ResNeXtImpl::reset_head(int num_classes) {
-  if (num_classes <= 0) throw ConfigError("model.num_classes", "must be positive, got " + std::to_string(num_classes));
+  if (num_classes <= 0)
+    throw ConfigError("model.num_classes", "must be positive, got " + std::to_string(num_classes));
   spec_.num_classes = num_classes;
   fc = replace_module("fc", nn::Linear(fc->options.in_features(), num_classes));
 }
@@ -101,7 +104,8 @@ torch::Tensor ResNeXtImpl::stem_forward(const torch::Tensor& x) {
   if (x.dim() != 4 || x.size(1) != spec_.in_channels)
     throw ConfigError("data.input", "the model expects [N, " + std::to_string(spec_.in_channels) +
                                         ", H, W] input, got " + std::to_string(x.dim()) + "-d tensor with " +
-                                        (x.dim() >= 2 ? std::to_string(x.size(1)) : std::string("?")) + " channels");
+                                        (x.dim() >= 2 ? std::to_string(x.size(1)) : std::string("?")) +
+                                        " channels");
   auto y = torch::relu(bn1->forward(counted(*conv1, x)));
   if (spec_.stem == StemKind::kImageNet) y = torch::max_pool2d(y, 3, 2, 1);
   return y;

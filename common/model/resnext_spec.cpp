@@ -28,8 +28,10 @@ void validate(const ResNeXtSpec& s) {
   if (s.base_width > 4096) throw ConfigError("model.base_width", "is unreasonably large (> 4096)");
   if (s.num_classes > 1000000) throw ConfigError("model.num_classes", "is unreasonably large (> 1e6)");
   if (s.stem_channels > 4096 || s.base_planes > 4096)
-    throw ConfigError(s.stem_channels > 4096 ? "model.stem_channels" : "model.base_planes", "is unreasonably large");
-  if (s.bottleneck_width < 0) throw ConfigError("model.bottleneck_width", "must be positive (or 0 for base_width)");
+    throw ConfigError(s.stem_channels > 4096 ? "model.stem_channels" : "model.base_planes",
+                      "is unreasonably large");
+  if (s.bottleneck_width < 0)
+    throw ConfigError("model.bottleneck_width", "must be positive (or 0 for base_width)");
   if (s.bottleneck_width > 0) {
     if (s.bottleneck_width % s.cardinality != 0)
       throw ConfigError("model.cardinality", "cardinality " + std::to_string(s.cardinality) +
@@ -40,17 +42,20 @@ void validate(const ResNeXtSpec& s) {
   // floor(planes * d / 64) is the per-group width; it must not round to zero, or the grouped conv
   // would have no channels.
   if (static_cast<long long>(s.base_planes) * s.base_width < 64)
-    throw ConfigError("model.base_width", "base_planes * base_width / 64 rounds to 0 channels per group (base_planes " +
-                                              std::to_string(s.base_planes) + ", base_width " +
-                                              std::to_string(s.base_width) + ")");
+    throw ConfigError("model.base_width",
+                      "base_planes * base_width / 64 rounds to 0 channels per group (base_planes " +
+                          std::to_string(s.base_planes) + ", base_width " + std::to_string(s.base_width) +
+                          ")");
 }
 
 ResNeXtSpec cifar_spec(int depth, int cardinality, int base_width) {
   if (depth < 11 || (depth - 2) % 9 != 0)
-    throw ConfigError("model.depth", "a CIFAR ResNeXt needs depth = 9n + 2 with n >= 1 (11, 20, 29, ...), got " +
-                                         std::to_string(depth));
+    throw ConfigError(
+        "model.depth",
+        "a CIFAR ResNeXt needs depth = 9n + 2 with n >= 1 (11, 20, 29, ...), got " + std::to_string(depth));
   ResNeXtSpec s;
-  s.name = "resnext" + std::to_string(depth) + "_" + std::to_string(cardinality) + "x" + std::to_string(base_width) + "d";
+  s.name = "resnext" + std::to_string(depth) + "_" + std::to_string(cardinality) + "x" +
+           std::to_string(base_width) + "d";
   const int n = (depth - 2) / 9;
   s.blocks = {n, n, n};
   s.cardinality = cardinality;

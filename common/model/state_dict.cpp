@@ -2,7 +2,6 @@
 
 #include <torch/serialize.h>
 
-
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -56,7 +55,8 @@ void load_state_dict(torch::nn::Module& model, const NamedTensors& tensors, cons
   for (const auto& target : targets) {
     const std::string& key = target.first;  // C++17 lambdas cannot capture structured bindings (clang)
     if (!is_head(key) && !found.count(key) &&
-        std::none_of(misshaped.begin(), misshaped.end(), [&](const std::string& m) { return m.rfind(key + " ", 0) == 0; }))
+        std::none_of(misshaped.begin(), misshaped.end(),
+                     [&](const std::string& m) { return m.rfind(key + " ", 0) == 0; }))
       missing.push_back(key);
   }
 

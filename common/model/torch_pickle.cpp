@@ -26,7 +26,7 @@ struct PickleValue {
   PickleValue() = default;
   explicit PickleValue(Kind k) : kind(k) {}
   int64_t i = 0;
-  std::string s;  // string, or "module.name" of a global
+  std::string s;                      // string, or "module.name" of a global
   std::shared_ptr<PickleList> items;  // tuple items, or dict as alternating key/value
   torch::Tensor tensor;
 };
@@ -41,40 +41,82 @@ class StateDictUnpickler {
       const size_t at = pos_;
       const auto op = static_cast<unsigned char>(pkl_[pos_++]);
       switch (op) {
-        case 0x80: take(1); break;  // PROTO
-        case '.': return pop();       // STOP
-        case 'c': {                   // GLOBAL module\nname\n
+        case 0x80:
+          take(1);
+          break;  // PROTO
+        case '.':
+          return pop();  // STOP
+        case 'c': {      // GLOBAL module\nname\n
           auto module = line();
           push(global(module + "." + line()));
           break;
         }
-        case 'q': memo_[byte()] = top(); break;               // BINPUT
-        case 'r': memo_[u32()] = top(); break;                // LONG_BINPUT
-        case 'h': push(memo_.at(byte())); break;              // BINGET
-        case 'j': push(memo_.at(u32())); break;               // LONG_BINGET
-        case '(': push(PickleValue(PickleValue::kMark)); break;  // MARK
-        case ')': push(tuple({})); break;                     // EMPTY_TUPLE
-        case 't': push(tuple(pop_to_mark())); break;          // TUPLE
-        case 0x85: push(tuple(pop_n(1))); break;              // TUPLE1
-        case 0x86: push(tuple(pop_n(2))); break;              // TUPLE2
-        case 0x87: push(tuple(pop_n(3))); break;              // TUPLE3
-        case '}': push(dict()); break;                        // EMPTY_DICT
-        case 'N': push({}); break;                            // NONE
-        case 0x88: push(boolean(true)); break;                // NEWTRUE
-        case 0x89: push(boolean(false)); break;               // NEWFALSE
-        case 'K': push(integer(byte())); break;               // BININT1
-        case 'M': push(integer(u16())); break;                // BININT2
-        case 'J': push(integer(static_cast<int32_t>(u32()))); break;  // BININT
-        case 0x8a: {                                          // LONG1
+        case 'q':
+          memo_[byte()] = top();
+          break;  // BINPUT
+        case 'r':
+          memo_[u32()] = top();
+          break;  // LONG_BINPUT
+        case 'h':
+          push(memo_.at(byte()));
+          break;  // BINGET
+        case 'j':
+          push(memo_.at(u32()));
+          break;  // LONG_BINGET
+        case '(':
+          push(PickleValue(PickleValue::kMark));
+          break;  // MARK
+        case ')':
+          push(tuple({}));
+          break;  // EMPTY_TUPLE
+        case 't':
+          push(tuple(pop_to_mark()));
+          break;  // TUPLE
+        case 0x85:
+          push(tuple(pop_n(1)));
+          break;  // TUPLE1
+        case 0x86:
+          push(tuple(pop_n(2)));
+          break;  // TUPLE2
+        case 0x87:
+          push(tuple(pop_n(3)));
+          break;  // TUPLE3
+        case '}':
+          push(dict());
+          break;  // EMPTY_DICT
+        case 'N':
+          push({});
+          break;  // NONE
+        case 0x88:
+          push(boolean(true));
+          break;  // NEWTRUE
+        case 0x89:
+          push(boolean(false));
+          break;  // NEWFALSE
+        case 'K':
+          push(integer(byte()));
+          break;  // BININT1
+        case 'M':
+          push(integer(u16()));
+          break;  // BININT2
+        case 'J':
+          push(integer(static_cast<int32_t>(u32())));
+          break;      // BININT
+        case 0x8a: {  // LONG1
           const size_t n = byte();
           int64_t v = 0;
-          for (size_t k = 0; k < n && k < 8; ++k) v |= static_cast<int64_t>(static_cast<unsigned char>(take(1)[0])) << (8 * k);
+          for (size_t k = 0; k < n && k < 8; ++k)
+            v |= static_cast<int64_t>(static_cast<unsigned char>(take(1)[0])) << (8 * k);
           push(integer(v));
           break;
         }
-        case 'X': push(string(take(u32()))); break;           // BINUNICODE
-        case 'Q': push(persistent(pop())); break;             // BINPERSID
-        case 'R': {                                           // REDUCE
+        case 'X':
+          push(string(take(u32())));
+          break;  // BINUNICODE
+        case 'Q':
+          push(persistent(pop()));
+          break;     // BINPERSID
+        case 'R': {  // REDUCE
           auto args = pop();
           push(reduce(pop(), args, at));
           break;
@@ -90,8 +132,11 @@ class StateDictUnpickler {
           for (size_t k = 0; k + 1 < kv.size(); k += 2) set_item(kv[k], kv[k + 1]);
           break;
         }
-        case 'b': pop(); break;  // BUILD: drops the OrderedDict's _metadata state
-        default: fail(at, "unsupported pickle opcode 0x" + hex(op));
+        case 'b':
+          pop();
+          break;  // BUILD: drops the OrderedDict's _metadata state
+        default:
+          fail(at, "unsupported pickle opcode 0x" + hex(op));
       }
     }
     fail(pos_, "pickle ends without STOP");
@@ -186,14 +231,15 @@ class StateDictUnpickler {
 
   // ('storage', torch.<Type>Storage, key, location, numel) -> a flat CPU tensor of that storage.
   PickleValue persistent(const PickleValue& pid) {
-    if (pid.kind != PickleValue::kTuple || pid.items->size() < 5 || (*pid.items)[1].kind != PickleValue::kGlobal)
+    if (pid.kind != PickleValue::kTuple || pid.items->size() < 5 ||
+        (*pid.items)[1].kind != PickleValue::kGlobal)
       fail(pos_, "unexpected persistent id");
     static const std::map<std::string, c10::ScalarType> types = {
-        {"torch.FloatStorage", torch::kFloat},   {"torch.DoubleStorage", torch::kDouble},
-        {"torch.HalfStorage", torch::kHalf},     {"torch.BFloat16Storage", torch::kBFloat16},
-        {"torch.LongStorage", torch::kLong},     {"torch.IntStorage", torch::kInt},
-        {"torch.ShortStorage", torch::kShort},   {"torch.CharStorage", torch::kChar},
-        {"torch.ByteStorage", torch::kByte},     {"torch.BoolStorage", torch::kBool}};
+        {"torch.FloatStorage", torch::kFloat}, {"torch.DoubleStorage", torch::kDouble},
+        {"torch.HalfStorage", torch::kHalf},   {"torch.BFloat16Storage", torch::kBFloat16},
+        {"torch.LongStorage", torch::kLong},   {"torch.IntStorage", torch::kInt},
+        {"torch.ShortStorage", torch::kShort}, {"torch.CharStorage", torch::kChar},
+        {"torch.ByteStorage", torch::kByte},   {"torch.BoolStorage", torch::kBool}};
     auto type = types.find((*pid.items)[1].s);
     if (type == types.end()) fail(pos_, "unsupported storage type " + (*pid.items)[1].s);
     const std::string key = (*pid.items)[2].s;
@@ -205,12 +251,15 @@ class StateDictUnpickler {
       fail(pos_, "storage " + key + " has " + std::to_string(bytes) + " bytes, expected " +
                      std::to_string(numel * static_cast<int64_t>(itemsize)));
     PickleValue v(PickleValue::kTensor);
-    v.tensor = torch::from_blob(std::get<0>(record).get(), {numel}, torch::TensorOptions().dtype(type->second)).clone();
+    v.tensor =
+        torch::from_blob(std::get<0>(record).get(), {numel}, torch::TensorOptions().dtype(type->second))
+            .clone();
     return v;
   }
 
   PickleValue reduce(const PickleValue& fn, const PickleValue& args, size_t at) {
-    if (fn.kind != PickleValue::kGlobal || args.kind != PickleValue::kTuple) fail(at, "REDUCE of a non-global");
+    if (fn.kind != PickleValue::kGlobal || args.kind != PickleValue::kTuple)
+      fail(at, "REDUCE of a non-global");
     // LibTorch's own pickler (save_state_dict) tags containers with their type; the tag is not needed.
     if (fn.s == "torch.jit._pickle.restore_type_tag" && !args.items->empty()) return (*args.items)[0];
     if (fn.s == "collections.OrderedDict") return args.items->empty() ? dict() : PickleValue{};
@@ -245,7 +294,8 @@ NamedTensors read_state_dict(const std::string& path) {
   try {
     caffe2::serialize::PyTorchStreamReader archive(path);
     auto record = archive.getRecord("data.pkl");
-    StateDictUnpickler unpickler(archive, std::string(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record)), path);
+    StateDictUnpickler unpickler(
+        archive, std::string(static_cast<const char*>(std::get<0>(record).get()), std::get<1>(record)), path);
     root = unpickler.run();
   } catch (const c10::Error& e) {
     throw DataError(path, "not a torch.save'd state_dict (" + std::string(e.what_without_backtrace()) + ")");

@@ -57,8 +57,9 @@ void FusedSGD::build_groups() {
   // Parameters by the storage their gradient lives in (eligible for a group or not), ordered by offset.
   auto eligible = [](const torch::Tensor& p) {
     const auto& g = p.grad();
-    return g.defined() && !g.is_sparse() && g.is_non_overlapping_and_dense() && p.is_non_overlapping_and_dense() &&
-           g.strides() == p.strides() && g.scalar_type() == p.scalar_type();
+    return g.defined() && !g.is_sparse() && g.is_non_overlapping_and_dense() &&
+           p.is_non_overlapping_and_dense() && g.strides() == p.strides() &&
+           g.scalar_type() == p.scalar_type();
   };
   std::map<const void*, std::vector<torch::Tensor>> by_storage;
   for (const auto& p : param_groups()[0].params()) {
@@ -68,8 +69,9 @@ void FusedSGD::build_groups() {
       loose_.push_back(p);
   }
   for (auto& [storage, ps] : by_storage) {
-    std::sort(ps.begin(), ps.end(),
-              [](const torch::Tensor& a, const torch::Tensor& b) { return a.grad().storage_offset() < b.grad().storage_offset(); });
+    std::sort(ps.begin(), ps.end(), [](const torch::Tensor& a, const torch::Tensor& b) {
+      return a.grad().storage_offset() < b.grad().storage_offset();
+    });
     // [Group runs] A group is a maximal run of eligible gradients in offset order, each starting at or
     // after the previous one's end, with at most the reducer's alignment padding between them
     // ([Aligned slices] in common/parallel/reducer.cpp). The padding belongs to no parameter and is
@@ -95,7 +97,8 @@ void FusedSGD::build_groups() {
       Group g;
       const auto& first = ps[i].grad();
       const int64_t base = first.storage_offset();
-      for (size_t k = i; k < j; ++k) g.members.push_back({ps[k], ps[k].grad().storage_offset() - base, state_key(ps[k])});
+      for (size_t k = i; k < j; ++k)
+        g.members.push_back({ps[k], ps[k].grad().storage_offset() - base, state_key(ps[k])});
       const int64_t total = g.members.back().offset + g.members.back().param.numel();
       g.grads = torch::empty({0}, first.options());
       g.grads.set_(first.storage(), base, {total}, {1});

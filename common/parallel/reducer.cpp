@@ -29,9 +29,12 @@ Compression parse_compression(const std::string& name) {
 
 const char* compression_name(Compression c) {
   switch (c) {
-    case Compression::kNone: return "none";
-    case Compression::kFp16: return "fp16";
-    case Compression::kBf16: return "bf16";
+    case Compression::kNone:
+      return "none";
+    case Compression::kFp16:
+      return "fp16";
+    case Compression::kBf16:
+      return "bf16";
   }
   return "none";
 }
@@ -82,7 +85,7 @@ std::vector<std::vector<size_t>> plan_buckets(const std::vector<torch::Tensor>& 
 struct Reducer::Bucket {
   std::vector<size_t> params;  // indices into params_, in bucket order
   torch::Tensor buffer;
-  torch::Tensor wire;  // what is all-reduced: `buffer` itself, or its 16-bit copy
+  torch::Tensor wire;   // what is all-reduced: `buffer` itself, or its 16-bit copy
   int64_t pending = 0;  // gradients not yet ready this step
   std::shared_ptr<comm::Work> work;
   Clock::time_point ready_at;
@@ -100,10 +103,11 @@ Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOpt
     const auto caps = comm_.capabilities();
     const auto wire = opts_.compression == Compression::kFp16 ? torch::kHalf : torch::kBFloat16;
     if (!caps.can_allreduce(wire) || !caps.supports(comm::ReduceOp::kSum))
-      throw ConfigError("distributed.compression",
-                        std::string("\"") + compression_name(opts_.compression) +
-                            "\" needs a backend that all-reduces " + c10::toString(wire) + " (nccl); the " +
-                            comm_.backend_name() + " backend reduces only " + caps.dtype_list() + ", use \"none\"");
+      throw ConfigError("distributed.compression", std::string("\"") + compression_name(opts_.compression) +
+                                                       "\" needs a backend that all-reduces " +
+                                                       c10::toString(wire) + " (nccl); the " +
+                                                       comm_.backend_name() + " backend reduces only " +
+                                                       caps.dtype_list() + ", use \"none\"");
   }
   std::vector<torch::Tensor> tensors;
   for (const auto& item : module.named_parameters()) {
@@ -121,7 +125,8 @@ Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOpt
   for (size_t b = 0; b < plan.size(); ++b) {
     auto bucket = std::make_unique<Bucket>();
     int64_t total = 0;
-    const int64_t align = std::max<int64_t>(1, kSliceAlignBytes / params_[plan[b].front()].tensor.element_size());
+    const int64_t align =
+        std::max<int64_t>(1, kSliceAlignBytes / params_[plan[b].front()].tensor.element_size());
     for (size_t i : plan[b]) {
       total = (total + align - 1) / align * align;  // [Aligned slices]
       params_[i].bucket = b;
@@ -133,7 +138,8 @@ Reducer::Reducer(torch::nn::Module& module, comm::Communicator& comm, ReducerOpt
     bucket->wire = bucket->buffer;
     if (opts_.compression != Compression::kNone)
       bucket->wire = torch::empty(
-          {total}, bucket->buffer.options().dtype(opts_.compression == Compression::kFp16 ? torch::kHalf : torch::kBFloat16));
+          {total}, bucket->buffer.options().dtype(
+                       opts_.compression == Compression::kFp16 ? torch::kHalf : torch::kBFloat16));
     bucket->pending = static_cast<int64_t>(plan[b].size());
     buckets_.push_back(std::move(bucket));
   }
@@ -173,7 +179,8 @@ void Reducer::attach_grad_aliases() {
                         p.tensor.strides());
     }
     const auto& grad = p.tensor.grad();
-    if (grad.defined() && grad.data_ptr() == p.grad_alias.data_ptr() && grad.sizes() == p.tensor.sizes()) continue;
+    if (grad.defined() && grad.data_ptr() == p.grad_alias.data_ptr() && grad.sizes() == p.tensor.sizes())
+      continue;
     // Someone replaced or dropped .grad (zero_grad(set_to_none), a first step): adopt its values.
     if (grad.defined())
       p.grad_alias.copy_(grad);
@@ -344,7 +351,8 @@ json Reducer::stats_json() const {
   const double steps = static_cast<double>(std::max<int64_t>(1, steps_));
   const double measured = static_cast<double>(std::max<int64_t>(1, ready_steps_));
   for (const auto& b : buckets_)
-    per_bucket.push_back({{"mean_ready_ms", b->ready_ms_sum / measured}, {"mean_exposed_ms", b->exposed_ms_sum / steps}});
+    per_bucket.push_back(
+        {{"mean_ready_ms", b->ready_ms_sum / measured}, {"mean_exposed_ms", b->exposed_ms_sum / steps}});
   return {{"bucket_mb", opts_.bucket_mb},
           {"first_bucket_mb", opts_.first_bucket_mb},
           {"compression", compression_name(opts_.compression)},

@@ -7,13 +7,13 @@
 //
 // Use per optimizer step:  zero_grad(); for each micro-batch { forward; prepare_for_backward(last);
 // backward; }  finalize(); optimizer.step().
-#include <nlohmann/json.hpp>
 #include <torch/nn.h>
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -96,7 +96,7 @@ class Reducer {
     std::string name;
     torch::Tensor tensor;
     size_t bucket = 0;
-    int64_t offset = 0;  // into the bucket's buffer, in elements
+    int64_t offset = 0;        // into the bucket's buffer, in elements
     torch::Tensor grad_alias;  // the parameter's shape over the bucket's storage: what .grad is
     std::shared_ptr<torch::autograd::Node> accumulator;
     uintptr_t hook_key = 0;
@@ -113,11 +113,11 @@ class Reducer {
   std::vector<Param> params_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
   // Per-step state.
-  bool sync_ = false;  // prepare_for_backward(true) was called and finalize() not yet
-  size_t next_launch_ = 0;     // buckets launch strictly in order: 0, 1, 2, ...
+  bool sync_ = false;       // prepare_for_backward(true) was called and finalize() not yet
+  size_t next_launch_ = 0;  // buckets launch strictly in order: 0, 1, 2, ...
   std::vector<std::shared_ptr<comm::Work>> previous_;  // last step's all-reduces ([Stream wait])
-  size_t next_poll_ = 0;       // oldest bucket whose all-reduce may still be in flight
-  std::vector<bool> ready_;    // per parameter, this step
+  size_t next_poll_ = 0;         // oldest bucket whose all-reduce may still be in flight
+  std::vector<bool> ready_;      // per parameter, this step
   Clock::time_point reference_;  // end of the previous finalize(): arrival times count from here
   bool has_reference_ = false;
   // Statistics.

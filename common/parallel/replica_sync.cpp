@@ -20,7 +20,8 @@ static void broadcast_tensors(std::vector<torch::Tensor> tensors, comm::Communic
   }
 }
 
-void broadcast_module_state(torch::nn::Module& module, comm::Communicator& comm, int root, comm::Millis timeout) {
+void broadcast_module_state(torch::nn::Module& module, comm::Communicator& comm, int root,
+                            comm::Millis timeout) {
   auto tensors = module.parameters();
   for (auto& b : module.buffers()) tensors.push_back(b);
   broadcast_tensors(tensors, comm, root, timeout);
@@ -61,8 +62,9 @@ void verify_replicas(const torch::nn::Module& module, comm::Communicator& comm, 
   for (int r = 1; r < comm.world_size(); ++r)
     if (v[r] != v[0]) bad << (bad.tellp() > 0 ? ", " : "") << r;
   if (bad.tellp() > 0)
-    throw CommError(comm.backend_name(), comm.rank(),
-                    "replicas diverged " + when + ": parameters of rank(s) " + bad.str() + " differ from rank 0");
+    throw CommError(
+        comm.backend_name(), comm.rank(),
+        "replicas diverged " + when + ": parameters of rank(s) " + bad.str() + " differ from rank 0");
 }
 
 FlatGradientAllreduce::FlatGradientAllreduce(torch::nn::Module& module, comm::Communicator& comm,

@@ -10,7 +10,8 @@
 namespace rx::parallel {
 
 // Rank `root` sends every parameter and buffer; the others overwrite theirs (in place).
-void broadcast_module_state(torch::nn::Module& module, comm::Communicator& comm, int root, comm::Millis timeout);
+void broadcast_module_state(torch::nn::Module& module, comm::Communicator& comm, int root,
+                            comm::Millis timeout);
 
 // Broadcast of buffers only (BN running statistics), before every evaluation.
 void broadcast_buffers(torch::nn::Module& module, comm::Communicator& comm, int root, comm::Millis timeout);

@@ -44,7 +44,8 @@ std::string HttpResponse::header(const std::string& name) const {
 }
 
 HttpResponse http_request(const std::string& base_url, const std::string& method, const std::string& target,
-                          const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
+                          const std::string& body,
+                          const std::vector<std::pair<std::string, std::string>>& headers,
                           std::chrono::milliseconds timeout) {
   const Url url = parse_url(base_url);
   const std::string where = base_url + target;
@@ -55,7 +56,8 @@ HttpResponse http_request(const std::string& base_url, const std::string& method
     // One overall deadline: each async op below re-arms the remaining budget.
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     auto remaining = [&] {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       return left.count() > 0 ? left : std::chrono::milliseconds(1);
     };
     beast::error_code ec;
@@ -89,7 +91,8 @@ HttpResponse http_request(const std::string& base_url, const std::string& method
     ioc.restart();
     http::async_read(stream, buffer, parser, [&](beast::error_code e, std::size_t) { ec = e; });
     ioc.run();
-    if (ec == beast::error::timeout) throw IoError(where, "timed out after " + std::to_string(timeout.count()) + " ms");
+    if (ec == beast::error::timeout)
+      throw IoError(where, "timed out after " + std::to_string(timeout.count()) + " ms");
     if (ec) throw IoError(where, "read failed: " + ec.message());
     auto res = parser.release();
     stream.socket().shutdown(net::ip::tcp::socket::shutdown_both, ec);

@@ -23,13 +23,14 @@ struct HttpResponse {
   std::string body;
   std::string content_type;
   std::vector<std::pair<std::string, std::string>> headers;  // all response headers, in order
-  std::string header(const std::string& name) const;          // case-insensitive; "" when absent
+  std::string header(const std::string& name) const;         // case-insensitive; "" when absent
 };
 
 // Throws rx::IoError naming base_url + target on connection failure or timeout. Any status is
 // returned (callers decide what non-2xx means).
 HttpResponse http_request(const std::string& base_url, const std::string& method, const std::string& target,
-                          const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
+                          const std::string& body,
+                          const std::vector<std::pair<std::string, std::string>>& headers,
                           std::chrono::milliseconds timeout);
 
 }  // namespace rx::report

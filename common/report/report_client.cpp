@@ -8,7 +8,10 @@ namespace rx::report {
 
 ReportClient::ReportClient(std::string coordinator_url, std::string job_id, std::string secret,
                            std::chrono::milliseconds timeout)
-    : url_(std::move(coordinator_url)), job_id_(std::move(job_id)), secret_(std::move(secret)), timeout_(timeout) {
+    : url_(std::move(coordinator_url)),
+      job_id_(std::move(job_id)),
+      secret_(std::move(secret)),
+      timeout_(timeout) {
   parse_url(url_);  // fail fast on a malformed URL
 }
 

@@ -4,9 +4,8 @@
 // Authorization: Bearer, which is reserved for user tokens). Torch-free; part of rx_core.
 #include <chrono>
 #include <cstdint>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace rx::report {
 
@@ -35,6 +34,5 @@ class ReportClient {
   std::string secret_;
   std::chrono::milliseconds timeout_;
 };
-
 
 }  // namespace rx::report

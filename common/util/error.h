@@ -109,11 +109,11 @@ namespace detail {
 }  // namespace rx
 
 // RX_CHECK(cond, streamable...) — invariant check; message parts are streamed only on failure.
-#define RX_CHECK(cond, ...)                                                          \
-  do {                                                                               \
-    if (!(cond)) {                                                                   \
-      std::ostringstream rx_check_os_;                                               \
-      rx_check_os_ << "" __VA_OPT__(<<) __VA_ARGS__;                                 \
-      ::rx::detail::check_failed(#cond, __FILE__, __LINE__, rx_check_os_.str());     \
-    }                                                                                \
+#define RX_CHECK(cond, ...)                                                      \
+  do {                                                                           \
+    if (!(cond)) {                                                               \
+      std::ostringstream rx_check_os_;                                           \
+      rx_check_os_ << "" __VA_OPT__(<<) __VA_ARGS__;                             \
+      ::rx::detail::check_failed(#cond, __FILE__, __LINE__, rx_check_os_.str()); \
+    }                                                                            \
   } while (0)

@@ -12,16 +12,15 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
-#include <nlohmann/json.hpp>
-
 #include "common/config/job_config.h"
-#include "coordinator/client/progress.h"
 #include "common/report/http_client.h"
-#include "common/util/error.h"
 #include "common/util/args.h"
+#include "common/util/error.h"
+#include "coordinator/client/progress.h"
 
 namespace rx::coord {
 
@@ -37,8 +36,8 @@ struct Conn {
 };
 
 // Returns the parsed body for 2xx; prints the error and returns nullopt otherwise.
-std::optional<rx::report::HttpResponse> call(const Conn& c, const std::string& method, const std::string& target,
-                                             const std::string& body = "",
+std::optional<rx::report::HttpResponse> call(const Conn& c, const std::string& method,
+                                             const std::string& target, const std::string& body = "",
                                              std::vector<std::pair<std::string, std::string>> headers = {}) {
   if (!c.token.empty()) headers.emplace_back("Authorization", "Bearer " + c.token);
   auto res = rx::report::http_request(c.url, method, target, body, headers, c.timeout);
@@ -47,7 +46,8 @@ std::optional<rx::report::HttpResponse> call(const Conn& c, const std::string& m
   if (err.is_object() && err.contains("error") && err["error"].is_object()) {
     const json& e = err["error"];
     std::cerr << "error: HTTP " << res.status << " " << e.value("code", "") << ": " << e.value("message", "");
-    if (e.contains("field") && e["field"].is_string()) std::cerr << " (field " << e["field"].get<std::string>() << ")";
+    if (e.contains("field") && e["field"].is_string())
+      std::cerr << " (field " << e["field"].get<std::string>() << ")";
     std::cerr << "\n";
   } else {
     std::cerr << "error: HTTP " << res.status << ": " << res.body.substr(0, 500) << "\n";
@@ -93,8 +93,8 @@ void print_job(const json& j) {
             << "created_at:    " << str(j["created_at"]) << "\n"
             << "started_at:    " << str(j["started_at"]) << "\n"
             << "finished_at:   " << str(j["finished_at"]) << "\n"
-            << "progress:      epoch " << str(p["epoch"]) << "/" << str(p["epochs"]) << ", step " << str(p["step"])
-            << "/" << str(p["steps_per_epoch"]) << "\n"
+            << "progress:      epoch " << str(p["epoch"]) << "/" << str(p["epochs"]) << ", step "
+            << str(p["step"]) << "/" << str(p["steps_per_epoch"]) << "\n"
             << "loss:          " << str(j["loss"]) << "\n"
             << "test_accuracy: " << str(j["test_accuracy"]) << "\n"
             << "exit_code:     " << str(j["exit_code"]) << "\n";
@@ -103,12 +103,14 @@ void print_job(const json& j) {
     std::cout << "hang:          " << str(j["hang"]["message"]) << "\n";
   if (j.contains("attempts") && j["attempts"].size() > 1)
     for (const auto& at : j["attempts"])
-      std::cout << "  attempt " << str(at["attempt"]) << ": " << str(at["started_at"]) << " .. " << str(at["ended_at"])
-                << ", resumed from " << str(at["resumed_from"]) << ", ended: " << str(at["cause"]) << "\n";
+      std::cout << "  attempt " << str(at["attempt"]) << ": " << str(at["started_at"]) << " .. "
+                << str(at["ended_at"]) << ", resumed from " << str(at["resumed_from"])
+                << ", ended: " << str(at["cause"]) << "\n";
   for (const auto& r : j["ranks"])
     std::cout << "  rank " << str(r["rank"]) << ": " << str(r["images_per_sec"]) << " img/s, peak "
               << str(r["peak_memory_bytes"]) << " bytes"
-              << (r.contains("host") && r["host"].is_string() ? ", on " + str(r["host"]) : std::string()) << "\n";
+              << (r.contains("host") && r["host"].is_string() ? ", on " + str(r["host"]) : std::string())
+              << "\n";
   if (j.contains("nodes") && j["nodes"].size() > 1)  // [Per-node view] only worth lines with several nodes
     for (const auto& n : j["nodes"])
       std::cout << "  node " << str(n["host"]) << ": ranks " << n["ranks"].dump() << ", "
@@ -141,7 +143,8 @@ int client_main(const std::string& command, const std::vector<std::string>& argv
     if (!a.get("ranks")) throw UsageError("submit: --ranks N is required");
     json body = {{"ranks", a.get_int("ranks", 1, 1, 1 << 20)}};
     const std::string& cfg = pos[0];
-    if (fs::exists(cfg) || cfg.find('/') != std::string::npos || (cfg.size() > 5 && cfg.substr(cfg.size() - 5) == ".json")) {
+    if (fs::exists(cfg) || cfg.find('/') != std::string::npos ||
+        (cfg.size() > 5 && cfg.substr(cfg.size() - 5) == ".json")) {
       std::ifstream in(cfg);
       if (!in) throw UsageError("submit: cannot read config file '" + cfg + "'");
       std::stringstream ss;
@@ -208,11 +211,14 @@ int client_main(const std::string& command, const std::vector<std::string>& argv
         return 0;
       }
     }
-    return watch_jobs(ids, [&](const std::string& id) -> std::optional<json> {
-      auto res = call(c, "GET", "/v1/jobs/" + id);
-      if (!res) return std::nullopt;
-      return json::parse(res->body);
-    }, w, std::cout);
+    return watch_jobs(
+        ids,
+        [&](const std::string& id) -> std::optional<json> {
+          auto res = call(c, "GET", "/v1/jobs/" + id);
+          if (!res) return std::nullopt;
+          return json::parse(res->body);
+        },
+        w, std::cout);
   }
   if (command == "status") {
     const std::string id = need_id();
@@ -238,7 +244,8 @@ int client_main(const std::string& command, const std::vector<std::string>& argv
   }
   if (command == "logs") {
     const std::string id = need_id();
-    auto res = call(c, "GET", "/v1/jobs/" + id + "/logs?tail=" + std::to_string(a.get_int("tail", 100, 1, 100000)));
+    auto res =
+        call(c, "GET", "/v1/jobs/" + id + "/logs?tail=" + std::to_string(a.get_int("tail", 100, 1, 100000)));
     if (!res) return 1;
     std::cout << res->body;
     return 0;

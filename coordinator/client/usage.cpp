@@ -29,7 +29,8 @@ const Entry kCommands[] = {
      "--min-ranks N: a relaunch may run on fewer ranks, down to N, when fewer slots are free\n"
      "  (default: --ranks).\n"},
     {"list",
-     "usage: resnext_coordinator list [--state queued|launching|running|restarting|succeeded|failed|cancelled]\n"
+     "usage: resnext_coordinator list [--state "
+     "queued|launching|running|restarting|succeeded|failed|cancelled]\n"
      "        [--limit N] [--offset N] [client flags]\n"
      "Lists jobs, newest first.\n"},
     {"status",

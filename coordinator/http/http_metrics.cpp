@@ -6,24 +6,42 @@ namespace rx::coord {
 
 const char* route_name(RouteId r) {
   switch (r) {
-    case RouteId::kHealthz: return "/healthz";
-    case RouteId::kMetrics: return "/metrics";
-    case RouteId::kJobsList: return "GET /v1/jobs";
-    case RouteId::kJobsSubmit: return "POST /v1/jobs";
-    case RouteId::kJobGet: return "GET /v1/jobs/{id}";
-    case RouteId::kJobMetrics: return "GET /v1/jobs/{id}/metrics";
-    case RouteId::kJobLogs: return "GET /v1/jobs/{id}/logs";
-    case RouteId::kJobResult: return "GET /v1/jobs/{id}/result";
-    case RouteId::kJobTrace: return "GET /v1/jobs/{id}/trace";
-    case RouteId::kJobCancel: return "POST /v1/jobs/{id}/cancel";
-    case RouteId::kJobReports: return "POST /v1/jobs/{id}/reports";
-    case RouteId::kJobShard: return "GET /v1/jobs/{id}/shards/{rank}";
-    case RouteId::kJobShardData: return "GET /v1/jobs/{id}/shards/{rank}/data";
-    case RouteId::kUi: return "GET /ui/";
-    case RouteId::kNotFound: return "not_found";
-    case RouteId::kMethodNotAllowed: return "method_not_allowed";
-    case RouteId::kTooLarge: return "too_large";
-    case RouteId::kCount: break;
+    case RouteId::kHealthz:
+      return "/healthz";
+    case RouteId::kMetrics:
+      return "/metrics";
+    case RouteId::kJobsList:
+      return "GET /v1/jobs";
+    case RouteId::kJobsSubmit:
+      return "POST /v1/jobs";
+    case RouteId::kJobGet:
+      return "GET /v1/jobs/{id}";
+    case RouteId::kJobMetrics:
+      return "GET /v1/jobs/{id}/metrics";
+    case RouteId::kJobLogs:
+      return "GET /v1/jobs/{id}/logs";
+    case RouteId::kJobResult:
+      return "GET /v1/jobs/{id}/result";
+    case RouteId::kJobTrace:
+      return "GET /v1/jobs/{id}/trace";
+    case RouteId::kJobCancel:
+      return "POST /v1/jobs/{id}/cancel";
+    case RouteId::kJobReports:
+      return "POST /v1/jobs/{id}/reports";
+    case RouteId::kJobShard:
+      return "GET /v1/jobs/{id}/shards/{rank}";
+    case RouteId::kJobShardData:
+      return "GET /v1/jobs/{id}/shards/{rank}/data";
+    case RouteId::kUi:
+      return "GET /ui/";
+    case RouteId::kNotFound:
+      return "not_found";
+    case RouteId::kMethodNotAllowed:
+      return "method_not_allowed";
+    case RouteId::kTooLarge:
+      return "too_large";
+    case RouteId::kCount:
+      break;
   }
   return "unknown";
 }
@@ -50,8 +68,8 @@ std::string HttpMetrics::prometheus() const {
     for (int c = 0; c < kClasses; ++c) {
       uint64_t n = count_[r][c].load(std::memory_order_relaxed);
       if (n)
-        os << "rx_http_requests_total{route=\"" << route_name(static_cast<RouteId>(r)) << "\",code=\"" << (c + 1)
-           << "xx\"} " << n << "\n";
+        os << "rx_http_requests_total{route=\"" << route_name(static_cast<RouteId>(r)) << "\",code=\""
+           << (c + 1) << "xx\"} " << n << "\n";
     }
   os << "# HELP rx_http_request_duration_seconds Time spent routing a request (excludes socket I/O).\n"
         "# TYPE rx_http_request_duration_seconds histogram\n";
@@ -62,8 +80,8 @@ std::string HttpMetrics::prometheus() const {
     uint64_t cum = 0;
     for (size_t b = 0; b < kBuckets.size(); ++b) {
       cum += bucket_[r][b].load(std::memory_order_relaxed);
-      os << "rx_http_request_duration_seconds_bucket{route=\"" << name << "\",le=\"" << kBuckets[b] << "\"} " << cum
-         << "\n";
+      os << "rx_http_request_duration_seconds_bucket{route=\"" << name << "\",le=\"" << kBuckets[b] << "\"} "
+         << cum << "\n";
     }
     os << "rx_http_request_duration_seconds_bucket{route=\"" << name << "\",le=\"+Inf\"} " << total << "\n";
     os << "rx_http_request_duration_seconds_sum{route=\"" << name << "\"} "

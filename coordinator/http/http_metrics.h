@@ -9,14 +9,31 @@
 namespace rx::coord {
 
 enum class RouteId : int {
-  kHealthz, kMetrics, kJobsList, kJobsSubmit, kJobGet, kJobMetrics, kJobLogs, kJobResult, kJobTrace, kJobCancel,
-  kJobReports, kJobShard, kJobShardData, kUi, kNotFound, kMethodNotAllowed, kTooLarge, kCount
+  kHealthz,
+  kMetrics,
+  kJobsList,
+  kJobsSubmit,
+  kJobGet,
+  kJobMetrics,
+  kJobLogs,
+  kJobResult,
+  kJobTrace,
+  kJobCancel,
+  kJobReports,
+  kJobShard,
+  kJobShardData,
+  kUi,
+  kNotFound,
+  kMethodNotAllowed,
+  kTooLarge,
+  kCount
 };
 const char* route_name(RouteId r);
 
 class HttpMetrics {
  public:
-  static constexpr std::array<double, 9> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5};
+  static constexpr std::array<double, 9> kBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                                     0.025,  0.1,   0.5,    2.5};
   void record(RouteId route, int status, double seconds);
   std::string prometheus() const;
 

@@ -1,8 +1,9 @@
 #include "coordinator/http/listener.h"
 
+#include <spdlog/spdlog.h>
+
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 #include "coordinator/http/session.h"
@@ -34,7 +35,8 @@ Listener::Listener(net::io_context& ioc, const tcp::endpoint& endpoint, ServiceS
 unsigned short Listener::port() const { return acceptor_.local_endpoint().port(); }
 
 void Listener::run() {
-  net::dispatch(acceptor_.get_executor(), beast::bind_front_handler(&Listener::do_accept, shared_from_this()));
+  net::dispatch(acceptor_.get_executor(),
+                beast::bind_front_handler(&Listener::do_accept, shared_from_this()));
 }
 
 void Listener::stop() {
@@ -54,7 +56,8 @@ void Listener::on_accept(beast::error_code ec, tcp::socket socket) {
   if (ec == net::error::operation_aborted || !acceptor_.is_open()) return;  // stopped
   if (ec) {
     if (backoff_.count() == 0) spdlog::warn("accept: {}; retrying with backoff", ec.message());
-    backoff_ = std::min<std::chrono::milliseconds>(std::max<std::chrono::milliseconds>(backoff_ * 2, 10ms), 1000ms);
+    backoff_ =
+        std::min<std::chrono::milliseconds>(std::max<std::chrono::milliseconds>(backoff_ * 2, 10ms), 1000ms);
     retry_.expires_after(backoff_);
     retry_.async_wait([self = shared_from_this()](beast::error_code e) {
       if (!e) self->do_accept();

@@ -2,12 +2,11 @@
 // [Listener] Accepts connections and hands each to a Session on its own strand, as in Beast's async
 // server example. Binding port 0 picks a free port; port() reports the one bound. Past
 // ServiceState::max_connections a new connection is closed at once (its fd is not kept).
-#include <chrono>
-#include <memory>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <memory>
 
 #include "coordinator/http/router.h"
 

@@ -1,11 +1,11 @@
 #include "coordinator/http/router.h"
 
+#include <spdlog/spdlog.h>
+
 #include <charconv>
 #include <chrono>
 #include <filesystem>
 #include <vector>
-
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 #include "common/util/file_util.h"
@@ -68,7 +68,8 @@ int64_t int_param(const Target& t, const std::string& key, int64_t def, int64_t 
   if (ec != std::errc() || ptr != v->data() + v->size() || v->empty())
     throw ApiError(400, "invalid_query", "must be an integer", key);
   if (out < lo || out > hi)
-    throw ApiError(400, "invalid_query", "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", key);
+    throw ApiError(400, "invalid_query",
+                   "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]", key);
   return out;
 }
 
@@ -84,8 +85,8 @@ Response make(const Request& req, http::status st, std::string body, const char*
 
 Response method_not_allowed(const Request& req, const char* allow) {
   Response res = error_response(405, "method_not_allowed",
-                                std::string(req.method_string()) + " not allowed; use " + allow, "", req.version(),
-                                req.keep_alive());
+                                std::string(req.method_string()) + " not allowed; use " + allow, "",
+                                req.version(), req.keep_alive());
   res.set(http::field::allow, allow);
   return res;
 }
@@ -95,8 +96,8 @@ json parse_body(const Request& req) {
   if (max_json_depth(b) > kMaxJsonDepth)
     throw ApiError(400, "too_deep", "JSON nested deeper than " + std::to_string(kMaxJsonDepth));
   // nlohmann stops at a NUL byte and would take "{...}\0junk" as valid; a NUL is never valid JSON.
-  json j = b.find('\0') == std::string::npos ? json::parse(b, nullptr, false)
-                                               : json(json::value_t::discarded);
+  json j =
+      b.find('\0') == std::string::npos ? json::parse(b, nullptr, false) : json(json::value_t::discarded);
   if (j.is_discarded()) throw ApiError(400, "malformed_json", "request body is not valid JSON");
   return j;
 }
@@ -151,7 +152,8 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     rid = RouteId::kMetrics;
     if (!get) return method_not_allowed(req, "GET");
     require_user(req, st);  // job ids and throughput are not for strangers
-    return make(req, http::status::ok, st.jobs.prometheus() + st.http.prometheus(), "text/plain; version=0.0.4");
+    return make(req, http::status::ok, st.jobs.prometheus() + st.http.prometheus(),
+                "text/plain; version=0.0.4");
   }
   if (p.empty() || p[0] == "ui") {  // [Dashboard] static pages, no token needed to load them
     rid = RouteId::kUi;
@@ -257,7 +259,8 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     // The size is the job's (read from its data), never the caller's: a caller-chosen size made the
     // coordinator allocate in proportion to it.
     if (t.param("dataset_size"))
-      throw ApiError(400, "invalid_query", "not accepted: the dataset size comes from the job's data", "dataset_size");
+      throw ApiError(400, "invalid_query", "not accepted: the dataset size comes from the job's data",
+                     "dataset_size");
     return make(req, http::status::ok, st.jobs.shard(id, rank, epoch).dump());
   }
   if (p.size() == 6 && sub == "shards" && p[5] == "data") {
@@ -269,9 +272,10 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
       throw ApiError(400, "invalid_path", "rank must be an integer", "rank");
     const auto secret = req["X-Job-Secret"];
     const std::string split = t.param("split").value_or("train");
-    if (split != "train" && split != "test") throw ApiError(400, "invalid_query", "must be train or test", "split");
-    auto d = st.jobs.shard_data(id, std::string(secret.data(), secret.size()), rank, t.param("part").value_or(""),
-                                split == "test");
+    if (split != "train" && split != "test")
+      throw ApiError(400, "invalid_query", "must be train or test", "split");
+    auto d = st.jobs.shard_data(id, std::string(secret.data(), secret.size()), rank,
+                                t.param("part").value_or(""), split == "test");
     auto res = make(req, http::status::ok, std::move(d.body), "application/octet-stream");
     res.set("X-Content-SHA256", d.sha256);
     res.set("X-Shard-Format", d.format);
@@ -286,8 +290,8 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
 
 }  // namespace
 
-Response error_response(int status, const std::string& code, const std::string& message, const std::string& field,
-                        unsigned version, bool keep_alive) {
+Response error_response(int status, const std::string& code, const std::string& message,
+                        const std::string& field, unsigned version, bool keep_alive) {
   json err = {{"code", code}, {"message", message}, {"field", field.empty() ? json(nullptr) : json(field)}};
   Response res{static_cast<http::status>(status), version};
   res.set(http::field::server, "resnext-coordinator");
@@ -319,7 +323,8 @@ Response route(const Request& req, ServiceState& st) {
       spdlog::error("{} {}: {}", std::string(req.method_string()), std::string(req.target()), e.what());
       res = error_response(500, "internal", e.what(), "", req.version(), req.keep_alive());
     } catch (...) {  // [No crash] whatever a handler throws is this request's 500, never the process's end
-      spdlog::error("{} {}: non-standard exception", std::string(req.method_string()), std::string(req.target()));
+      spdlog::error("{} {}: non-standard exception", std::string(req.method_string()),
+                    std::string(req.target()));
       res = error_response(500, "internal", "internal error", "", req.version(), req.keep_alive());
     }
   }

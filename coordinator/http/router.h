@@ -2,7 +2,6 @@
 // [Router] A pure function from request to response: no sockets, no I/O beyond what JobService does.
 // Sessions call it for every parsed request; tests call it directly with hand-built requests.
 #include <atomic>
-
 #include <boost/beast/http.hpp>
 
 #include "coordinator/http/http_metrics.h"
@@ -13,7 +12,7 @@ namespace rx::coord {
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
 using Response = boost::beast::http::response<boost::beast::http::string_body>;
 
-constexpr size_t kMaxBodyBytes = 1 << 20;   // 413 above
+constexpr size_t kMaxBodyBytes = 1 << 20;    // 413 above
 constexpr size_t kMaxHeaderBytes = 8 << 10;  // 431 above (enforced by the session's parser)
 
 struct ServiceState {

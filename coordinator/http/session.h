@@ -2,13 +2,12 @@
 // [Session] One HTTP/1.1 keep-alive connection, in the shape of Beast's async server example: read a
 // request (with a deadline, so idle or slow clients are dropped), route it, write the response, loop.
 // Limits live in a fresh request_parser per request: header_limit -> 431, body_limit -> 413.
-#include <chrono>
-#include <memory>
-#include <optional>
-
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
+#include <memory>
+#include <optional>
 
 #include "coordinator/http/router.h"
 

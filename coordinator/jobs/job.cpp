@@ -7,13 +7,20 @@ namespace rx::coord {
 
 std::string to_string(JobState s) {
   switch (s) {
-    case JobState::kQueued: return "queued";
-    case JobState::kLaunching: return "launching";
-    case JobState::kRunning: return "running";
-    case JobState::kRestarting: return "restarting";
-    case JobState::kSucceeded: return "succeeded";
-    case JobState::kFailed: return "failed";
-    case JobState::kCancelled: return "cancelled";
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kLaunching:
+      return "launching";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kRestarting:
+      return "restarting";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -36,7 +43,9 @@ nlohmann::json job_to_json(const Job& job) {
   auto ts = [](int64_t ms) { return ms > 0 ? json(iso8601(ms)) : json(nullptr); };
   const json& p = job.last_progress;
   auto pget = [&](const char* k) { return p.is_object() && p.contains(k) ? p.at(k) : json(nullptr); };
-  json progress = {{"epoch", pget("epoch")}, {"epochs", pget("epochs")}, {"step", pget("step")},
+  json progress = {{"epoch", pget("epoch")},
+                   {"epochs", pget("epochs")},
+                   {"step", pget("step")},
                    {"steps_per_epoch", pget("steps_per_epoch")}};
   json loss = pget("loss");
   json acc = pget("test_accuracy");
@@ -44,7 +53,8 @@ nlohmann::json job_to_json(const Job& job) {
   // The final record wins over the last progress report once it exists.
   if (job.result.is_object()) {
     if (job.result.contains("final_test_accuracy")) acc = job.result.at("final_test_accuracy");
-    if (job.result.contains("ranks") && job.result.at("ranks").is_array()) ranks = rank_entries(job.result.at("ranks"));
+    if (job.result.contains("ranks") && job.result.at("ranks").is_array())
+      ranks = rank_entries(job.result.at("ranks"));
   }
   json attempts = json::array();
   for (const auto& a : job.attempts) {

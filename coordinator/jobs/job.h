@@ -2,10 +2,9 @@
 // [Job] One training job as the coordinator knows it. The in-memory Job is the source for API
 // responses; JobStore persists every field (write-through), so a restart rebuilds the same map.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
-
-#include <nlohmann/json.hpp>
 
 namespace rx::coord {
 
@@ -54,9 +53,9 @@ struct Job {
   // One entry per launch: {attempt, started_ms, ended_ms, cause, exit_code, resumed_from, world_size,
   // log_offset (where its lines start in worker.log)}.
   nlohmann::json attempts = nlohmann::json::array();
-  int64_t restart_due_ms = 0;    // kRestarting: when the relaunch is due
-  int64_t reports = 0;           // reports stored (counted at load; not a column)
-  std::string slurm_job_id;      // --launcher slurm: the Slurm job id (== pid; derived, not stored)
+  int64_t restart_due_ms = 0;  // kRestarting: when the relaunch is due
+  int64_t reports = 0;         // reports stored (counted at load; not a column)
+  std::string slurm_job_id;    // --launcher slurm: the Slurm job id (== pid; derived, not stored)
 };
 
 // The ranks the job asked for: its first attempt's world size (world_size before any launch).

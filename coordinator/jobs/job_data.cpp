@@ -1,5 +1,6 @@
 // [JobService: data] The shard index plan (its dataset size read from the job's own files) and
 // shard bytes served from a small canonical-path cache.
+#include <spdlog/spdlog.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -7,8 +8,6 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "common/data/shard_plan.h"
 #include "common/util/error.h"
@@ -108,9 +107,13 @@ json JobService::compute_shard(const Job& job, int rank, int64_t epoch) const {
     spec.mode = data::parse_shard_mode(mode.is_string() ? mode.get<std::string>() : "global");
     json indices = data::shard_indices(spec);
     const std::string sha = sha256_hex(indices.dump());
-    return json{{"rank", rank},       {"world_size", job.world_size}, {"epoch", epoch},
-                {"mode", data::shard_mode_name(spec.mode)}, {"dataset_size", spec.dataset_size},
-                {"indices", std::move(indices)},     {"sha256", sha}};
+    return json{{"rank", rank},
+                {"world_size", job.world_size},
+                {"epoch", epoch},
+                {"mode", data::shard_mode_name(spec.mode)},
+                {"dataset_size", spec.dataset_size},
+                {"indices", std::move(indices)},
+                {"sha256", sha}};
   } catch (const ConfigError& e) {
     throw ApiError(400, "invalid_field", e.message(), e.field().empty() ? "dataset_size" : e.field());
   }
@@ -149,8 +152,8 @@ void put_be32(std::string& out, uint32_t v) {
 }
 }  // namespace
 
-ShardData JobService::shard_data(const std::string& id, const std::string& secret, int rank, const std::string& part,
-                                 bool test) {
+ShardData JobService::shard_data(const std::string& id, const std::string& secret, int rank,
+                                 const std::string& part, bool test) {
   check_job_secret(id, secret);
   Job job;
   {
@@ -184,7 +187,8 @@ ShardData JobService::shard_data(const std::string& id, const std::string& secre
       put_be32(b, static_cast<uint32_t>(count));
       put_be32(b, static_cast<uint32_t>(ds->height));
       put_be32(b, static_cast<uint32_t>(ds->width));
-      if (count > 0) b.append(reinterpret_cast<const char*>(ds->sample(r.begin)), static_cast<size_t>(count * sb));
+      if (count > 0)
+        b.append(reinterpret_cast<const char*>(ds->sample(r.begin)), static_cast<size_t>(count * sb));
     } else if (part == "labels") {
       out.format = "idx-labels";
       put_be32(b, 0x00000801);

@@ -2,10 +2,10 @@
 // queued -> launching -> running -> succeeded | failed | cancelled (restarts in job_faults.cpp).
 #include "coordinator/jobs/job_service.h"
 
+#include <spdlog/spdlog.h>
+
 #include <filesystem>
 #include <mutex>
-
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 #include "common/util/file_util.h"
@@ -21,7 +21,8 @@ using nlohmann::json;
 JobService::JobService(ServiceOptions opts, std::unique_ptr<Launcher> launcher, Tokens tokens)
     : opts_(std::move(opts)), launcher_(std::move(launcher)), tokens_(std::move(tokens)) {
   RX_CHECK(opts_.slots >= 1, "slots must be >= 1");
-  if (opts_.limits.max_ranks <= 0 || opts_.limits.max_ranks > opts_.slots) opts_.limits.max_ranks = opts_.slots;
+  if (opts_.limits.max_ranks <= 0 || opts_.limits.max_ranks > opts_.slots)
+    opts_.limits.max_ranks = opts_.slots;
   std::error_code ec;
   fs::create_directories(opts_.state_dir + "/jobs", ec);
   if (ec) throw IoError(opts_.state_dir, "cannot create state dir: " + ec.message());
@@ -72,7 +73,8 @@ void JobService::check_visible(const Principal& who, const std::string& id) cons
     throw ApiError(404, "not_found", "no job '" + id + "'", "id");
 }
 
-json JobService::list(std::optional<JobState> state, size_t limit, size_t offset, const Principal* who) const {
+json JobService::list(std::optional<JobState> state, size_t limit, size_t offset,
+                      const Principal* who) const {
   std::shared_lock lock(mu_);
   json arr = json::array();
   size_t matched = 0;
@@ -272,9 +274,11 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
       u.error = cause;
     }
   }
-  if (is_terminal(u.state)) end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
+  if (is_terminal(u.state))
+    end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);
   commit(slot, u);
-  spdlog::info("job {}: {} (exit {})", id, to_string(u.state), ex.exit_code ? std::to_string(*ex.exit_code) : "?");
+  spdlog::info("job {}: {} (exit {})", id, to_string(u.state),
+               ex.exit_code ? std::to_string(*ex.exit_code) : "?");
 }
 
 // [External queue] A Slurm job can wait in Slurm's queue after submission (PENDING) and go back to it

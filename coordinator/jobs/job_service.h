@@ -13,13 +13,12 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "common/data/dataset.h"
 #include "coordinator/jobs/job.h"
@@ -33,21 +32,21 @@ namespace rx::coord {
 // [Limits] Per-owner and per-job bounds (serve flags in parentheses); exceeding one is a 429 or 413
 // with a message naming the limit and its flag.
 struct Limits {
-  int max_queued_per_owner = 100;           // (--max-queued-per-owner) queued jobs per owner -> 429
-  int max_ranks = 0;                        // (--max-ranks) ranks per job; 0 = slots; > max -> 400
-  int64_t max_reports_per_job = 20000;      // (--max-reports-per-job) -> 429
-  size_t max_report_bytes = 256 << 10;      // (--max-report-bytes) one report body -> 413
-  size_t max_log_bytes = 1 << 20;           // (--max-log-bytes) a logs response keeps the newest bytes
+  int max_queued_per_owner = 100;       // (--max-queued-per-owner) queued jobs per owner -> 429
+  int max_ranks = 0;                    // (--max-ranks) ranks per job; 0 = slots; > max -> 400
+  int64_t max_reports_per_job = 20000;  // (--max-reports-per-job) -> 429
+  size_t max_report_bytes = 256 << 10;  // (--max-report-bytes) one report body -> 413
+  size_t max_log_bytes = 1 << 20;       // (--max-log-bytes) a logs response keeps the newest bytes
 };
 
 struct ServiceOptions {
-  std::string state_dir;        // holds jobs.db and jobs/<id>/
+  std::string state_dir;  // holds jobs.db and jobs/<id>/
   int slots = 1;
-  std::string configs_dir;      // presets: <configs_dir>/<name>.json
-  std::string self_url;         // what workers use to reach us (set once the port is bound)
-  int64_t cancel_grace_ms = 10000;  // SIGTERM -> SIGKILL
+  std::string configs_dir;            // presets: <configs_dir>/<name>.json
+  std::string self_url;               // what workers use to reach us (set once the port is bound)
+  int64_t cancel_grace_ms = 10000;    // SIGTERM -> SIGKILL
   int64_t restart_backoff_ms = 2000;  // [Restarts] first relaunch delay, doubling, capped at 30 s
-  PathPolicy paths;                 // where data.path / model.pretrained may point; string bounds
+  PathPolicy paths;                   // where data.path / model.pretrained may point; string bounds
   Limits limits;
 };
 
@@ -78,7 +77,8 @@ class JobService {
   const Tokens& tokens() const { return tokens_; }
   int slots() const { return opts_.slots; }
 
-  SubmitOutcome submit(const std::string& owner, const nlohmann::json& body, const std::string& idempotency_key);
+  SubmitOutcome submit(const std::string& owner, const nlohmann::json& body,
+                       const std::string& idempotency_key);
   std::shared_ptr<const std::string> job_body(const std::string& id) const;  // null when unknown
   // 404 unless `who` may read job `id` (its owner, an admin, or anyone with auth off).
   void check_visible(const Principal& who, const std::string& id) const;
@@ -148,7 +148,8 @@ class JobService {
   static std::string hang_summary(const nlohmann::json& report);   // "hang: ranks [1] missing from ..."
   static std::string hang_log_line(const nlohmann::json& report);  // summary + where each was last seen
 
-  std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path, bool test = false);
+  std::shared_ptr<const data::Dataset> dataset(const std::string& format, const std::string& path,
+                                               bool test = false);
 
   ServiceOptions opts_;
   // [Dataset cache] Keyed by format + canonical path + split, so spellings of one folder share a copy;
@@ -160,7 +161,7 @@ class JobService {
   Tokens tokens_;
   mutable std::shared_mutex mu_;
   std::unique_ptr<JobStore> store_;
-  std::map<int64_t, std::string> order_;             // seq -> id
+  std::map<int64_t, std::string> order_;  // seq -> id
   std::unordered_map<std::string, Job> jobs_;
   // [Read path] Rendered job bodies under their own lock, so a GET never waits behind a mutation that
   // holds mu_ across a SQLite commit (fsync); render() swaps in the new body after the commit.
@@ -168,7 +169,7 @@ class JobService {
   std::unordered_map<std::string, std::shared_ptr<const std::string>> cache_;
   std::shared_ptr<const std::string> cached(const std::string& id) const;
   std::unordered_map<std::string, std::string> idempotency_;  // owner \n key -> id
-  std::vector<std::string> pending_cancels_;  // Slurm jobs whose scancel the next tick sends
+  std::vector<std::string> pending_cancels_;                  // Slurm jobs whose scancel the next tick sends
 };
 
 }  // namespace rx::coord

@@ -43,9 +43,12 @@ JobStore::JobStore(const std::string& path) : path_(path) {
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=FULL");
   exec(
-      "CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, name TEXT, "
-      "owner TEXT, state TEXT, world_size INTEGER, config TEXT, idem_key TEXT, created_ms INTEGER, started_ms "
-      "INTEGER, finished_ms INTEGER, pid INTEGER, pgid INTEGER, exit_code INTEGER, error TEXT, secret_hash TEXT, "
+      "CREATE TABLE IF NOT EXISTS jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, name "
+      "TEXT, "
+      "owner TEXT, state TEXT, world_size INTEGER, config TEXT, idem_key TEXT, created_ms INTEGER, "
+      "started_ms "
+      "INTEGER, finished_ms INTEGER, pid INTEGER, pgid INTEGER, exit_code INTEGER, error TEXT, secret_hash "
+      "TEXT, "
       "cancel_requested INTEGER, cancel_ms INTEGER, last_progress TEXT, result TEXT)");
   exec(
       "CREATE TABLE IF NOT EXISTS reports (n INTEGER PRIMARY KEY AUTOINCREMENT, job_id TEXT NOT NULL, "
@@ -68,7 +71,8 @@ JobStore::JobStore(const std::string& path) : path_(path) {
 
 std::map<std::string, int64_t> JobStore::report_counts() {
   sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT job_id, COUNT(*) FROM reports GROUP BY job_id", -1, &raw, nullptr) != SQLITE_OK)
+  if (sqlite3_prepare_v2(db_, "SELECT job_id, COUNT(*) FROM reports GROUP BY job_id", -1, &raw, nullptr) !=
+      SQLITE_OK)
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
   Stmt st(raw);
   std::map<std::string, int64_t> out;
@@ -128,7 +132,8 @@ void JobStore::insert(Job& job) {
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
   Stmt st(raw);
   bind_job(raw, job);
-  if (sqlite3_step(raw) != SQLITE_DONE) throw IoError(path_, std::string("sqlite insert: ") + sqlite3_errmsg(db_));
+  if (sqlite3_step(raw) != SQLITE_DONE)
+    throw IoError(path_, std::string("sqlite insert: ") + sqlite3_errmsg(db_));
   job.seq = sqlite3_last_insert_rowid(db_);
 }
 
@@ -145,7 +150,8 @@ void JobStore::update(const Job& job) {
     throw IoError(path_, std::string("sqlite prepare: ") + sqlite3_errmsg(db_));
   Stmt st(raw);
   bind_job(raw, job);
-  if (sqlite3_step(raw) != SQLITE_DONE) throw IoError(path_, std::string("sqlite update: ") + sqlite3_errmsg(db_));
+  if (sqlite3_step(raw) != SQLITE_DONE)
+    throw IoError(path_, std::string("sqlite update: ") + sqlite3_errmsg(db_));
 }
 
 void JobStore::append_report(const Job& job, int64_t received_ms, const std::string& body) {

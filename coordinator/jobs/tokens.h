@@ -19,7 +19,7 @@ struct Principal {
 
 class Tokens {
  public:
-  Tokens() = default;                     // auth disabled: everyone is "anonymous"
+  Tokens() = default;                           // auth disabled: everyone is "anonymous"
   static Tokens load(const std::string& path);  // IoError / ConfigError("token-file")
   static Tokens from_pairs(const std::vector<std::pair<std::string, std::string>>& name_token);
   void add(const std::string& name, const std::string& token, bool admin);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spdlog/spdlog.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,8 +12,6 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
-
-#include <spdlog/spdlog.h>
 
 #include "common/util/error.h"
 #include "common/util/file_util.h"
@@ -80,7 +79,8 @@ CommandResult run_command(const std::vector<std::string>& args, int timeout_ms,
   pollfd fds[2] = {{out_pipe[0], POLLIN, 0}, {err_pipe[0], POLLIN, 0}};
   int open_fds = 2;
   while (open_fds > 0) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
       r.timed_out = true;
       kill(-pid, SIGKILL);
@@ -146,7 +146,6 @@ void parse_exit(const std::string& rc_sig, SlurmJobInfo& info) {
   }
 }
 
-
 }  // namespace
 
 std::string shell_quote(const std::string& s) {
@@ -155,7 +154,8 @@ std::string shell_quote(const std::string& s) {
   return out + "'";
 }
 
-std::string render_sbatch(const std::string& tmpl, const std::vector<std::pair<std::string, std::string>>& settings) {
+std::string render_sbatch(const std::string& tmpl,
+                          const std::vector<std::pair<std::string, std::string>>& settings) {
   // The job's layout comes from sbatch's argv (--ntasks); the template's node/task lines would conflict.
   std::istringstream in(tmpl);
   std::ostringstream out;
@@ -171,7 +171,8 @@ std::string render_sbatch(const std::string& tmpl, const std::vector<std::pair<s
       for (const auto& [k, v] : settings) out << k << "=" << shell_quote(v) << "\n";
     }
   }
-  if (!marker) throw IoError("sbatch template", "has no '# @rx-settings@' line to insert the job's values after");
+  if (!marker)
+    throw IoError("sbatch template", "has no '# @rx-settings@' line to insert the job's values after");
   return out.str();
 }
 
@@ -240,12 +241,12 @@ LaunchHandle SlurmLauncher::start(const LaunchSpec& spec) {
   RX_CHECK(!spec.secret.empty(), "job secret must be set");
   if (spec.job_dir.find_first_of("%\\") != std::string::npos)
     throw IoError(spec.job_dir, "Slurm would expand '%' or '\\' in the output path; use another --state-dir");
-  const std::string script = render_sbatch(read_file(opts_.template_path),
-                                           {{"RX_CONFIG", spec.job_dir + "/config.json"},
-                                            {"RX_RUN_DIR", spec.job_dir + "/run"},
-                                            {"RX_WORKER", opts_.worker},
-                                            {"RX_JOB_ID", spec.job_id},
-                                            {"RX_COORDINATOR", spec.coordinator_url}});
+  const std::string script =
+      render_sbatch(read_file(opts_.template_path), {{"RX_CONFIG", spec.job_dir + "/config.json"},
+                                                     {"RX_RUN_DIR", spec.job_dir + "/run"},
+                                                     {"RX_WORKER", opts_.worker},
+                                                     {"RX_JOB_ID", spec.job_id},
+                                                     {"RX_COORDINATOR", spec.coordinator_url}});
   const std::string path = spec.job_dir + "/job.sbatch";
   {
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
@@ -278,7 +279,8 @@ LaunchHandle SlurmLauncher::start(const LaunchSpec& spec) {
   }
   spdlog::info("job {}: submitted to Slurm as job {}", spec.job_id, id);
   std::lock_guard<std::mutex> lock(mu_);
-  seen_[id] = Seen{now_ms(), SlurmMapping{true, true, std::nullopt}, "slurm job " + std::to_string(id) + ": submitted", 0};
+  seen_[id] = Seen{now_ms(), SlurmMapping{true, true, std::nullopt},
+                   "slurm job " + std::to_string(id) + ": submitted", 0};
   return BatchJob{id};
 }
 

@@ -20,18 +20,18 @@
 namespace rx::coord {
 
 struct SlurmOptions {
-  std::string template_path;              // launch/slurm/train.sbatch
-  std::string worker;                     // resnext_worker as the compute nodes see it
-  std::vector<std::string> sbatch_args;   // site flags: --partition=gpu, --gpus-per-task=1, --time=...
+  std::string template_path;             // launch/slurm/train.sbatch
+  std::string worker;                    // resnext_worker as the compute nodes see it
+  std::vector<std::string> sbatch_args;  // site flags: --partition=gpu, --gpus-per-task=1, --time=...
   int command_timeout_ms = 20000;
   int poll_interval_ms = 1000;
 };
 
 // What Slurm says about one job.
 struct SlurmJobInfo {
-  bool known = false;        // false: neither scontrol nor sacct know the job
-  std::string state;         // PENDING, RUNNING, COMPLETED, ...
-  std::string reason;        // pending reason
+  bool known = false;  // false: neither scontrol nor sacct know the job
+  std::string state;   // PENDING, RUNNING, COMPLETED, ...
+  std::string reason;  // pending reason
   std::optional<int> exit_code;
   int exit_signal = 0;
 };
@@ -39,7 +39,7 @@ struct SlurmJobInfo {
 // How a Slurm state maps onto the coordinator's job: still live (queued or running) or ended.
 struct SlurmMapping {
   bool live = true;
-  bool queued = false;         // PENDING/REQUEUED/PREEMPTED...: waiting in Slurm's queue
+  bool queued = false;  // PENDING/REQUEUED/PREEMPTED...: waiting in Slurm's queue
   std::optional<ExitInfo> exit;
 };
 SlurmMapping map_slurm_state(const SlurmJobInfo& info);
@@ -49,7 +49,8 @@ SlurmJobInfo parse_sacct_line(const std::string& line);
 // Single quotes for a POSIX shell: anything inside is literal.
 std::string shell_quote(const std::string& s);
 // The template with its layout lines dropped and `settings` inserted after the marker; throws if absent.
-std::string render_sbatch(const std::string& tmpl, const std::vector<std::pair<std::string, std::string>>& settings);
+std::string render_sbatch(const std::string& tmpl,
+                          const std::vector<std::pair<std::string, std::string>>& settings);
 
 class SlurmLauncher : public Launcher {
  public:

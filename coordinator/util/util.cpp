@@ -1,7 +1,5 @@
 #include "coordinator/util/util.h"
 
-#include "common/util/sha256.h"
-
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
@@ -10,6 +8,7 @@
 
 #include "common/report/report_client.h"
 #include "common/util/error.h"
+#include "common/util/sha256.h"
 
 namespace rx::coord {
 

@@ -7,9 +7,9 @@
 
 namespace rx::coord {
 
-int64_t now_ms();                          // wall clock, ms since the epoch
-std::string iso8601(int64_t unix_ms);      // "2026-01-02T03:04:05.678Z"
-std::string random_hex(int bytes);         // OpenSSL RAND_bytes
+int64_t now_ms();                      // wall clock, ms since the epoch
+std::string iso8601(int64_t unix_ms);  // "2026-01-02T03:04:05.678Z"
+std::string random_hex(int bytes);     // OpenSSL RAND_bytes
 // Constant-time equality for equal-length secrets (digests); different lengths compare unequal.
 bool ct_equal(const std::string& a, const std::string& b);
 

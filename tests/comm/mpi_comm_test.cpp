@@ -60,7 +60,9 @@ TEST_P(MpiAllreduceSizes, SumAvgMaxMinFloat32) {
   w4->wait(kTimeout);
   w2->wait();
   EXPECT_EQ(count_wrong<float>(sum, [&](int64_t i) { return rank_sum + w * base(i); }), 0);
-  EXPECT_EQ(count_wrong<float>(avg, [&](int64_t i) { return (rank_sum + w * base(i)) / w; }, 1e-4), 0);
+  EXPECT_EQ(count_wrong<float>(
+                avg, [&](int64_t i) { return (rank_sum + w * base(i)) / w; }, 1e-4),
+            0);
   EXPECT_EQ(count_wrong<float>(mx, [&](int64_t i) { return w + base(i); }), 0);
   EXPECT_EQ(count_wrong<float>(mn, [&](int64_t i) { return 1 + base(i); }), 0);
 }

@@ -268,7 +268,8 @@ TEST(ThreadComm, CapabilitiesMatchBehaviour) {
     listed += caps.can_allreduce(t);
   }
   EXPECT_EQ(listed, static_cast<int>(caps.allreduce_dtypes.size()));
-  for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) EXPECT_TRUE(caps.supports(op));
+  for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin})
+    EXPECT_TRUE(caps.supports(op));
 }
 
 // A backend that implements nothing: the defaults must name the op and the backend.

@@ -160,9 +160,10 @@ TEST_F(FaultsTest, HangReportIsStoredShownLoggedAndKeptOverARestart) {
   ASSERT_EQ(report(id2, {{"type", "hang"}, {"report", all_in}}, secret_of(id2)).result_int(), 202);
   EXPECT_EQ(get(id2)["hang"]["missing"], json::array());
   const std::string log2 = log_of(id2);
-  EXPECT_NE(log2.find("[coordinator] hang: collective #7 (allreduce) stuck with every rank in it; not responding: "
-                      "ranks [1]; detected by rank 0 after 60.2 s; rank 1: pid 4242"),
-            std::string::npos)
+  EXPECT_NE(
+      log2.find("[coordinator] hang: collective #7 (allreduce) stuck with every rank in it; not responding: "
+                "ranks [1]; detected by rank 0 after 60.2 s; rank 1: pid 4242"),
+      std::string::npos)
       << log2;
   fake_->exits[service_->get(id2)->pid] = ExitInfo::exited(1, "exit status 1");
   service_->tick();
@@ -315,7 +316,8 @@ TEST_F(RestartsTest, FailedProcessesRelaunchWithResumeUpToMaxRestarts) {
   EXPECT_TRUE(last_start(id).resume);
   EXPECT_EQ(j["restarts"], 1);
   ASSERT_EQ(j["attempts"].size(), 2u);
-  EXPECT_NE(j["attempts"][0]["cause"].get<std::string>().find("hang: ranks [1]"), std::string::npos) << j.dump();
+  EXPECT_NE(j["attempts"][0]["cause"].get<std::string>().find("hang: ranks [1]"), std::string::npos)
+      << j.dump();
   EXPECT_TRUE(j["attempts"][0]["ended_at"].is_string());
   EXPECT_EQ(j["attempts"][1]["resumed_from"], "checkpoints/ckpt-12.pt");
   EXPECT_TRUE(j["attempts"][1]["ended_at"].is_null());

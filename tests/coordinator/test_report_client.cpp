@@ -2,12 +2,11 @@
 // land with the right secret, a wrong secret or a dead/slow server throws IoError naming the URL.
 #include <gtest/gtest.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstring>
 #include <thread>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
 
 #include "common/data/dataset.h"
 #include "common/data/shard_plan.h"
@@ -34,8 +33,9 @@ class ReportClientTest : public ::testing::Test {
     o.paths.data_roots = {"/usr/share/datasets", "/tmp"};  // tests write datasets under /tmp
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_));
     state_ = std::make_unique<ServiceState>(*service_);
-    listener_ = std::make_shared<Listener>(ioc_, net::ip::tcp::endpoint{net::ip::make_address("127.0.0.1"), 0},
-                                           *state_, std::chrono::seconds(5));
+    listener_ =
+        std::make_shared<Listener>(ioc_, net::ip::tcp::endpoint{net::ip::make_address("127.0.0.1"), 0},
+                                   *state_, std::chrono::seconds(5));
     url_ = "http://127.0.0.1:" + std::to_string(listener_->port());
     service_->set_self_url(url_);
     listener_->run();
@@ -67,8 +67,13 @@ class ReportClientTest : public ::testing::Test {
 
 TEST_F(ReportClientTest, PostsProgressAndResult) {
   report::ReportClient client(url_, id_, secret_, 5000ms);
-  client.post({{"type", "progress"}, {"epoch", 1}, {"epochs", 1}, {"step", 3}, {"steps_per_epoch", 4},
-               {"loss", 1.5}, {"ranks", {{{"rank", 0}, {"images_per_sec", 10.0}, {"peak_memory_bytes", 5}}}}});
+  client.post({{"type", "progress"},
+               {"epoch", 1},
+               {"epochs", 1},
+               {"step", 3},
+               {"steps_per_epoch", 4},
+               {"loss", 1.5},
+               {"ranks", {{{"rank", 0}, {"images_per_sec", 10.0}, {"peak_memory_bytes", 5}}}}});
   auto j = service_->get(id_);
   ASSERT_TRUE(j);
   EXPECT_EQ(j->last_progress["step"], 3);
@@ -82,7 +87,8 @@ TEST_F(ReportClientTest, WrongSecretThrowsNamingTheUrl) {
     client.post({{"type", "progress"}});
     FAIL() << "expected IoError";
   } catch (const IoError& e) {
-    EXPECT_NE(std::string(e.what()).find(url_ + "/v1/jobs/" + id_ + "/reports"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(url_ + "/v1/jobs/" + id_ + "/reports"), std::string::npos)
+        << e.what();
     EXPECT_NE(std::string(e.what()).find("401"), std::string::npos) << e.what();
   }
   EXPECT_TRUE(service_->get(id_)->last_progress.is_null());
@@ -104,11 +110,12 @@ TEST_F(ReportClientTest, ShardBytesForCoordinatorSourcedData) {
   // The fixture's job reads a shared dataset: bytes are refused.
   report::ReportClient shared(url_, id_, secret_, 5000ms);
   EXPECT_THROW(shared.get_shard_data(0, "images"), IoError);
-  auto out = service_->submit("anonymous",
-                              {{"config", "fashion_mnist_small"},
-                               {"ranks", 2},
-                               {"overrides", {{"data.source", "coordinator"}, {"data.max_train_samples", 301}}}},
-                              "");
+  auto out =
+      service_->submit("anonymous",
+                       {{"config", "fashion_mnist_small"},
+                        {"ranks", 2},
+                        {"overrides", {{"data.source", "coordinator"}, {"data.max_train_samples", 301}}}},
+                       "");
   const std::string secret = fake_->started.back().secret;
   report::ReportClient client(url_, out.id, secret, 20000ms);
   const std::string images = client.get_shard_data(1, "images");
@@ -121,7 +128,8 @@ TEST_F(ReportClientTest, ShardBytesForCoordinatorSourcedData) {
   EXPECT_EQ(static_cast<unsigned char>(images[3]), 3u);  // IDX magic 0x00000803
   EXPECT_EQ(0, std::memcmp(images.data() + 16, ds.sample(block.begin), static_cast<size_t>(n * 784)));
   for (int64_t i = 0; i < n; ++i)
-    ASSERT_EQ(static_cast<int32_t>(static_cast<unsigned char>(labels[8 + i])), ds.labels[block.begin + i]) << i;
+    ASSERT_EQ(static_cast<int32_t>(static_cast<unsigned char>(labels[8 + i])), ds.labels[block.begin + i])
+        << i;
   report::ReportClient wrong(url_, out.id, "nope", 5000ms);
   EXPECT_THROW(wrong.get_shard_data(1, "images"), IoError);
   EXPECT_THROW(client.get_shard_data(1, "bogus"), IoError);
@@ -134,8 +142,10 @@ TEST_F(ReportClientTest, ShardBytesCifarRecords) {
                               {{"config", "fashion_mnist_small"},
                                {"ranks", 2},
                                {"overrides",
-                                {{"data.source", "coordinator"}, {"data.format", "synthetic"},
-                                 {"data.path", data_dir.path()}, {"data.max_train_samples", 0}}}},
+                                {{"data.source", "coordinator"},
+                                 {"data.format", "synthetic"},
+                                 {"data.path", data_dir.path()},
+                                 {"data.max_train_samples", 0}}}},
                               "");
   report::ReportClient client(url_, out.id, fake_->started.back().secret, 20000ms);
   const std::string recs = client.get_shard_data(0);

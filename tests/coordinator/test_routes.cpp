@@ -7,9 +7,8 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/data/shard_plan.h"
 #include "coordinator/http/json_guard.h"
@@ -73,7 +72,8 @@ class RoutesTest : public ::testing::Test {
     return j["error"]["field"].is_string() ? j["error"]["field"].get<std::string>() : "";
   }
   std::string submit(const std::string& token = "atok", int ranks = 2) {
-    auto r = post_as(token, "/v1/jobs", {{"config", "fashion_mnist_small"}, {"ranks", ranks}, {"overrides", kTiny}});
+    auto r = post_as(token, "/v1/jobs",
+                     {{"config", "fashion_mnist_small"}, {"ranks", ranks}, {"overrides", kTiny}});
     EXPECT_EQ(r.result_int(), 201) << r.body();
     return body(r)["id"].get<std::string>();
   }
@@ -111,13 +111,16 @@ TEST_F(RoutesTest, SubmitBadInputMatrix) {
       {"unknown preset", R"({"ranks":1,"config":"no_such_preset"})", 400, "config"},
       {"preset path traversal", R"({"ranks":1,"config":"../etc/passwd"})", 400, "config"},
       {"name wrong type", R"({"ranks":1,"config":"fashion_mnist_small","name":7})", 400, "name"},
-      {"overrides wrong type", R"({"ranks":1,"config":"fashion_mnist_small","overrides":[1]})", 400, "overrides"},
-      {"bad override value", R"({"ranks":1,"config":"fashion_mnist_small","overrides":{"training.epochs":0}})", 400,
+      {"overrides wrong type", R"({"ranks":1,"config":"fashion_mnist_small","overrides":[1]})", 400,
+       "overrides"},
+      {"bad override value",
+       R"({"ranks":1,"config":"fashion_mnist_small","overrides":{"training.epochs":0}})", 400,
        "training.epochs"},
-      {"override wrong type", R"({"ranks":1,"config":"fashion_mnist_small","overrides":{"training.epochs":"x"}})",
-       400, "training.epochs"},
-      {"unknown override key", R"({"ranks":1,"config":"fashion_mnist_small","overrides":{"training.nope":1}})", 400,
-       "training.nope"},
+      {"override wrong type",
+       R"({"ranks":1,"config":"fashion_mnist_small","overrides":{"training.epochs":"x"}})", 400,
+       "training.epochs"},
+      {"unknown override key",
+       R"({"ranks":1,"config":"fashion_mnist_small","overrides":{"training.nope":1}})", 400, "training.nope"},
       {"too deep", deep, 400, ""},
   };
   for (const auto& c : cases) {
@@ -130,8 +133,9 @@ TEST_F(RoutesTest, SubmitBadInputMatrix) {
       EXPECT_EQ(field(r), c.field) << c.name << ": " << r.body();
     }
   }
-  EXPECT_EQ(body(call(http::verb::post, "/v1/jobs", deep, {{"Authorization", "Bearer atok"}}))["error"]["code"],
-            "too_deep");
+  EXPECT_EQ(
+      body(call(http::verb::post, "/v1/jobs", deep, {{"Authorization", "Bearer atok"}}))["error"]["code"],
+      "too_deep");
   // Nothing above created a job.
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs"))["total"], 0);
 }
@@ -146,7 +150,8 @@ TEST_F(RoutesTest, AuthRequiredForMutations) {
   const json ok = {{"config", "fashion_mnist_small"}, {"ranks", 1}};
   EXPECT_EQ(call(http::verb::post, "/v1/jobs", ok.dump()).result_int(), 401);
   EXPECT_EQ(post_as("wrong", "/v1/jobs", ok).result_int(), 401);
-  EXPECT_EQ(call(http::verb::post, "/v1/jobs", ok.dump(), {{"Authorization", "Basic atok"}}).result_int(), 401);
+  EXPECT_EQ(call(http::verb::post, "/v1/jobs", ok.dump(), {{"Authorization", "Basic atok"}}).result_int(),
+            401);
   EXPECT_EQ(call(http::verb::post, "/v1/jobs", ok.dump()).at(http::field::www_authenticate), "Bearer");
   const std::string id = submit("atok");
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + id))["owner"], "alice");
@@ -206,23 +211,32 @@ TEST_F(RoutesTest, IdempotencyKey) {
 TEST_F(RoutesTest, ReportsNeedTheJobSecret) {
   const std::string id = submit();
   const std::string secret = secret_of(id);
-  const json progress = {{"type", "progress"}, {"epoch", 1}, {"epochs", 3}, {"step", 40}, {"steps_per_epoch", 188},
-                         {"loss", 0.61}, {"test_accuracy", nullptr},
-                         {"ranks", {{{"rank", 0}, {"images_per_sec", 210.5}, {"peak_memory_bytes", 123}},
-                                    {{"rank", 1}, {"images_per_sec", 200.0}, {"peak_memory_bytes", 456}}}}};
+  const json progress = {{"type", "progress"},
+                         {"epoch", 1},
+                         {"epochs", 3},
+                         {"step", 40},
+                         {"steps_per_epoch", 188},
+                         {"loss", 0.61},
+                         {"test_accuracy", nullptr},
+                         {"ranks",
+                          {{{"rank", 0}, {"images_per_sec", 210.5}, {"peak_memory_bytes", 123}},
+                           {{"rank", 1}, {"images_per_sec", 200.0}, {"peak_memory_bytes", 456}}}}};
   const std::string target = "/v1/jobs/" + id + "/reports";
   const std::string before = call(http::verb::get, "/v1/jobs/" + id).body();
   EXPECT_EQ(call(http::verb::post, target, progress.dump()).result_int(), 401);
   EXPECT_EQ(call(http::verb::post, target, progress.dump(), {{"X-Job-Secret", "wrong"}}).result_int(), 401);
-  EXPECT_EQ(call(http::verb::post, target, progress.dump(), {{"X-Job-Secret", secret + "x"}}).result_int(), 401);
+  EXPECT_EQ(call(http::verb::post, target, progress.dump(), {{"X-Job-Secret", secret + "x"}}).result_int(),
+            401);
   // A user token is not a job secret.
-  EXPECT_EQ(call(http::verb::post, target, progress.dump(), {{"Authorization", "Bearer atok"}}).result_int(), 401);
+  EXPECT_EQ(call(http::verb::post, target, progress.dump(), {{"Authorization", "Bearer atok"}}).result_int(),
+            401);
   EXPECT_EQ(call(http::verb::post, target, "{bad", {{"X-Job-Secret", "wrong"}}).result_int(), 401);
   EXPECT_EQ(call(http::verb::get, "/v1/jobs/" + id).body(), before);
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + id + "/metrics"))["points"].size(), 0u);
 
   EXPECT_EQ(call(http::verb::post, target, "{bad", {{"X-Job-Secret", secret}}).result_int(), 400);
-  EXPECT_EQ(call(http::verb::post, target, R"({"type":"nope"})", {{"X-Job-Secret", secret}}).result_int(), 400);
+  EXPECT_EQ(call(http::verb::post, target, R"({"type":"nope"})", {{"X-Job-Secret", secret}}).result_int(),
+            400);
   auto r = call(http::verb::post, target, progress.dump(), {{"X-Job-Secret", secret}});
   EXPECT_EQ(r.result_int(), 202) << r.body();
   json j = body(call(http::verb::get, "/v1/jobs/" + id));
@@ -237,9 +251,12 @@ TEST_F(RoutesTest, ReportsNeedTheJobSecret) {
   EXPECT_TRUE(m["points"][0]["received_at"].is_string());
 
   EXPECT_EQ(call(http::verb::get, "/v1/jobs/" + id + "/result").result_int(), 404);
-  const json record = {{"final_test_accuracy", 0.85}, {"best_test_accuracy", 0.86}, {"world_size", 2},
+  const json record = {{"final_test_accuracy", 0.85},
+                       {"best_test_accuracy", 0.86},
+                       {"world_size", 2},
                        {"ranks", {{{"rank", 0}, {"images_per_sec", 300.0}, {"peak_memory_bytes", 1}}}}};
-  r = call(http::verb::post, target, json{{"type", "result"}, {"record", record}}.dump(), {{"X-Job-Secret", secret}});
+  r = call(http::verb::post, target, json{{"type", "result"}, {"record", record}}.dump(),
+           {{"X-Job-Secret", secret}});
   EXPECT_EQ(r.result_int(), 202);
   r = call(http::verb::get, "/v1/jobs/" + id + "/result");
   EXPECT_EQ(r.result_int(), 200);
@@ -248,7 +265,8 @@ TEST_F(RoutesTest, ReportsNeedTheJobSecret) {
 }
 
 TEST_F(RoutesTest, ListHealthAndPrometheus) {
-  const std::string a = submit("atok", 2), b = submit("atok", 2), c = submit("btok", 2);  // c queued (4 slots)
+  const std::string a = submit("atok", 2), b = submit("atok", 2),
+                    c = submit("btok", 2);  // c queued (4 slots)
   json l = body(call(http::verb::get, "/v1/jobs"));
   ASSERT_EQ(l["jobs"].size(), 3u);
   EXPECT_EQ(l["jobs"][0]["id"], c);  // newest first
@@ -261,8 +279,9 @@ TEST_F(RoutesTest, ListHealthAndPrometheus) {
   EXPECT_EQ(l["jobs"][0]["id"], b);
   EXPECT_EQ(l["next_offset"], 2);
   json j = body(call(http::verb::get, "/v1/jobs/" + a));
-  for (const char* k : {"id", "name", "state", "world_size", "created_at", "started_at", "finished_at", "progress",
-                        "loss", "test_accuracy", "ranks", "exit_code", "error", "owner", "slurm_job_id"})
+  for (const char* k :
+       {"id", "name", "state", "world_size", "created_at", "started_at", "finished_at", "progress", "loss",
+        "test_accuracy", "ranks", "exit_code", "error", "owner", "slurm_job_id"})
     EXPECT_TRUE(j.contains(k)) << k;
   EXPECT_TRUE(j["started_at"].is_string());
   EXPECT_TRUE(j["finished_at"].is_null());
@@ -316,7 +335,8 @@ TEST_F(RoutesTest, LogsTail) {
   }
   auto r = call(http::verb::get, "/v1/jobs/" + id + "/logs?tail=3");
   ASSERT_EQ(r.result_int(), 200);
-  EXPECT_EQ(r.body(), "line 19998 xxxxxxxxxxxxxxxxxxxx\nline 19999 xxxxxxxxxxxxxxxxxxxx\nlast without newline\n");
+  EXPECT_EQ(r.body(),
+            "line 19998 xxxxxxxxxxxxxxxxxxxx\nline 19999 xxxxxxxxxxxxxxxxxxxx\nlast without newline\n");
   r = call(http::verb::get, "/v1/jobs/" + id + "/logs?tail=100000");
   EXPECT_EQ(std::count(r.body().begin(), r.body().end(), '\n'), 20001);
   EXPECT_EQ(r.body().substr(0, 7), "line 0 ");
@@ -377,8 +397,8 @@ TEST_F(RoutesTest, RestartKeepsJobsReportsAndReattaches) {
   ASSERT_EQ(rq.result_int(), 201) << rq.body();
   const std::string q = body(rq)["id"].get<std::string>();
   const std::string secret = secret_of(a);
-  const json progress = {{"type", "progress"}, {"epoch", 2}, {"epochs", 3}, {"step", 7}, {"steps_per_epoch", 9},
-                         {"loss", 0.3}, {"ranks", json::array()}};
+  const json progress = {{"type", "progress"},   {"epoch", 2},  {"epochs", 3},           {"step", 7},
+                         {"steps_per_epoch", 9}, {"loss", 0.3}, {"ranks", json::array()}};
   ASSERT_EQ(call(http::verb::post, "/v1/jobs/" + a + "/reports", progress.dump(), {{"X-Job-Secret", secret}})
                 .result_int(),
             202);
@@ -460,7 +480,9 @@ TEST(JsonGuard, CountsBracketsOutsideStrings) {
   EXPECT_EQ(max_json_depth("{}"), 1);
   EXPECT_EQ(max_json_depth(R"({"a":[1,{"b":[]}]})"), 4);
   EXPECT_EQ(max_json_depth(R"({"a":"[[[[[[\"[[[["})"), 1);
-  EXPECT_EQ(max_json_depth(R"("\\")" "[[]]"), 2);  // escaped backslash closes the string
+  EXPECT_EQ(max_json_depth(R"("\\")"
+                           "[[]]"),
+            2);  // escaped backslash closes the string
   EXPECT_EQ(max_json_depth(std::string(65, '[')), 65);
 }
 

@@ -24,9 +24,9 @@ struct FakeState {
   std::vector<std::pair<int64_t, bool>> cancels;
   std::set<int64_t> alive_on_reattach;
   int64_t next_pid = 1000;
-  std::function<void(const LaunchSpec&)> on_start;  // runs inside start(), after the pid is assigned
+  std::function<void(const LaunchSpec&)> on_start;     // runs inside start(), after the pid is assigned
   std::function<void(const LaunchHandle&)> on_cancel;  // runs inside cancel()
-  std::map<std::string, int64_t> launched_alive;     // job id -> pid find_launched() reports
+  std::map<std::string, int64_t> launched_alive;       // job id -> pid find_launched() reports
 };
 
 class FakeLauncher : public Launcher {

@@ -9,8 +9,8 @@
 
 using namespace rx::data;
 using rx::data::test_util::random_dataset;
-using rx::testing::TempDir;
 using rx::data::test_util::write_bytes;
+using rx::testing::TempDir;
 
 namespace {
 

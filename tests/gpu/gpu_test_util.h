@@ -24,8 +24,8 @@ inline std::string gpu_skip_reason(int gpus = 1) {
 
 }  // namespace rx::testing
 
-#define RX_REQUIRE_GPUS(n)                                                   \
-  do {                                                                       \
-    const std::string rx_skip_ = ::rx::testing::gpu_skip_reason(n);          \
-    if (!rx_skip_.empty()) GTEST_SKIP() << rx_skip_;                         \
+#define RX_REQUIRE_GPUS(n)                                          \
+  do {                                                              \
+    const std::string rx_skip_ = ::rx::testing::gpu_skip_reason(n); \
+    if (!rx_skip_.empty()) GTEST_SKIP() << rx_skip_;                \
   } while (0)

@@ -28,8 +28,8 @@ int world() {
   return w;
 }
 
-#define RX_NCCL_OR_SKIP(c)                               \
-  RX_REQUIRE_GPUS(world());                              \
+#define RX_NCCL_OR_SKIP(c)                                  \
+  RX_REQUIRE_GPUS(world());                                 \
   auto c = make_communicator("nccl", /*cuda_device=*/true); \
   ASSERT_EQ(c->backend_name(), "nccl")
 

@@ -7,9 +7,9 @@
 #include <vector>
 
 #include "common/config/job_config.h"
-#include "common/util/sha256.h"
 #include "common/config/schema.h"
 #include "common/util/error.h"
+#include "common/util/sha256.h"
 
 using nlohmann::json;
 using namespace rx::config;
@@ -52,15 +52,15 @@ TEST(Config, BadConfigMatrixNamesTheKey) {
     c[json::json_pointer(ptr)] = v;
     return c;
   };
-  EXPECT_EQ(field_of(with("/training/epochs", "3")), "training.epochs");          // wrong type
-  EXPECT_EQ(field_of(with("/training/epochs", 0)), "training.epochs");            // out of range
-  EXPECT_EQ(field_of(with("/training/epochs", 1.5)), "training.epochs");          // not an integer
+  EXPECT_EQ(field_of(with("/training/epochs", "3")), "training.epochs");  // wrong type
+  EXPECT_EQ(field_of(with("/training/epochs", 0)), "training.epochs");    // out of range
+  EXPECT_EQ(field_of(with("/training/epochs", 1.5)), "training.epochs");  // not an integer
   EXPECT_EQ(field_of(with("/training/batch_size", -8)), "training.batch_size");
   EXPECT_EQ(field_of(with("/training/optimizer/name", "rmsprop")), "training.optimizer.name");
   EXPECT_EQ(field_of(with("/training/optimizer/lr", -0.1)), "training.optimizer.lr");
-  EXPECT_EQ(field_of(with("/training/bogus", 1)), "training.bogus");              // unknown key
+  EXPECT_EQ(field_of(with("/training/bogus", 1)), "training.bogus");  // unknown key
   EXPECT_EQ(field_of(with("/extra", 1)), "extra");
-  EXPECT_EQ(field_of(with("/data/augment", 3)), "data.augment");                  // section not an object
+  EXPECT_EQ(field_of(with("/data/augment", 3)), "data.augment");  // section not an object
   EXPECT_EQ(field_of(with("/data/format", "png")), "data.format");
   EXPECT_EQ(field_of(with("/model/preset", "resnext_huge")), "model.preset");
   EXPECT_EQ(field_of(with("/distributed/backend", "gloo")), "distributed.backend");

@@ -31,10 +31,13 @@ std::pair<torch::Tensor, torch::Tensor> batch(int step) {
   return {torch::randn({6, 1, 28, 28}, gen), torch::randint(0, 10, {6}, gen, torch::kInt64)};
 }
 
-torch::optim::SGDOptions sgd_options() { return torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(5e-4); }
+torch::optim::SGDOptions sgd_options() {
+  return torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(5e-4);
+}
 
 // Trains `m` for `steps` with `opt`; with a reducer when `reducer` is set (its grads alias buckets).
-void train(model::ResNeXt& m, torch::optim::Optimizer& opt, parallel::Reducer* reducer, int first, int steps) {
+void train(model::ResNeXt& m, torch::optim::Optimizer& opt, parallel::Reducer* reducer, int first,
+           int steps) {
   for (int s = first; s < first + steps; ++s) {
     opt.zero_grad();
     auto [x, y] = batch(s);
@@ -45,7 +48,8 @@ void train(model::ResNeXt& m, torch::optim::Optimizer& opt, parallel::Reducer* r
       if (reducer) reducer->finalize();
     } catch (const std::exception& e) {
       const bool fused = dynamic_cast<optim::FusedSGD*>(&opt) != nullptr;
-      throw std::runtime_error((fused ? "fused" : "plain") + std::string(" step ") + std::to_string(s) + ": " + e.what());
+      throw std::runtime_error((fused ? "fused" : "plain") + std::string(" step ") + std::to_string(s) +
+                               ": " + e.what());
     }
     opt.step();
   }
@@ -85,7 +89,8 @@ TEST_P(FusedSgd, MatchesTorchSgdOverReducerBuckets) {
   // fault on misaligned weights.
   for (const auto& item : fused->named_parameters()) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(item.value().data_ptr()) % 64, 0u) << item.key() << " (parameter)";
-    EXPECT_EQ(reinterpret_cast<uintptr_t>(item.value().grad().data_ptr()) % 64, 0u) << item.key() << " (gradient)";
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(item.value().grad().data_ptr()) % 64, 0u)
+        << item.key() << " (gradient)";
   }
   EXPECT_GT((ref->parameters()[0] - make_model(GetParam())->parameters()[0]).abs().max().item<double>(), 1e-4)
       << "training did not move the weights: the comparison proves nothing";
@@ -122,7 +127,8 @@ TEST(FusedSgdCheckpoint, InterchangeableWithTorchSgd) {
   }
   int64_t momentum_bytes = 0;
   for (auto& p : fused->parameters()) momentum_bytes += p.numel() * 4;
-  EXPECT_LT(static_cast<double>(fused_bytes.str().size()), 1.5 * momentum_bytes) << "flat buffers saved per parameter";
+  EXPECT_LT(static_cast<double>(fused_bytes.str().size()), 1.5 * momentum_bytes)
+      << "flat buffers saved per parameter";
 
   // FusedSGD's state into a plain SGD on a copy of the fused model: continues like the reference.
   auto resumed = make_model(false);

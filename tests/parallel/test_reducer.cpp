@@ -129,14 +129,13 @@ TEST_P(ReducerEqualsFlat, SameAveragedGradients) {
   ASSERT_TRUE(all_ranks_ok(errors));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Worlds, ReducerEqualsFlat,
-    ::testing::Values(Case{1, 25, 1, 1}, Case{1, 1e-6, 1e-6, 2},
-                    Case{2, 1e-6, 1e-6, 1}, Case{2, 0, 1, 1}, Case{2, 0.05, 0.01, 1}, Case{2, 25, 1, 2},
-                    Case{2, 100, 100, 1}, Case{2, 0.05, 0.01, 3},
-                    Case{3, 0, 0, 2}, Case{3, 0.1, 0.02, 1},
-                    Case{4, 1e-6, 1e-6, 2}, Case{4, 0.05, 0.01, 1}, Case{4, 100, 100, 2}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Worlds, ReducerEqualsFlat,
+                         ::testing::Values(Case{1, 25, 1, 1}, Case{1, 1e-6, 1e-6, 2}, Case{2, 1e-6, 1e-6, 1},
+                                           Case{2, 0, 1, 1}, Case{2, 0.05, 0.01, 1}, Case{2, 25, 1, 2},
+                                           Case{2, 100, 100, 1}, Case{2, 0.05, 0.01, 3}, Case{3, 0, 0, 2},
+                                           Case{3, 0.1, 0.02, 1}, Case{4, 1e-6, 1e-6, 2},
+                                           Case{4, 0.05, 0.01, 1}, Case{4, 100, 100, 2}),
+                         case_name);
 
 // Training: the same SGD (momentum, weight decay) trajectory as with the flat all-reduce, to the bit.
 TEST(Reducer, TrainingIsBitIdenticalToFlatAllreduce) {
@@ -376,5 +375,6 @@ TEST(Reducer, StatsNameTheStragglerRank) {
   // Rank 0 finishes its backward first and waits for the straggler's buckets: its communication is
   // exposed, rank 1's (whose peers are already there) hardly at all.
   EXPECT_GT(stats[0]["mean_exposed_ms"].get<double>(), stats[1]["mean_exposed_ms"].get<double>())
-      << stats[0].dump() << "\n" << stats[1].dump();
+      << stats[0].dump() << "\n"
+      << stats[1].dump();
 }

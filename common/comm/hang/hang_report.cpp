@@ -181,8 +181,8 @@ json build_report(const ReportInput& in, const ProcessProbe& probe) {
       // entered it, yet the collective cannot finish without it: named as stalled, not missing.
       if (!responding || process == "stopped" || process == "dead") {
         stalled.push_back(static_cast<int>(r));
-        stalled_text << (stalled.size() > 1 ? "; " : "") << "rank " << r << " (" << st->host << " pid " << st->pid
-                     << ", process " << process << ", "
+        stalled_text << (stalled.size() > 1 ? "; " : "") << "rank " << r << " (" << st->host << " pid "
+                     << st->pid << ", process " << process << ", "
                      << (responding ? "heartbeat alive" : "no heartbeat for " + fixed1(age) + " s")
                      << ", last seen at " << seen.str() << ")";
       }

@@ -32,13 +32,14 @@ inline std::string mpi_error_string(int code) {
 }
 
 [[noreturn]] inline void mpi_call_failed(const char* call, int code) {
-  throw CommError("mpi", mpi_world_rank_or_minus1(), std::string(call) + " failed: " + mpi_error_string(code));
+  throw CommError("mpi", mpi_world_rank_or_minus1(),
+                  std::string(call) + " failed: " + mpi_error_string(code));
 }
 
 }  // namespace rx::comm::detail
 
-#define RX_MPI_CHECK(call)                                                        \
-  do {                                                                            \
-    const int rx_mpi_rc_ = (call);                                                \
+#define RX_MPI_CHECK(call)                                                                 \
+  do {                                                                                     \
+    const int rx_mpi_rc_ = (call);                                                         \
     if (rx_mpi_rc_ != MPI_SUCCESS) ::rx::comm::detail::mpi_call_failed(#call, rx_mpi_rc_); \
   } while (0)

@@ -24,9 +24,9 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     owns_ = true;
   }
   if (provided_ < MPI_THREAD_SERIALIZED) {
-    throw CommError("mpi", detail::mpi_world_rank_or_minus1(),
-                    "MPI offers thread level " + std::to_string(provided_) +
-                        ", need MPI_THREAD_SERIALIZED or better");
+    throw CommError(
+        "mpi", detail::mpi_world_rank_or_minus1(),
+        "MPI offers thread level " + std::to_string(provided_) + ", need MPI_THREAD_SERIALIZED or better");
   }
 }
 
@@ -49,23 +49,32 @@ namespace {
 // Datatype for reductions: only types MPI can add. float16/bfloat16 have no MPI type.
 MPI_Datatype reduce_type(const OpContext& ctx, c10::ScalarType t) {
   switch (t) {
-    case c10::kFloat: return MPI_FLOAT;
-    case c10::kDouble: return MPI_DOUBLE;
-    case c10::kLong: return MPI_INT64_T;
-    case c10::kInt: return MPI_INT32_T;
+    case c10::kFloat:
+      return MPI_FLOAT;
+    case c10::kDouble:
+      return MPI_DOUBLE;
+    case c10::kLong:
+      return MPI_INT64_T;
+    case c10::kInt:
+      return MPI_INT32_T;
     default:
-      throw CommError(ctx.backend, ctx.rank,
-                      std::string(ctx.op) + " of " + c10::toString(t) + " is not supported by the mpi backend");
+      throw CommError(
+          ctx.backend, ctx.rank,
+          std::string(ctx.op) + " of " + c10::toString(t) + " is not supported by the mpi backend");
   }
 }
 
 // Datatype for data movement (broadcast, allgather): any element of 1, 2, 4 or 8 bytes.
 MPI_Datatype move_type(const OpContext& ctx, const torch::Tensor& t) {
   switch (t.element_size()) {
-    case 1: return MPI_UINT8_T;
-    case 2: return MPI_UINT16_T;
-    case 4: return MPI_UINT32_T;
-    case 8: return MPI_UINT64_T;
+    case 1:
+      return MPI_UINT8_T;
+    case 2:
+      return MPI_UINT16_T;
+    case 4:
+      return MPI_UINT32_T;
+    case 8:
+      return MPI_UINT64_T;
     default:
       throw CommError(ctx.backend, ctx.rank,
                       std::string(ctx.op) + " of " + c10::toString(t.scalar_type()) +
@@ -76,17 +85,21 @@ MPI_Datatype move_type(const OpContext& ctx, const torch::Tensor& t) {
 MPI_Op mpi_op(ReduceOp op) {
   switch (op) {
     case ReduceOp::kSum:
-    case ReduceOp::kAvg: return MPI_SUM;
-    case ReduceOp::kMax: return MPI_MAX;
-    case ReduceOp::kMin: return MPI_MIN;
+    case ReduceOp::kAvg:
+      return MPI_SUM;
+    case ReduceOp::kMax:
+      return MPI_MAX;
+    case ReduceOp::kMin:
+      return MPI_MIN;
   }
   return MPI_SUM;
 }
 
 int checked_count(const OpContext& ctx, int64_t numel) {
   if (numel > INT_MAX) {
-    throw CommError(ctx.backend, ctx.rank,
-                    std::string(ctx.op) + " of " + std::to_string(numel) + " elements exceeds MPI's int count");
+    throw CommError(
+        ctx.backend, ctx.rank,
+        std::string(ctx.op) + " of " + std::to_string(numel) + " elements exceeds MPI's int count");
   }
   return static_cast<int>(numel);
 }
@@ -242,8 +255,8 @@ class MpiCommunicator : public Communicator {
     if (count == 0) return completed_work();
     MPI_Request req = MPI_REQUEST_NULL;
     RX_MPI_CHECK(MPI_Iallgather(input.data_ptr(), count, type, output.data_ptr(), count, type, comm_, &req));
-    return std::make_shared<MpiWork>(req, rank_, describe(ctx.op, count), std::vector<torch::Tensor>{input, output},
-                                     nullptr, opts.timeout);
+    return std::make_shared<MpiWork>(req, rank_, describe(ctx.op, count),
+                                     std::vector<torch::Tensor>{input, output}, nullptr, opts.timeout);
   }
 
   void barrier(Millis timeout) override {

@@ -45,16 +45,18 @@ struct NcclHandle {
 }  // namespace rx::comm::detail
 
 // `handle` is a detail::NcclHandle* (nullptr before the communicator exists).
-#define RX_NCCL_CHECK(call, handle)                                                             \
-  do {                                                                                          \
-    const ncclResult_t rx_nccl_rc_ = (call);                                                    \
-    if (rx_nccl_rc_ != ncclSuccess) ::rx::comm::detail::nccl_failed((handle), #call, ncclGetErrorString(rx_nccl_rc_)); \
+#define RX_NCCL_CHECK(call, handle)                                                      \
+  do {                                                                                   \
+    const ncclResult_t rx_nccl_rc_ = (call);                                             \
+    if (rx_nccl_rc_ != ncclSuccess)                                                      \
+      ::rx::comm::detail::nccl_failed((handle), #call, ncclGetErrorString(rx_nccl_rc_)); \
   } while (0)
 
-#define RX_CUDA_CHECK(call, handle)                                                             \
-  do {                                                                                          \
-    const cudaError_t rx_cuda_rc_ = (call);                                                     \
-    if (rx_cuda_rc_ != cudaSuccess) ::rx::comm::detail::nccl_failed((handle), #call, cudaGetErrorString(rx_cuda_rc_)); \
+#define RX_CUDA_CHECK(call, handle)                                                      \
+  do {                                                                                   \
+    const cudaError_t rx_cuda_rc_ = (call);                                              \
+    if (rx_cuda_rc_ != cudaSuccess)                                                      \
+      ::rx::comm::detail::nccl_failed((handle), #call, cudaGetErrorString(rx_cuda_rc_)); \
   } while (0)
 
 #endif  // RX_WITH_CUDA

@@ -25,36 +25,50 @@ using detail::NcclHandle;
 
 ncclDataType_t nccl_type(const OpContext& ctx, c10::ScalarType t) {
   switch (t) {
-    case c10::kFloat: return ncclFloat32;
-    case c10::kDouble: return ncclFloat64;
-    case c10::kHalf: return ncclFloat16;
+    case c10::kFloat:
+      return ncclFloat32;
+    case c10::kDouble:
+      return ncclFloat64;
+    case c10::kHalf:
+      return ncclFloat16;
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
-    case c10::kBFloat16: return ncclBfloat16;
+    case c10::kBFloat16:
+      return ncclBfloat16;
 #endif
-    case c10::kLong: return ncclInt64;
-    case c10::kInt: return ncclInt32;
-    case c10::kChar: return ncclInt8;
-    case c10::kByte: return ncclUint8;
+    case c10::kLong:
+      return ncclInt64;
+    case c10::kInt:
+      return ncclInt32;
+    case c10::kChar:
+      return ncclInt8;
+    case c10::kByte:
+      return ncclUint8;
     default:
-      throw CommError(ctx.backend, ctx.rank,
-                      std::string(ctx.op) + " of " + c10::toString(t) + " is not supported by the nccl backend");
+      throw CommError(
+          ctx.backend, ctx.rank,
+          std::string(ctx.op) + " of " + c10::toString(t) + " is not supported by the nccl backend");
   }
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kAvg: return ncclAvg;  // NCCL >= 2.10
-    case ReduceOp::kMax: return ncclMax;
-    case ReduceOp::kMin: return ncclMin;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;  // NCCL >= 2.10
+    case ReduceOp::kMax:
+      return ncclMax;
+    case ReduceOp::kMin:
+      return ncclMin;
   }
   return ncclSum;
 }
 
 class NcclWork : public Work {
  public:
-  NcclWork(std::shared_ptr<NcclHandle> handle, std::shared_ptr<at::cuda::CUDAEvent> done, c10::DeviceIndex device,
-           std::string what, std::vector<torch::Tensor> keep_alive, Millis default_timeout)
+  NcclWork(std::shared_ptr<NcclHandle> handle, std::shared_ptr<at::cuda::CUDAEvent> done,
+           c10::DeviceIndex device, std::string what, std::vector<torch::Tensor> keep_alive,
+           Millis default_timeout)
       : handle_(std::move(handle)),
         done_event_(std::move(done)),
         device_(device),
@@ -86,8 +100,9 @@ class NcclWork : public Work {
       const auto now = Clock::now();
       if (now >= deadline) {
         handle_->abort();
-        throw CommError("nccl", handle_->rank,
-                        what_ + " timed out after " + std::to_string(timeout.count()) + " ms; communicator aborted");
+        throw CommError(
+            "nccl", handle_->rank,
+            what_ + " timed out after " + std::to_string(timeout.count()) + " ms; communicator aborted");
       }
       if (now < start + Millis{100}) {
         std::this_thread::yield();
@@ -108,11 +123,13 @@ class NcclWork : public Work {
  private:
   void check_async() {
     if (handle_->comm == nullptr) {
-      throw CommError("nccl", handle_->rank, what_ + ": the communicator was aborted after an earlier failure");
+      throw CommError("nccl", handle_->rank,
+                      what_ + ": the communicator was aborted after an earlier failure");
     }
     ncclResult_t async = ncclSuccess;
     RX_NCCL_CHECK(ncclCommGetAsyncError(handle_->comm, &async), handle_.get());
-    if (async != ncclSuccess) detail::nccl_failed(handle_.get(), what_ + " (async)", ncclGetErrorString(async));
+    if (async != ncclSuccess)
+      detail::nccl_failed(handle_.get(), what_ + " (async)", ncclGetErrorString(async));
   }
 
   std::shared_ptr<NcclHandle> handle_;
@@ -133,9 +150,9 @@ class NcclCommunicator : public Communicator {
     RX_CUDA_CHECK(cudaGetDeviceCount(&count), nullptr);
     if (mpi_->local_rank() >= count) {
       throw CommError("nccl", rank(),
-                      "local rank " + std::to_string(mpi_->local_rank()) + " needs cuda:" +
-                          std::to_string(mpi_->local_rank()) + " but only " + std::to_string(count) +
-                          " CUDA devices are visible");
+                      "local rank " + std::to_string(mpi_->local_rank()) +
+                          " needs cuda:" + std::to_string(mpi_->local_rank()) + " but only " +
+                          std::to_string(count) + " CUDA devices are visible");
     }
     device_ = static_cast<c10::DeviceIndex>(mpi_->local_rank());
     c10::cuda::set_device(device_);
@@ -158,7 +175,8 @@ class NcclCommunicator : public Communicator {
   // The types nccl_type() maps.
   Capabilities capabilities() const override {
     Capabilities c;
-    c.allreduce_dtypes = {c10::kFloat, c10::kDouble, c10::kHalf, c10::kLong, c10::kInt, c10::kChar, c10::kByte};
+    c.allreduce_dtypes = {c10::kFloat, c10::kDouble, c10::kHalf, c10::kLong,
+                          c10::kInt,   c10::kChar,   c10::kByte};
 #if NCCL_VERSION_CODE >= NCCL_VERSION(2, 10, 0)
     c.allreduce_dtypes.push_back(c10::kBFloat16);
 #endif
@@ -202,7 +220,8 @@ class NcclCommunicator : public Communicator {
     check_allgather_output(ctx, input, output, world_size());
     const size_t bytes = input.nbytes();
     return enqueue(ctx, input.numel(), {input, output}, opts.timeout, [&](ncclComm_t comm, cudaStream_t s) {
-      RX_NCCL_CHECK(ncclAllGather(input.data_ptr(), output.data_ptr(), bytes, ncclUint8, comm, s), handle_.get());
+      RX_NCCL_CHECK(ncclAllGather(input.data_ptr(), output.data_ptr(), bytes, ncclUint8, comm, s),
+                    handle_.get());
     });
   }
 
@@ -217,8 +236,8 @@ class NcclCommunicator : public Communicator {
     check_tensor(ctx, t, /*cpu=*/false);
     if (!t.is_cuda() || t.device().index() != device_) {
       throw CommError("nccl", rank(),
-                      std::string(ctx.op) + ": tensor is on " + t.device().str() + ", this rank's NCCL device is cuda:" +
-                          std::to_string(device_));
+                      std::string(ctx.op) + ": tensor is on " + t.device().str() +
+                          ", this rank's NCCL device is cuda:" + std::to_string(device_));
     }
   }
 
@@ -226,7 +245,8 @@ class NcclCommunicator : public Communicator {
   std::shared_ptr<Work> enqueue(const OpContext& ctx, int64_t numel, std::vector<torch::Tensor> tensors,
                                 Millis timeout, Launch&& launch) {
     if (handle_->comm == nullptr) {
-      throw CommError("nccl", rank(), std::string(ctx.op) + ": the communicator was aborted after an earlier failure");
+      throw CommError("nccl", rank(),
+                      std::string(ctx.op) + ": the communicator was aborted after an earlier failure");
     }
     if (numel == 0) return completed_work();
     c10::cuda::CUDAGuard guard(device_);
@@ -236,7 +256,8 @@ class NcclCommunicator : public Communicator {
     ready.block(*stream_);
     launch(handle_->comm, stream_->stream());
     // Keep the caching allocator from handing these blocks out before NCCL is done with them.
-    for (const auto& t : tensors) c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), *stream_);
+    for (const auto& t : tensors)
+      c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), *stream_);
     auto done = std::make_shared<at::cuda::CUDAEvent>();
     done->record(*stream_);
     return std::make_shared<NcclWork>(handle_, std::move(done), device_,

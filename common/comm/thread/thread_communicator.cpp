@@ -16,10 +16,14 @@ enum class Kind { kAllreduce, kBroadcast, kAllgather, kBarrier };
 
 const char* kind_name(Kind k) {
   switch (k) {
-    case Kind::kAllreduce: return "allreduce";
-    case Kind::kBroadcast: return "broadcast";
-    case Kind::kAllgather: return "allgather";
-    case Kind::kBarrier: return "barrier";
+    case Kind::kAllreduce:
+      return "allreduce";
+    case Kind::kBroadcast:
+      return "broadcast";
+    case Kind::kAllgather:
+      return "allgather";
+    case Kind::kBarrier:
+      return "barrier";
   }
   return "?";
 }
@@ -58,23 +62,32 @@ void compute(Round& r, int world) {
       for (int i = 1; i < world; ++i) {
         switch (q.op) {
           case ReduceOp::kSum:
-          case ReduceOp::kAvg: acc.add_(r.inputs[i]); break;
-          case ReduceOp::kMax: acc = torch::maximum(acc, r.inputs[i]); break;
-          case ReduceOp::kMin: acc = torch::minimum(acc, r.inputs[i]); break;
+          case ReduceOp::kAvg:
+            acc.add_(r.inputs[i]);
+            break;
+          case ReduceOp::kMax:
+            acc = torch::maximum(acc, r.inputs[i]);
+            break;
+          case ReduceOp::kMin:
+            acc = torch::minimum(acc, r.inputs[i]);
+            break;
         }
       }
       if (q.op == ReduceOp::kAvg) acc.div_(world);
       r.result = acc;
       break;
     }
-    case Kind::kBroadcast: r.result = r.inputs[q.root].clone(); break;
+    case Kind::kBroadcast:
+      r.result = r.inputs[q.root].clone();
+      break;
     case Kind::kAllgather: {
       std::vector<torch::Tensor> flat;
       for (const auto& t : r.inputs) flat.push_back(t.reshape({-1}));
       r.result = torch::cat(flat);
       break;
     }
-    case Kind::kBarrier: break;
+    case Kind::kBarrier:
+      break;
   }
   r.computed = true;
 }
@@ -128,12 +141,17 @@ class ThreadWork : public Work {
     Round& r = round();
     if (!r.computed) compute(r, store_->world);
     switch (req_.kind) {
-      case Kind::kAllreduce: target_.copy_(r.result); break;
+      case Kind::kAllreduce:
+        target_.copy_(r.result);
+        break;
       case Kind::kBroadcast:
         if (rank_ != req_.root) target_.copy_(r.result);
         break;
-      case Kind::kAllgather: target_.view({-1}).copy_(r.result); break;
-      case Kind::kBarrier: break;
+      case Kind::kAllgather:
+        target_.view({-1}).copy_(r.result);
+        break;
+      case Kind::kBarrier:
+        break;
     }
     release_locked();
   }
@@ -201,7 +219,9 @@ class ThreadCommunicator : public Communicator {
     return post(req, input, output, opts.timeout);
   }
 
-  void barrier(Millis timeout) override { post(Request{}, torch::Tensor(), torch::Tensor(), timeout)->wait(timeout); }
+  void barrier(Millis timeout) override {
+    post(Request{}, torch::Tensor(), torch::Tensor(), timeout)->wait(timeout);
+  }
 
  private:
   std::shared_ptr<Work> post(const Request& req, const torch::Tensor& input, const torch::Tensor& target,
@@ -217,9 +237,9 @@ class ThreadCommunicator : public Communicator {
                  r.req.numel != req.numel || r.req.dtype != req.dtype) {
         std::ostringstream os;
         os << kind_name(req.kind) << " of " << req.numel << " " << c10::toString(req.dtype)
-           << " does not match collective #" << seq << " posted by other ranks (" << kind_name(r.req.kind) << " of "
-           << r.req.numel << " " << c10::toString(r.req.dtype) << ", op " << reduce_op_name(r.req.op) << ", root "
-           << r.req.root << ")";
+           << " does not match collective #" << seq << " posted by other ranks (" << kind_name(r.req.kind)
+           << " of " << r.req.numel << " " << c10::toString(r.req.dtype) << ", op "
+           << reduce_op_name(r.req.op) << ", root " << r.req.root << ")";
         throw CommError("thread", rank_, os.str());
       }
       r.inputs[static_cast<size_t>(rank_)] = input;
