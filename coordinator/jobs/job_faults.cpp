@@ -122,6 +122,15 @@ std::optional<json> JobService::result_from_folder(const Job& job) const {
   return r;
 }
 
+void JobService::fail_attempt_locked(Job& u, std::string cause) {
+  if (const std::string err = first_worker_error(u); !err.empty()) cause += "; " + err;
+  if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
+  if (!end_attempt_locked(u, cause, true)) {
+    u.state = JobState::kFailed;
+    u.error = cause;
+  }
+}
+
 bool JobService::end_attempt_locked(Job& u, const std::string& cause, bool may_restart) {
   const int64_t now = now_ms();
   if (!u.attempts.empty() && u.attempts.back().value("ended_ms", int64_t{0}) == 0) {

@@ -266,13 +266,7 @@ void JobService::finish(const std::string& id, const ExitInfo& ex) {
   } else if (ex.outcome == ExitOutcome::kUnknown && u.result.is_object()) {
     u.state = JobState::kSucceeded;
   } else {
-    std::string cause = ex.reason.empty() ? "worker failed" : ex.reason;
-    if (const std::string err = first_worker_error(u); !err.empty()) cause += "; " + err;
-    if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
-    if (!end_attempt_locked(u, cause, true)) {
-      u.state = JobState::kFailed;
-      u.error = cause;
-    }
+    fail_attempt_locked(u, ex.reason.empty() ? "worker failed" : ex.reason);
   }
   if (is_terminal(u.state))
     end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);

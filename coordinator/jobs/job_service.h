@@ -121,6 +121,9 @@ class JobService {
   // [Restarts] Closes the current attempt with `cause`; if the job has restarts left, turns `u` into
   // kRestarting (due after a backoff) and returns true, else leaves it for the caller to fail.
   bool end_attempt_locked(Job& u, const std::string& cause, bool may_restart);
+  // A failed attempt: `cause` gains the ranks' first error line and the hang summary, then the job
+  // restarts if it may, else it is failed with that cause.
+  void fail_attempt_locked(Job& u, std::string cause);
   // [Fewer ranks] Sizes a due relaunch to the free slots (the job's own included): the ranks it asked
   // for if they are free, else as many as are free if that is >= min_ranks. False: not now (it stays
   // restarting and is retried next tick) or never (then `j` is failed, naming min_ranks).

@@ -90,14 +90,8 @@ void JobService::recover() {
       u.state = JobState::kSucceeded;
       spdlog::info("job {}: took the result from {}/run/result.json", id, job_dir(id));
     } else {
-      std::string cause = "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
-                          ") were gone; exit status unknown";
-      if (const std::string err = first_worker_error(u); !err.empty()) cause += "; " + err;
-      if (u.hang.is_object()) cause += "; " + hang_summary(u.hang);
-      if (!end_attempt_locked(u, cause, true)) {
-        u.state = JobState::kFailed;
-        u.error = cause;
-      }
+      fail_attempt_locked(u, "coordinator restarted and the job's processes (pgid " + std::to_string(j.pgid) +
+                                 ") were gone; exit status unknown");
     }
     if (is_terminal(u.state))
       end_attempt_locked(u, u.state == JobState::kFailed ? u.error : to_string(u.state), false);

@@ -231,44 +231,12 @@ class TwoNodeCluster(SlurmCluster):
         return "\n".join(f"--- {l}\n{_tail(os.path.join(self.dir, 'log', l))}" for l in logs)
 
     def _write_conf(self):
-        d = self.dir
-        plugstack = os.path.join(d, "plugstack.conf")
-        open(plugstack, "w").close()
         mem = max(256, int(_mem_mb() * 0.4))  # each node claims under half: both fit the real machine
         lines = [
             "ClusterName=rxtwonode",
             f"SlurmctldHost={socket.gethostname().split('.')[0]}(127.0.0.1)",
             f"SlurmctldPort={_free_port()}",
-            "SlurmUser=root",
-            "SlurmdUser=root",
-            "AuthType=auth/munge",
-            "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_socket},cred_expire=10",
-            f"StateSaveLocation={d}/state",
-            f"SlurmdSpoolDir={d}/spool/slurmd-%n",
-            f"SlurmctldPidFile={d}/slurmctld.pid",
-            f"SlurmdPidFile={d}/slurmd-%n.pid",
-            f"SlurmctldLogFile={d}/log/slurmctld.log",
-            f"SlurmdLogFile={d}/log/slurmd-%n.log",
-            "SlurmctldDebug=info",
-            "SlurmdDebug=info",
-            f"PlugStackConfig={plugstack}",
-            "ProctrackType=proctrack/linuxproc",
-            "TaskPlugin=task/none",
-            "JobAcctGatherType=jobacct_gather/none",
-            "AccountingStorageType=accounting_storage/none",
-            "JobCompType=jobcomp/none",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core",
-            "SchedulerType=sched/backfill",
-            "SchedulerParameters=sched_interval=2,bf_interval=2",
-            "MpiDefault=none",
-            "MailProg=/bin/true",
-            "JobRequeue=1",
-            "ReturnToService=2",
-            "KillWait=5",
-            "MinJobAge=600",
-            "InactiveLimit=0",
+            *self._shared_conf("slurmd-%n.log", kill_wait=5),
             # [Node loss] slurmctld pings nodes every SlurmdTimeout/3 s and marks a silent one DOWN after
             # SlurmdTimeout: short here so a killed node is noticed in seconds, not the default 5 min.
             "SlurmdTimeout=10",

@@ -182,16 +182,13 @@ class SlurmCluster:
                     "munged.log")
         self.wait_for("munged's socket", lambda: os.path.exists(self.munge_socket), 15, "munged")
 
-    def _write_conf(self):
+    def _shared_conf(self, slurmd_log, kill_wait):
+        """The settings every fixture here shares: daemons as root, munge, files under self.dir, no
+        accounting, backfill every 2 s (the two-node fixture adds its nodes and timeouts)."""
         d = self.dir
         plugstack = os.path.join(d, "plugstack.conf")
         open(plugstack, "w").close()
-        mem = max(256, int(_mem_mb() * 0.8))
-        lines = [
-            "ClusterName=rxtest",
-            f"SlurmctldHost={self.host}(127.0.0.1)",
-            f"SlurmctldPort={_free_port()}",
-            f"SlurmdPort={_free_port()}",
+        return [
             "SlurmUser=root",
             "SlurmdUser=root",
             "AuthType=auth/munge",
@@ -202,7 +199,7 @@ class SlurmCluster:
             f"SlurmctldPidFile={d}/slurmctld.pid",
             f"SlurmdPidFile={d}/slurmd-%n.pid",
             f"SlurmctldLogFile={d}/log/slurmctld.log",
-            f"SlurmdLogFile={d}/log/slurmd.log",
+            f"SlurmdLogFile={d}/log/{slurmd_log}",
             "SlurmctldDebug=info",
             "SlurmdDebug=info",
             f"PlugStackConfig={plugstack}",
@@ -219,9 +216,19 @@ class SlurmCluster:
             "MailProg=/bin/true",
             "JobRequeue=1",
             "ReturnToService=2",
-            "KillWait=10",
+            f"KillWait={kill_wait}",
             "MinJobAge=600",
             "InactiveLimit=0",
+        ]
+
+    def _write_conf(self):
+        mem = max(256, int(_mem_mb() * 0.8))
+        lines = [
+            "ClusterName=rxtest",
+            f"SlurmctldHost={self.host}(127.0.0.1)",
+            f"SlurmctldPort={_free_port()}",
+            f"SlurmdPort={_free_port()}",
+            *self._shared_conf("slurmd.log", kill_wait=10),
             f"NodeName={self.host} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={mem} State=UNKNOWN",
             f"PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO",
         ]
