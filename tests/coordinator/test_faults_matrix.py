@@ -74,19 +74,29 @@ def coordinator_kills(a, state):
     port = free_port()
     args = ["--slots", "2", "--worker", a.worker]
     c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
-    jid = submit(c, dict(SMALL, **{"training.log_every_steps": 2, "data.max_train_samples": 1024}))
+    jid = submit(c, dict(SMALL, **{"training.log_every_steps": 2, "data.max_train_samples": 8192}))
     c.wait_state(jid, ["running"] + TERMINAL, timeout=60)
     t0 = time.monotonic()
     for k in range(3):
-        # Each kill lands while the job trains: its rank 0 heartbeat advanced since the previous restart.
+        # Each kill lands while the job trains: its rank 0 heartbeat advanced since the previous restart,
+        # and its ranks are held (SIGSTOP) across the kill and the restart, so the job cannot finish in
+        # between however fast the machine is (all ranks stop together: no hang to detect).
         step0 = (heartbeat(state, jid, 0) or {}).get("step", -1)
         wait_for("the job to make progress", lambda: (heartbeat(state, jid, 0) or {}).get("step", -1) > step0,
                  timeout=300, interval=0.05)
-        assert c.job(jid)["state"] == "running", c.job(jid)
-        c.kill(signal.SIGKILL)
-        c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
-        j = c.job(jid)
-        assert j["state"] in ["running"] + TERMINAL, j
+        pids = [hb["pid"] for hb in (heartbeat(state, jid, r) for r in (0, 1)) if hb]
+        assert len(pids) == 2, pids
+        for p in pids:
+            os.kill(p, signal.SIGSTOP)
+        try:
+            assert c.job(jid)["state"] == "running", c.job(jid)
+            c.kill(signal.SIGKILL)
+            c = Coordinator(a.coordinator, state, args, listen=f"127.0.0.1:{port}")
+            j = c.job(jid)
+            assert j["state"] == "running", j
+        finally:
+            for p in pids:
+                os.kill(p, signal.SIGCONT)
         print(f"test_faults_matrix coordinator_kills: kill {k + 1} at rank-0 step {step0 + 1}+, "
               f"restarted coordinator says {j['state']}")
     try:
@@ -246,8 +256,11 @@ def fewer_ranks(a, state):
     the coordinator comes back with one slot (capacity lost): the relaunch runs on 1 rank, resuming the
     2-rank checkpoint (the worker's global shard plan resumes across world sizes), and succeeds."""
     c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker])
+    # 16 steps and a heartbeat every 0.5 s (hang_timeout_s / 10): the job is seen past a checkpoint
+    # long before it ends.
     overrides = dict(SMALL, **{"checkpoint.every_steps": 2, "checkpoint.every_epochs": 0,
-                               "data.max_train_samples": 512, "data.max_test_samples": 128})
+                               "data.max_train_samples": 2048, "data.max_test_samples": 128,
+                               "distributed.hang_timeout_s": 5})
     for bad in [0, 3, "1"]:
         st, err = c.json("POST", "/v1/jobs", {"ranks": 2, "config": "fashion_mnist_small", "min_ranks": bad})
         assert st == 400 and err["error"]["field"] == "min_ranks", (bad, st, err)
