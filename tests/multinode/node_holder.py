@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """pid 1 of one test node (started by two_node_cluster.py under unshare --uts --mount --pid --mount-proc).
 
-usage: node_holder.py NODE HOSTS_FILE READY_FILE NODE_TMP SHARED_DIR
+usage: node_holder.py NODE HOSTS_FILE READY_FILE NODE_TMP KEEP_DIR...
 Sets the hostname, bind-mounts HOSTS_FILE over /etc/hosts (this mount namespace only, so `node2`
 resolves to its loopback address on every node), gives the node a private /tmp (NODE_TMP) in which
-SHARED_DIR (the cluster's folder, itself under /tmp) stays visible at its usual path, writes
-READY_FILE, then reaps orphans until it is killed.
+each KEEP_DIR under /tmp stays visible at its usual path (the cluster's folder, and the checkout and
+build folder when they live under /tmp, as a clone in /tmp does), writes READY_FILE, then reaps
+orphans until it is killed.
 
 [Private /tmp] Two processes on two real nodes may pick the same /tmp path: Slurm's PMIx plugin
 makes /tmp/spmix_appdir_UID_JOB.STEP on every node of a step, and with one shared /tmp the second
@@ -18,14 +19,19 @@ import socket
 import subprocess
 import sys
 
-node, hosts, ready, node_tmp, shared = sys.argv[1:6]
+node, hosts, ready, node_tmp = sys.argv[1:5]
 socket.sethostname(node)
 subprocess.run(["mount", "--make-rprivate", "/"], check=True)
 subprocess.run(["mount", "--bind", hosts, "/etc/hosts"], check=True)
-keep = os.path.join(node_tmp, os.path.relpath(shared, "/tmp"))
-os.makedirs(keep, exist_ok=True)
 os.chmod(node_tmp, 0o1777)
-subprocess.run(["mount", "--bind", shared, keep], check=True)
+kept = []
+for d in sorted({os.path.realpath(p) for p in sys.argv[5:]}):
+    if not d.startswith("/tmp/") or any(d.startswith(k + "/") for k in kept):
+        continue  # outside /tmp (visible anyway) or inside a folder already kept
+    target = os.path.join(node_tmp, os.path.relpath(d, "/tmp"))
+    os.makedirs(target, exist_ok=True)
+    subprocess.run(["mount", "--bind", d, target], check=True)
+    kept.append(d)
 subprocess.run(["mount", "--rbind", node_tmp, "/tmp"], check=True)
 with open(ready, "w") as f:
     f.write(node + "\n")

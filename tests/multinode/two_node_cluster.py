@@ -39,6 +39,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))  # the checkout: visible on every node ([Private /tmp])
 sys.path.insert(0, os.path.join(HERE, "..", "slurm"))
 from slurm_cluster import SlurmCluster, SlurmError, _free_port, _mem_mb, _tail  # noqa: E402
 
@@ -132,7 +133,7 @@ class TwoNodeCluster(SlurmCluster):
             self.holders[node] = subprocess.Popen(
                 ["unshare", "--uts", "--mount", "--pid", "--fork", "--kill-child", "--mount-proc",
                  sys.executable, os.path.join(HERE, "node_holder.py"), node, self.hosts_file, ready,
-                 node_tmp, self.dir],
+                 node_tmp, self.dir, REPO] + ([os.environ["RX_BINARY_DIR"]] if os.environ.get("RX_BINARY_DIR") else []),
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                 preexec_fn=_die_with_parent)
         finally:
