@@ -41,7 +41,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))  # the checkout: visible on every node ([Private /tmp])
 sys.path.insert(0, os.path.join(HERE, "..", "slurm"))
-from slurm_cluster import SlurmCluster, SlurmError, _free_port, _mem_mb, _tail  # noqa: E402
+from slurm_cluster import SlurmCluster, SlurmError, _free_port, _mem_mb, _tail, run_main  # noqa: E402
 
 NODES = {"node1": "127.0.0.2", "node2": "127.0.0.3"}
 
@@ -264,16 +264,7 @@ class TwoNodeCluster(SlurmCluster):
 
 
 def main(argv):
-    if len(argv) < 3 or argv[1] != "run" or argv[2] != "--":
-        print(__doc__)
-        return 2
-    try:
-        with TwoNodeCluster() as c:
-            print(f"two-node slurm cluster up in {c.dir} (SLURM_CONF={c.conf})", flush=True)
-            return subprocess.run(argv[3:], env=c.env).returncode
-    except SlurmError as e:
-        print(f"two_node_cluster: {e}", file=sys.stderr)
-        return 1
+    return run_main(argv, TwoNodeCluster, __doc__, "two_node_cluster")
 
 
 if __name__ == "__main__":

@@ -280,17 +280,22 @@ class SlurmCluster:
                     pass
 
 
-def main(argv):
+def run_main(argv, cluster_class, doc, name):
+    """`NAME run -- CMD...`: CMD runs against a cluster of `cluster_class`, which is stopped after it."""
     if len(argv) < 3 or argv[1] != "run" or argv[2] != "--":
-        print(__doc__)
+        print(doc)
         return 2
     try:
-        with SlurmCluster() as c:
-            print(f"slurm cluster up in {c.dir} (SLURM_CONF={c.conf})", flush=True)
+        with cluster_class() as c:
+            print(f"{name} up in {c.dir} (SLURM_CONF={c.conf})", flush=True)
             return subprocess.run(argv[3:], env=c.env).returncode
     except SlurmError as e:
-        print(f"slurm_cluster: {e}", file=sys.stderr)
+        print(f"{name}: {e}", file=sys.stderr)
         return 1
+
+
+def main(argv):
+    return run_main(argv, SlurmCluster, __doc__, "slurm_cluster")
 
 
 if __name__ == "__main__":
