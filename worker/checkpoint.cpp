@@ -46,13 +46,14 @@ std::vector<int64_t> CheckpointStore::steps_newest_first() const {
 }
 
 void CheckpointStore::save(int64_t step, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-                           const json& cursor) {
+                           const json& cursor, const optim::WeightEma* ema) {
   fs::create_directories(dir_);
   torch::serialize::OutputArchive archive;
   model.save(archive);
   torch::serialize::OutputArchive opt_archive;
   optimizer.save(opt_archive);
   archive.write("optimizer", opt_archive);
+  if (ema) ema->save(archive);
   {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
@@ -75,8 +76,8 @@ void CheckpointStore::save(int64_t step, torch::nn::Module& model, torch::optim:
   }
 }
 
-std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model,
-                                                 torch::optim::Optimizer& optimizer) {
+std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                                                 optim::WeightEma* ema) {
   for (int64_t step : steps_newest_first()) {
     try {
       std::ifstream meta_in(json_path(step));
@@ -99,6 +100,10 @@ std::optional<json> CheckpointStore::load_latest(torch::nn::Module& model,
       torch::serialize::InputArchive opt_archive;
       archive.read("optimizer", opt_archive);
       optimizer.load(opt_archive);
+      if (ema && !ema->load(archive)) {  // written with training.ema_decay off: average from here on
+        ema->restart();
+        spdlog::warn("checkpoint {} has no weight average; the EMA starts at its weights", json_path(step));
+      }
       torch::Tensor rng;
       if (archive.try_read("cpu_rng_state", rng)) {
         auto gen = at::detail::getDefaultCPUGenerator();

@@ -13,19 +13,23 @@
 #include <optional>
 #include <string>
 
+#include "common/optim/weight_ema.h"
+
 namespace rx::worker {
 
 class CheckpointStore {
  public:
   CheckpointStore(std::string dir, int keep);
 
-  // Writes checkpoint `global_step` and prunes all but the newest `keep`. Rank 0 only.
+  // Writes checkpoint `global_step` (with the weight average, when there is one) and prunes all but
+  // the newest `keep`. Rank 0 only.
   void save(int64_t global_step, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
-            const nlohmann::json& cursor);
+            const nlohmann::json& cursor, const optim::WeightEma* ema = nullptr);
 
-  // Loads the newest checkpoint that verifies into model and optimizer and returns its cursor;
+  // Loads the newest checkpoint that verifies into model, optimizer (and ema) and returns its cursor;
   // nullopt when there is none. Corrupt or truncated ones are reported (spdlog) and skipped.
-  std::optional<nlohmann::json> load_latest(torch::nn::Module& model, torch::optim::Optimizer& optimizer);
+  std::optional<nlohmann::json> load_latest(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                                            optim::WeightEma* ema = nullptr);
 
   const std::string& dir() const { return dir_; }
 

@@ -5,7 +5,10 @@
 //   versions, epochs[{epoch, train_loss, train_accuracy, test_accuracy, ...}],
 //   ranks[{rank, images_per_sec, step_time_ms{data_wait, forward, backward, comm_exposed, optimizer,
 //   total}, peak_memory_bytes, host, local_rank, ...}],
-//   nodes[{host, ranks[], images_per_sec, peak_memory_bytes}] (per-node sums of the ranks' figures).
+//   nodes[{host, ranks[], images_per_sec, peak_memory_bytes}] (per-node sums of the ranks' figures),
+//   recipe{crop_padding, flip, random_erasing, label_smoothing, weight_ema, epochs, global_batch}; with
+//   training.ema_decay, test accuracies are the weight average's and final_test_accuracy_raw and
+//   epochs[].test_accuracy_raw are the model's own.
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -27,6 +30,9 @@ class RunRecordBuilder {
  private:
   nlohmann::json record_;
 };
+
+// The run record's "recipe": the accuracy-shaping settings, null where one is off ([Recipe]).
+nlohmann::json recipe_json(const config::JobSpec& spec, int world_size);
 
 // The ranks of a run record grouped by host: summed images/s and peak memory per node.
 nlohmann::json node_aggregates(const nlohmann::json& ranks);

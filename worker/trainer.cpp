@@ -129,7 +129,7 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
                    {"partial_epoch", {sums.loss_sum, sums.correct, sums.count}},
                    {"loss_scaler", scaler_->state()},
                    {"config_sha256", config::config_hash(spec_)}};
-    checkpoints_->save(global_step_, *model_, *optimizer_, cursor);
+    checkpoints_->save(global_step_, *model_, *optimizer_, cursor, ema_.get());
     if (position == 0)
       spdlog::info("checkpoint written at step {} (after epoch {})", global_step_, epoch);
     else
@@ -206,7 +206,10 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     grad_sync_->reducer.finalize();
     timer_.lap(Phase::kComm);
     comm::hang::mark_phase(comm_, "optimizer");
-    if (scaler_->unscale_and_update(params_)) optimizer_->step();  // fp16: an inf/NaN step is skipped
+    if (scaler_->unscale_and_update(params_)) {  // fp16: an inf/NaN step is skipped
+      optimizer_->step();
+      if (ema_) ema_->update();
+    }
     timer_.lap(Phase::kOptimizer);
     if (step + 1 == steps_per_epoch_) grad_sync_->reducer.gather_arrivals();  // epoch end, all ranks
     ++global_step_;
@@ -275,6 +278,7 @@ json Trainer::run() {
       best_accuracy_ = std::max(best_accuracy_, last);
       entry["test_accuracy"] = last;
       entry["test_loss"] = last_eval["loss"];
+      if (ema_) entry["test_accuracy_raw"] = last_eval["raw_accuracy"];
       if (comm_.rank() == 0 && hooks_.on_progress)
         hooks_.on_progress({{"type", "progress"},
                             {"epoch", epoch + 1},

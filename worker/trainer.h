@@ -16,6 +16,7 @@
 #include "common/metrics/trace_events.h"
 #include "common/model/precision.h"
 #include "common/model/resnext.h"
+#include "common/optim/weight_ema.h"
 #include "common/util/error.h"
 #include "worker/checkpoint.h"
 
@@ -61,7 +62,10 @@ class Trainer {
   EpochStats global_sums(const EpochStats& local);
   void save_checkpoint(int epoch, int64_t position, const EpochStats& partial);
   bool stop_requested();
+  // The test-set evaluation of the model, or with training.ema_decay of its weight average (with the
+  // model's own figures as raw_accuracy / raw_loss).
   nlohmann::json evaluate();
+  nlohmann::json evaluate_current_weights();
   void log_progress(int epoch, int64_t step, int64_t steps, double loss, double window_images,
                     double window_seconds);
   nlohmann::json gather_rank_stats();
@@ -82,7 +86,8 @@ class Trainer {
   int64_t test_total_ = 0;       // test samples over all ranks
   model::ResNeXt model_{nullptr};
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::vector<torch::Tensor> params_;  // the model's parameters, as trained (after any checkpoint load)
+  std::unique_ptr<optim::WeightEma> ema_;  // training.ema_decay > 0 ([Weight EMA])
+  std::vector<torch::Tensor> params_;      // the model's parameters, as trained (after any checkpoint load)
   model::Precision precision_ = model::Precision::kFp32;
   std::unique_ptr<model::LossScaler> scaler_;
   struct GradSync;

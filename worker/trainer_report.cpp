@@ -75,6 +75,21 @@ const std::vector<std::string>& Trainer::all_hosts() {
 }
 
 json Trainer::evaluate() {
+  json own = evaluate_current_weights();
+  if (!ema_) return own;
+  json averaged;
+  {
+    // [Eval consistency] applies to the average too: evaluate_current_weights() broadcasts rank 0's
+    // averaged BatchNorm statistics, and Applied keeps them in every rank's average.
+    optim::WeightEma::Applied applied(*ema_, *model_);
+    averaged = evaluate_current_weights();
+  }
+  averaged["raw_accuracy"] = own["accuracy"];
+  averaged["raw_loss"] = own["loss"];
+  return averaged;
+}
+
+json Trainer::evaluate_current_weights() {
   torch::NoGradGuard no_grad;
   // [Eval consistency] BN running statistics drift apart per rank (each sees its own batches); rank
   // 0's are broadcast so every rank evaluates the same model.
@@ -91,6 +106,7 @@ json Trainer::evaluate() {
   lo.batch_size = spec_.training.batch_size * 2;
   lo.num_threads = spec_.data.num_workers;
   lo.prefetch = spec_.data.prefetch;
+  lo.channels_last = spec_.data.channels_last;  // as the weights: no layout conversion in each conv
   auto confusion = torch::zeros({k * k}, torch::kInt64);
   double loss_sum = 0;
   if (!indices.empty()) {

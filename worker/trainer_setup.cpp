@@ -33,6 +33,9 @@ data::AugmentOptions augment_options(const config::DataSpec& d, bool train) {
   o.resize = a.resize;
   o.pad_to = a.pad_to;
   o.replicate_channels = a.replicate_channels;
+  o.erasing = static_cast<float>(a.erasing);
+  o.erasing_scale = {static_cast<float>(a.erasing_scale[0]), static_cast<float>(a.erasing_scale[1])};
+  o.erasing_ratio = {static_cast<float>(a.erasing_ratio[0]), static_cast<float>(a.erasing_ratio[1])};
   o.train = train;
   return o;
 }
@@ -119,6 +122,7 @@ Trainer::Trainer(config::JobSpec job, comm::Communicator& comm, torch::Device de
   parallel::verify_replicas(*model_, comm_, "after the initial broadcast", timeout());
 
   optimizer_ = make_optimizer(t.optimizer, model_->parameters());
+  if (t.ema_decay > 0) ema_ = std::make_unique<optim::WeightEma>(*model_, t.ema_decay);
 
   const auto& ck = spec_.checkpoint;
   // The store is always there (a preemption checkpoints even when no cadence is set); the cadences
@@ -128,7 +132,7 @@ Trainer::Trainer(config::JobSpec job, comm::Communicator& comm, torch::Device de
   if (ck.resume == config::ResumeMode::kAuto) {
     // Every rank loads the same files (the output folder is shared by the job's ranks), then proves
     // it holds the same parameters as rank 0 and the same cursor.
-    auto cursor = checkpoints_->load_latest(*model_, *optimizer_);
+    auto cursor = checkpoints_->load_latest(*model_, *optimizer_, ema_.get());
     const int64_t step = cursor ? (*cursor)["global_step"].get<int64_t>() : -1;
     auto mine = torch::tensor({step}, torch::kInt64);
     auto all = torch::empty({comm_.world_size()}, torch::kInt64);

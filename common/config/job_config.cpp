@@ -144,6 +144,11 @@ void cross_validate(const json& r) {
       get_path(r, "training.optimizer.momentum").get<double>() <= 0 &&
       get_path(r, "training.optimizer.name").get<std::string>() == "sgd")
     throw ConfigError("training.optimizer.nesterov", "needs training.optimizer.momentum > 0");
+  for (const char* key : {"data.augment.erasing_scale", "data.augment.erasing_ratio"}) {
+    const auto range = get_path(r, key).get<std::vector<double>>();
+    if (range.size() != 2 || range[0] > range[1])
+      throw ConfigError(key, "must be [min, max] with min <= max");
+  }
   const int rep = get_path(r, "data.augment.replicate_channels").get<int>();
   if (rep != 0 && rep != 1 && rep != 3)
     throw ConfigError("data.augment.replicate_channels", "must be 0, 1 or 3");

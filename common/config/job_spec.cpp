@@ -172,6 +172,9 @@ void bind(Io& io, S& s) {
   io("data.augment.resize", a.resize);
   io("data.augment.pad_to", a.pad_to);
   io("data.augment.replicate_channels", a.replicate_channels);
+  io("data.augment.erasing", a.erasing);
+  io("data.augment.erasing_scale", a.erasing_scale);
+  io("data.augment.erasing_ratio", a.erasing_ratio);
   auto& t = s.training;
   io("training.epochs", t.epochs);
   io("training.batch_size", t.batch_size);
@@ -193,6 +196,7 @@ void bind(Io& io, S& s) {
   io("training.lr_schedule.warmup_epochs", l.warmup_epochs);
   io("training.lr_schedule.scale_with_world", l.scale_with_world);
   io("training.label_smoothing", t.label_smoothing);
+  io("training.ema_decay", t.ema_decay);
   io("training.accumulate_steps", t.accumulate_steps);
   io("training.eval_every_epochs", t.eval_every_epochs);
   io("training.log_every_steps", t.log_every_steps);

@@ -39,6 +39,9 @@ struct AugmentSpec {
   int resize = 0;
   int pad_to = 0;
   int replicate_channels = 0;
+  double erasing = 0;  // [Random erasing] in common/data/augment.h
+  std::array<double, 2> erasing_scale{0.02, 0.4};
+  std::array<double, 2> erasing_ratio{0.3, 3.3};
 };
 
 enum class DataSource { kShared, kCoordinator };
@@ -93,6 +96,7 @@ struct TrainingSpec {
   OptimizerSpec optimizer;
   LrScheduleSpec lr_schedule;
   double label_smoothing = 0;
+  double ema_decay = 0;  // [Weight EMA] in common/optim/weight_ema.h; 0 = off
   int accumulate_steps = 1;
   int eval_every_epochs = 1;
   int64_t log_every_steps = 20;

@@ -94,19 +94,14 @@ void validate(const AugmentOptions& o, int channels, int height, int width) {
   check_size(o.std, "data.augment.std");
   for (float s : o.std)
     if (!(s > 0)) throw ConfigError("data.augment.std", "values must be > 0, got " + std::to_string(s));
-}
-
-SampleTransform draw_transform(const AugmentOptions& o, uint64_t seed, int64_t epoch, int64_t sample_index) {
-  SampleTransform t;
-  if (!o.train) return t;
-  Rng rng(mix_seed({seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(sample_index)}));
-  if (o.crop_padding > 0) {
-    const uint64_t span = 2 * static_cast<uint64_t>(o.crop_padding) + 1;
-    t.shift_y = static_cast<int>(rng.below(span)) - o.crop_padding;
-    t.shift_x = static_cast<int>(rng.below(span)) - o.crop_padding;
-  }
-  if (o.flip) t.flip = rng.coin();
-  return t;
+  if (!(o.erasing >= 0 && o.erasing <= 1))
+    throw ConfigError("data.augment.erasing", "is a probability, must be in [0, 1]");
+  const auto [s0, s1] = o.erasing_scale;
+  if (!(s0 > 0 && s0 <= s1 && s1 <= 1))
+    throw ConfigError("data.augment.erasing_scale", "must be [min, max] with 0 < min <= max <= 1");
+  const auto [r0, r1] = o.erasing_ratio;
+  if (!(r0 > 0 && r0 <= r1 && std::isfinite(r1)))
+    throw ConfigError("data.augment.erasing_ratio", "must be [min, max] with 0 < min <= max");
 }
 
 Augmenter::Augmenter(int channels, int height, int width, AugmentOptions o) : o_(std::move(o)) {
@@ -145,6 +140,36 @@ Augmenter::Augmenter(int channels, int height, int width, AugmentOptions o) : o_
     taps_y_ = make_taps(ph_, out_h_);
     taps_x_ = make_taps(pw_, out_w_);
   }
+}
+
+SampleTransform Augmenter::draw(uint64_t seed, int64_t epoch, int64_t sample_index) const {
+  SampleTransform t;
+  if (!o_.train) return t;
+  Rng rng(mix_seed({seed, static_cast<uint64_t>(epoch), static_cast<uint64_t>(sample_index)}));
+  if (o_.crop_padding > 0) {
+    const uint64_t span = 2 * static_cast<uint64_t>(o_.crop_padding) + 1;
+    t.shift_y = static_cast<int>(rng.below(span)) - o_.crop_padding;
+    t.shift_x = static_cast<int>(rng.below(span)) - o_.crop_padding;
+  }
+  if (o_.flip) t.flip = rng.coin();
+  if (o_.erasing > 0 && rng.uniform() < o_.erasing) {  // [Random erasing]
+    const double area = static_cast<double>(out_h_) * out_w_;
+    const double log_r0 = std::log(o_.erasing_ratio[0]), log_r1 = std::log(o_.erasing_ratio[1]);
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      const double target =
+          area * (o_.erasing_scale[0] + (o_.erasing_scale[1] - o_.erasing_scale[0]) * rng.uniform());
+      const double aspect = std::exp(log_r0 + (log_r1 - log_r0) * rng.uniform());
+      const int h = static_cast<int>(std::lround(std::sqrt(target * aspect)));
+      const int w = static_cast<int>(std::lround(std::sqrt(target / aspect)));
+      if (h < 1 || w < 1 || h >= out_h_ || w >= out_w_) continue;
+      t.erase_y = static_cast<int>(rng.below(static_cast<uint64_t>(out_h_ - h + 1)));
+      t.erase_x = static_cast<int>(rng.below(static_cast<uint64_t>(out_w_ - w + 1)));
+      t.erase_h = h;
+      t.erase_w = w;
+      break;
+    }
+  }
+  return t;
 }
 
 void Augmenter::crop_normalise(const uint8_t* src, const SampleTransform& t, float* dst, int64_t cs,
@@ -199,20 +224,33 @@ void Augmenter::resize_into(const float* chw, float* dst, int64_t cs, int64_t ys
   }
 }
 
+void Augmenter::erase(const SampleTransform& t, float* dst, int64_t cs, int64_t ys, int64_t xs) const {
+  for (int c = 0; c < out_c_; ++c)
+    for (int y = t.erase_y; y < t.erase_y + t.erase_h; ++y) {
+      float* d = dst + c * cs + y * ys;
+      for (int x = t.erase_x; x < t.erase_x + t.erase_w; ++x) d[x * xs] = 0.0f;
+    }
+}
+
 void Augmenter::apply(const uint8_t* src, const SampleTransform& t, float* dst, bool channels_last) const {
   RX_CHECK(std::abs(t.shift_y) <= o_.crop_padding && std::abs(t.shift_x) <= o_.crop_padding,
            "shift " << t.shift_y << "," << t.shift_x << " exceeds crop_padding " << o_.crop_padding);
+  RX_CHECK(t.erase_h == 0 || (t.erase_h > 0 && t.erase_w > 0 && t.erase_y >= 0 && t.erase_x >= 0 &&
+                              t.erase_y + t.erase_h <= out_h_ && t.erase_x + t.erase_w <= out_w_),
+           "erased rectangle " << t.erase_h << "x" << t.erase_w << " at " << t.erase_y << "," << t.erase_x
+                               << " is outside the " << out_h_ << "x" << out_w_ << " output");
   const int64_t oc = out_c_, oh = out_h_, ow = out_w_;
   const int64_t cs = channels_last ? 1 : oh * ow, ys = channels_last ? ow * oc : ow,
                 xs = channels_last ? oc : 1;
   if (o_.resize == 0) {
     crop_normalise(src, t, dst, cs, ys, xs);
-    return;
+  } else {
+    thread_local std::vector<float> scratch;
+    scratch.resize(static_cast<size_t>(out_c_) * ph_ * pw_);
+    crop_normalise(src, t, scratch.data(), int64_t{ph_} * pw_, pw_, 1);
+    resize_into(scratch.data(), dst, cs, ys, xs);
   }
-  thread_local std::vector<float> scratch;
-  scratch.resize(static_cast<size_t>(out_c_) * ph_ * pw_);
-  crop_normalise(src, t, scratch.data(), int64_t{ph_} * pw_, pw_, 1);
-  resize_into(scratch.data(), dst, cs, ys, xs);
+  if (t.erase_h > 0) erase(t, dst, cs, ys, xs);
 }
 
 }  // namespace rx::data

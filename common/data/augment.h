@@ -2,9 +2,15 @@
 // Per-sample augmentation from uint8 CHW pixels straight into float batch memory.
 //
 // [Order] pad_to (centered zero pad, e.g. 28 -> 32) -> replicate grey to N channels -> random crop
-// with zero padding -> horizontal flip -> bilinear resize -> per-channel normalise. This is what
-// torchvision's Pad, Grayscale(3), RandomCrop(padding), RandomHorizontalFlip, Resize, ToTensor,
-// Normalize compute. Zero padding means pixel value 0 *before* normalisation (-mean/std after).
+// with zero padding -> horizontal flip -> bilinear resize -> per-channel normalise -> random erasing.
+// This is what torchvision's Pad, Grayscale(3), RandomCrop(padding), RandomHorizontalFlip, Resize,
+// ToTensor, Normalize, RandomErasing(value=0) compute. Zero padding means pixel value 0 *before*
+// normalisation (-mean/std after); an erased rectangle is 0 *after* it (the per-channel mean).
+//
+// [Random erasing] Zhong et al. 2017, as torchvision draws it: with probability `erasing`, up to 10
+// attempts of an area uniform in erasing_scale (fractions of the output image) and an aspect ratio
+// (height / width) log-uniform in erasing_ratio; the first that fits strictly inside the image is
+// placed uniformly, and none is erased when no attempt fits.
 //
 // [Determinism] The random choices for a sample come from Rng(mix_seed({seed, epoch, sample_index})),
 // never from a shared generator, so a sample's augmentation does not depend on the rank, the batch
@@ -29,7 +35,10 @@ struct AugmentOptions {
   int resize = 0;              // 0 = keep; else square output side after crop (bilinear)
   int pad_to = 0;              // 0 = keep; else zero-pad (centered) to pad_to x pad_to before crop (28 -> 32)
   int replicate_channels = 0;  // 0 = keep; 3 = copy a grey channel into 3
-  bool train = true;           // false: no crop/flip (evaluation), only pad/replicate/resize/normalise
+  float erasing = 0;           // probability of erasing one rectangle ([Random erasing]); 0 = off
+  std::array<float, 2> erasing_scale = {0.02f, 0.4f};  // area, as fractions of the output image
+  std::array<float, 2> erasing_ratio = {0.3f, 3.3f};   // aspect ratio h/w, drawn log-uniformly
+  bool train = true;  // false: no crop/flip/erasing (evaluation), only pad/replicate/resize/normalise
 
   // mean = std = {0.5} (maps [0, 1] to [-1, 1]).
   static AugmentOptions half_normalised();
@@ -39,18 +48,19 @@ struct AugmentOptions {
 std::array<int64_t, 3> output_shape(const Dataset& d, const AugmentOptions& o);
 
 // Throws ConfigError naming the job-config field ("data.augment.mean", ".std", ".crop_padding",
-// ".resize", ".pad_to", ".replicate_channels") for options that do not fit a C x H x W input.
+// ".resize", ".pad_to", ".replicate_channels", ".erasing", ".erasing_scale", ".erasing_ratio") for
+// options that do not fit a C x H x W input.
 void validate(const AugmentOptions& o, int channels, int height, int width);
 
 // The random part of one sample's augmentation. shift_y/shift_x in [-crop_padding, crop_padding] are
-// the crop window's offset from the centre of the padded image: {0, 0, false} is the identity.
+// the crop window's offset from the centre of the padded image; erase_h x erase_w at (erase_y,
+// erase_x) is the erased rectangle of the output image (erase_h == 0: none). {} is the identity.
 struct SampleTransform {
   int shift_y = 0;
   int shift_x = 0;
   bool flip = false;
+  int erase_y = 0, erase_x = 0, erase_h = 0, erase_w = 0;
 };
-// Identity when !o.train; otherwise drawn from Rng(mix_seed({seed, epoch, sample_index})).
-SampleTransform draw_transform(const AugmentOptions& o, uint64_t seed, int64_t epoch, int64_t sample_index);
 
 class Augmenter {
  public:
@@ -59,6 +69,10 @@ class Augmenter {
   Augmenter(const Dataset& d, AugmentOptions o) : Augmenter(d.channels, d.height, d.width, std::move(o)) {}
 
   std::array<int64_t, 3> shape() const { return {out_c_, out_h_, out_w_}; }
+  // Identity when !options().train; otherwise drawn from Rng(mix_seed({seed, epoch, sample_index})) in
+  // a fixed order (crop shift, flip, erasing), each only when enabled, so turning erasing on leaves
+  // every sample's crop and flip as they were.
+  SampleTransform draw(uint64_t seed, int64_t epoch, int64_t sample_index) const;
   int64_t output_size() const { return int64_t{out_c_} * out_h_ * out_w_; }
   const AugmentOptions& options() const { return o_; }
 
@@ -71,6 +85,7 @@ class Augmenter {
   void crop_normalise(const uint8_t* src, const SampleTransform& t, float* dst, int64_t cs, int64_t ys,
                       int64_t xs) const;
   void resize_into(const float* chw, float* dst, int64_t cs, int64_t ys, int64_t xs) const;
+  void erase(const SampleTransform& t, float* dst, int64_t cs, int64_t ys, int64_t xs) const;
 
   AugmentOptions o_;
   int in_c_, in_h_, in_w_;

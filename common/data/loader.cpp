@@ -94,7 +94,7 @@ Batch Loader::build_batch(int64_t b) const {
   const int64_t sample_bytes = data_.sample_bytes();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t idx = batch.indices[i];
-    const SampleTransform t = draw_transform(augmenter_.options(), opts_.seed, opts_.epoch, idx);
+    const SampleTransform t = augmenter_.draw(opts_.seed, opts_.epoch, idx);
     augmenter_.apply(pixels + idx * sample_bytes, t, images + i * per_sample, opts_.channels_last);
     labels[i] = data_.labels[idx];
   }

@@ -186,20 +186,22 @@ TEST(Augment, ResizeMatchesTorchBilinear) {
 TEST(Augment, DrawTransformDeterministicAndCoversRange) {
   AugmentOptions o;
   o.crop_padding = 2;
+  const Augmenter a(3, 32, 32, o);
   int flips = 0;
   std::set<std::pair<int, int>> shifts;
   int changed = 0;
   for (int64_t i = 0; i < 2000; ++i) {
-    const SampleTransform t = draw_transform(o, 7, 3, i);
-    const SampleTransform again = draw_transform(o, 7, 3, i);
+    const SampleTransform t = a.draw(7, 3, i);
+    const SampleTransform again = a.draw(7, 3, i);
     ASSERT_EQ(t.shift_y, again.shift_y);
     ASSERT_EQ(t.shift_x, again.shift_x);
     ASSERT_EQ(t.flip, again.flip);
+    ASSERT_EQ(t.erase_h, 0) << "erasing is off by default";
     ASSERT_LE(std::abs(t.shift_y), 2);
     ASSERT_LE(std::abs(t.shift_x), 2);
     flips += t.flip;
     shifts.insert({t.shift_y, t.shift_x});
-    const SampleTransform other = draw_transform(o, 7, 4, i);
+    const SampleTransform other = a.draw(7, 4, i);
     changed += other.shift_y != t.shift_y || other.shift_x != t.shift_x || other.flip != t.flip;
   }
   EXPECT_EQ(shifts.size(), 25u);
@@ -207,10 +209,86 @@ TEST(Augment, DrawTransformDeterministicAndCoversRange) {
   EXPECT_LT(flips, 1150);
   EXPECT_GT(changed, 1800) << "a different epoch must give different transforms";
   o.train = false;
-  const SampleTransform eval = draw_transform(o, 7, 3, 5);
+  o.erasing = 1;
+  const SampleTransform eval = Augmenter(3, 32, 32, o).draw(7, 3, 5);
   EXPECT_EQ(eval.shift_y, 0);
   EXPECT_EQ(eval.shift_x, 0);
   EXPECT_FALSE(eval.flip);
+  EXPECT_EQ(eval.erase_h, 0);
+}
+
+// [Random erasing] Drawn after crop and flip from the same per-sample generator: turning it on keeps
+// every sample's crop and flip; the rectangles follow the configured area and aspect ranges, appear
+// with the configured probability, and the erased pixels (only those) become 0 after normalisation.
+TEST(Augment, RandomErasingDrawsAndErases) {
+  AugmentOptions o = raw_options(2);
+  const Augmenter plain(1, 28, 28, o);
+  o.erasing = 0.5f;
+  o.erasing_scale = {0.05f, 0.3f};
+  o.erasing_ratio = {0.5f, 2.0f};
+  const Augmenter erasing(1, 28, 28, o);
+  const auto sample = random_dataset(1, 1, 28, 28, 10, 3);
+  int erased = 0;
+  for (int64_t i = 0; i < 4000; ++i) {
+    const SampleTransform p = plain.draw(5, 1, i), e = erasing.draw(5, 1, i);
+    ASSERT_EQ(p.shift_y, e.shift_y);
+    ASSERT_EQ(p.shift_x, e.shift_x);
+    ASSERT_EQ(p.flip, e.flip);
+    ASSERT_EQ(p.erase_h, 0);
+    if (e.erase_h == 0) continue;
+    ++erased;
+    const double area = static_cast<double>(e.erase_h) * e.erase_w / (28.0 * 28.0);
+    // Rounding h and w to whole pixels moves the area a little outside the drawn range.
+    ASSERT_GE(area, 0.05 * 0.75) << i;
+    ASSERT_LE(area, 0.3 * 1.25) << i;
+    const double aspect = static_cast<double>(e.erase_h) / e.erase_w;
+    ASSERT_GE(aspect, 0.5 * 0.7) << i;
+    ASSERT_LE(aspect, 2.0 / 0.7) << i;
+    ASSERT_GE(e.erase_y, 0);
+    ASSERT_GE(e.erase_x, 0);
+    ASSERT_LT(e.erase_y + e.erase_h, 29);
+    ASSERT_LT(e.erase_x + e.erase_w, 29);
+    if (i < 50) {  // pixels: the erased rectangle is 0, everything else as without erasing
+      for (bool cl : {false, true}) {
+        const auto with = run(erasing, sample.sample(0), e, cl);
+        const auto without = run(plain, sample.sample(0), p, cl);
+        for (int y = 0; y < 28; ++y)
+          for (int x = 0; x < 28; ++x) {
+            const size_t k = static_cast<size_t>(y * 28 + x);  // one channel: CHW == HWC
+            const bool inside =
+                y >= e.erase_y && y < e.erase_y + e.erase_h && x >= e.erase_x && x < e.erase_x + e.erase_w;
+            ASSERT_EQ(with[k], inside ? 0.0f : without[k]) << "sample " << i << " y " << y << " x " << x;
+          }
+      }
+    }
+  }
+  EXPECT_GT(erased, 1800) << "probability 0.5 of 4000 draws";
+  EXPECT_LT(erased, 2200);
+}
+
+TEST(Augment, RandomErasingMultiChannelChannelsLast) {
+  AugmentOptions o = raw_options(0);
+  o.flip = false;
+  o.erasing = 1;
+  const Augmenter a(3, 32, 32, o);
+  const auto data = random_dataset(1, 3, 32, 32, 10, 9);
+  SampleTransform t;
+  t.erase_y = 3, t.erase_x = 5, t.erase_h = 4, t.erase_w = 7;
+  const auto chw = run(a, data.sample(0), t, false);
+  const auto hwc = run(a, data.sample(0), t, true);
+  int zeros = 0;
+  for (int c = 0; c < 3; ++c)
+    for (int y = 0; y < 32; ++y)
+      for (int x = 0; x < 32; ++x) {
+        const float v = chw[static_cast<size_t>((c * 32 + y) * 32 + x)];
+        ASSERT_EQ(v, hwc[static_cast<size_t>((y * 32 + x) * 3 + c)]);
+        const bool inside = y >= 3 && y < 7 && x >= 5 && x < 12;
+        if (inside) ASSERT_EQ(v, 0.0f);
+        zeros += inside;
+      }
+  EXPECT_EQ(zeros, 3 * 4 * 7);
+  t.erase_x = 30;  // sticks out of the image: a bug in the caller, not silently clipped
+  EXPECT_THROW(run(a, data.sample(0), t, false), rx::InternalError);
 }
 
 TEST(Augment, InvalidOptionsNameTheConfigField) {
@@ -251,4 +329,13 @@ TEST(Augment, InvalidOptionsNameTheConfigField) {
   EXPECT_EQ(field_of(o, 1), "(no error)");
   o.replicate_channels = 0;  // ... but not for a plain grey output
   EXPECT_EQ(field_of(o, 1), "data.augment.mean");
+  o = {};
+  o.erasing = 1.5f;
+  EXPECT_EQ(field_of(o, 3), "data.augment.erasing");
+  o = {};
+  o.erasing_scale = {0.4f, 0.1f};
+  EXPECT_EQ(field_of(o, 3), "data.augment.erasing_scale");
+  o = {};
+  o.erasing_ratio = {0.0f, 1.0f};
+  EXPECT_EQ(field_of(o, 3), "data.augment.erasing_ratio");
 }

@@ -88,7 +88,7 @@ TEST(Loader, BatchesFollowIndicesAndMatchAugmenter) {
     for (int64_t i = 0; i < n; ++i) {
       const int64_t idx = b->indices[i];
       ASSERT_EQ(b->labels[i].item<int64_t>(), synthetic().labels[idx]);
-      aug.apply(synthetic().sample(idx), draw_transform(AugmentOptions{}, 9, 2, idx), expect.data(), false);
+      aug.apply(synthetic().sample(idx), aug.draw(9, 2, idx), expect.data(), false);
       ASSERT_TRUE(torch::equal(b->images[i], torch::from_blob(expect.data(), {3, 32, 32})))
           << "sample " << idx;
     }
