@@ -126,6 +126,18 @@ std::vector<Point> series(const json& epochs, const char* key) {
 
 }  // namespace
 
+// The preset's name, or for a model given by depth/cardinality/base_width (preset null) the name a
+// preset of that shape would have.
+static std::string model_title(const json& record) {
+  if (!record.contains("model") || !record["model"].is_object()) return "";
+  const json& m = record["model"];
+  if (m.contains("preset") && m["preset"].is_string()) return m["preset"].get<std::string>();
+  const auto field = [&m](const char* key) {
+    return m.contains(key) && m[key].is_number_integer() ? std::to_string(m[key].get<int64_t>()) : "?";
+  };
+  return "resnext" + field("depth") + "_" + field("cardinality") + "x" + field("base_width") + "d";
+}
+
 std::string run_plots_svg(const json& record) {
   const json epochs = record.value("epochs", json::array());
   std::vector<std::string> labels;
@@ -140,8 +152,7 @@ std::string run_plots_svg(const json& record) {
     << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"12\">\n"
     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  std::string model =
-      record.contains("model") && record["model"].is_object() ? record["model"].value("preset", "") : "";
+  const std::string model = model_title(record);
   o << "<text x=\"10\" y=\"20\" font-size=\"14\" font-weight=\"bold\">" << esc(model) << " on "
     << record.value("world_size", 0) << " rank(s): final test accuracy "
     << num(record.value("final_test_accuracy", 0.0)) << ", " << num(record.value("total_images_per_sec", 0.0))

@@ -88,6 +88,19 @@ def single(tmp):
     rc, log, _ = run_worker(0, tmp, ["data.max_train_samples=256", "data.max_test_samples=128"], 300)
     check(rc == 0, f"world-of-1 run exited {rc}", log)
     check(record(tmp)["world_size"] == 1, "world size is not 1")
+    # A model given by its shape (model.preset null) runs to the end: the plots' title names its shape
+    # (this used to abort after result.json was written).
+    with open(CONFIG) as f:
+        cfg = json.load(f)
+    cfg["model"] = {"depth": 11, "cardinality": 2, "base_width": 32, "stem_channels": 8, "base_planes": 8}
+    custom = os.path.join(tmp, "custom.json")
+    with open(custom, "w") as f:
+        json.dump(cfg, f)
+    out = os.path.join(tmp, "custom")
+    rc, log, _ = run_worker(0, out, ["data.max_train_samples=256", "data.max_test_samples=128"], 300, config=custom)
+    check(rc == 0, f"a model without a preset: exit {rc}", log)
+    with open(os.path.join(out, "plots.svg")) as f:
+        check("resnext11_2x32d" in f.read(), "plots.svg does not name the model's shape")
 
 
 def fault(tmp):
