@@ -81,7 +81,7 @@ json Trainer::evaluate() {
   {
     // [Eval consistency] applies to the average too: evaluate_current_weights() broadcasts rank 0's
     // averaged BatchNorm statistics, and Applied keeps them in every rank's average.
-    optim::WeightEma::Applied applied(*ema_, *model_);
+    optim::WeightEma::Applied applied(*ema_);
     averaged = evaluate_current_weights();
   }
   averaged["raw_accuracy"] = own["accuracy"];

@@ -20,7 +20,6 @@ Writes OUT/NAME.jsonl: one line per epoch {"epoch", "test_acc", "ema_acc", "trai
 """
 import argparse
 import copy
-import gzip
 import json
 import math
 import os
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 
 TINY = dict(depth=20, cardinality=4, base_width=16, stem=32, base_planes=16)
 D11 = dict(depth=11, cardinality=4, base_width=16, stem=32, base_planes=16)
@@ -72,15 +70,6 @@ def candidates():
     return c
 
 
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        data = f.read()
-    magic = int.from_bytes(data[0:4], "big")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def train_one(name, cfg, data_dir, out_dir, smoke):
     import torch
     import torch.nn.functional as F
@@ -90,10 +79,10 @@ def train_one(name, cfg, data_dir, out_dir, smoke):
     torch.manual_seed(1)
     torch.backends.cudnn.benchmark = True
     mean, std = 0.2860, 0.3530
-    xtr = read_idx(os.path.join(data_dir, "train-images-idx3-ubyte.gz"))
-    ytr = read_idx(os.path.join(data_dir, "train-labels-idx1-ubyte.gz"))
-    xte = read_idx(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz"))
-    yte = read_idx(os.path.join(data_dir, "t10k-labels-idx1-ubyte.gz"))
+    from ddp_fashion import read_idx  # the worker's IDX reading, ported once (bench/accuracy)
+
+    xtr, ytr = read_idx(data_dir, "train")
+    xte, yte = read_idx(data_dir, "test")
     if smoke:
         xtr, ytr, xte, yte = xtr[:512], ytr[:512], xte[:256], yte[:256]
     xtr = torch.tensor(xtr, device=dev).float().div_(255).unsqueeze(1)

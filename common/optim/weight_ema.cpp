@@ -45,9 +45,9 @@ void WeightEma::update() {
   ++updates_;
 }
 
-WeightEma::Applied::Applied(WeightEma& ema, torch::nn::Module& model) : ema_(ema), model_(model) {
+WeightEma::Applied::Applied(WeightEma& ema) : ema_(ema) {
   torch::NoGradGuard no_grad;
-  const auto live = ema_tensors(model_);
+  const auto live = ema_tensors(ema_.model_);
   for (size_t i = 0; i < live.size(); ++i) {
     saved_.push_back(live[i].detach().clone());
     live[i].copy_(ema_.avg_[i]);
@@ -56,7 +56,7 @@ WeightEma::Applied::Applied(WeightEma& ema, torch::nn::Module& model) : ema_(ema
 
 WeightEma::Applied::~Applied() {
   torch::NoGradGuard no_grad;
-  const auto live = ema_tensors(model_);
+  const auto live = ema_tensors(ema_.model_);
   for (size_t i = 0; i < live.size(); ++i) {
     ema_.avg_[i].copy_(live[i]);
     live[i].copy_(saved_[i]);

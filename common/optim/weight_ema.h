@@ -27,7 +27,6 @@ class WeightEma {
   // One update from the model's current values; call after each optimizer step.
   void update();
 
-  double decay() const { return decay_; }
   int64_t updates() const { return updates_; }
   // d_t of the next update (t = updates() + 1).
   double next_decay() const;
@@ -37,14 +36,13 @@ class WeightEma {
   // model's own values.
   class Applied {
    public:
-    Applied(WeightEma& ema, torch::nn::Module& model);
+    explicit Applied(WeightEma& ema);
     ~Applied();
     Applied(const Applied&) = delete;
     Applied& operator=(const Applied&) = delete;
 
    private:
     WeightEma& ema_;
-    torch::nn::Module& model_;
     std::vector<torch::Tensor> saved_;
   };
 

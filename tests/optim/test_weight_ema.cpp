@@ -85,7 +85,7 @@ TEST(WeightEma, AppliedSwapsInAndRestores) {
   for (auto& t : optim::ema_tensors(*net)) own.push_back(t.detach().clone());
   for (auto& t : ema.averages()) avg_before.push_back(t.clone());
   {
-    optim::WeightEma::Applied applied(ema, *net);
+    optim::WeightEma::Applied applied(ema);
     const auto live = optim::ema_tensors(*net);
     for (size_t i = 0; i < live.size(); ++i) EXPECT_TRUE(torch::equal(live[i], avg_before[i])) << i;
     torch::NoGradGuard no_grad;

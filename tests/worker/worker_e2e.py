@@ -139,8 +139,13 @@ def _preempt_at(cmd, needle, timeout):
     cannot block the test past `timeout` (then it is killed and the check fails with its log)."""
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = queue.Queue()
-    reader = threading.Thread(target=lambda: [lines.put(x) for x in p.stdout] + [lines.put(None)], daemon=True)
-    reader.start()
+
+    def pump():  # every line, then None at the end of the output
+        for x in p.stdout:
+            lines.put(x)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
     log, hit, deadline = [], None, time.monotonic() + timeout
     while True:
         try:
