@@ -227,7 +227,15 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
   if (p.size() == 4 && sub == "cancel") {
     rid = RouteId::kJobCancel;
     if (!post) return method_not_allowed(req, "POST");
-    auto body = st.jobs.cancel(require_user(req, st), id);
+    const Principal who = require_user(req, st);
+    // Cancel takes no parameters. A body is optional, but one that is sent is checked like any other
+    // (clients send "{}"): junk or a field this route would ignore is an error, not silently accepted.
+    if (!req.body().empty()) {
+      const json b = parse_body(req);
+      if (!b.is_object()) throw ApiError(400, "invalid_body", "must be a JSON object ({})");
+      if (!b.empty()) throw ApiError(400, "unknown_field", "cancel takes no fields", b.begin().key());
+    }
+    auto body = st.jobs.cancel(who, id);
     return make(req, http::status::accepted, *body);
   }
   if (p.size() == 4 && sub == "reports") {
