@@ -3,8 +3,6 @@
 // trainer.cpp so that the training loop reads in one sitting.
 #include <spdlog/spdlog.h>
 
-#include <filesystem>
-
 #include "common/config/job_config.h"
 #include "common/data/loader.h"
 #include "common/data/shard_plan.h"
@@ -13,7 +11,6 @@
 #include "common/optim/fused_sgd.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/error.h"
-#include "common/util/file_util.h"
 #include "worker/trainer.h"
 #include "worker/trainer_detail.h"
 
@@ -175,16 +172,13 @@ data::Dataset Trainer::fetch_local_block(data::Split split) {
     throw ConfigError("data.source",
                       "\"coordinator\" needs the coordinator: run under it (--coordinator URL --job-id ID)");
   const std::string name = split == data::Split::kTrain ? "train" : "test";
-  const std::string dir = spec_.output.dir + "/shard-" + std::to_string(comm_.rank());
-  std::filesystem::create_directories(dir);
-  const std::string& format = spec_.data.format;
-  if (format == "idx") {
-    write_file_atomic(dir + "/" + name + "-images-idx3-ubyte", hooks_.fetch_shard("images", name));
-    write_file_atomic(dir + "/" + name + "-labels-idx1-ubyte", hooks_.fetch_shard("labels", name));
-    return data::read_idx(dir + "/" + name + "-images-idx3-ubyte", dir + "/" + name + "-labels-idx1-ubyte");
-  }
-  write_file_atomic(dir + "/" + name + ".bin", hooks_.fetch_shard("", name));
-  return data::read_cifar_records(dir + "/" + name + ".bin", format == "cifar100");
+  // [Shard blocks] Decoded from memory by the same code that encoded them in the coordinator: no
+  // temporary files to write, re-read or leave behind.
+  const std::string source = "the coordinator's " + name + " block for rank " + std::to_string(comm_.rank());
+  const data::Format format = data::parse_format(spec_.data.format);
+  if (format == data::Format::kIdx)
+    return data::decode_idx(hooks_.fetch_shard("images", name), hooks_.fetch_shard("labels", name), source);
+  return data::decode_cifar_records(hooks_.fetch_shard("", name), format == data::Format::kCifar100, source);
 }
 
 }  // namespace rx::worker

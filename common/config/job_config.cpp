@@ -238,4 +238,11 @@ model::ResNeXtSpec model_spec(const json& r) {
 
 std::string config_hash(const json& resolved) { return rx::sha256_hex(resolved.dump()); }
 
+json without_launch_keys(json cfg) {
+  if (!cfg.is_object()) return cfg;
+  if (cfg.contains("output") && cfg["output"].is_object()) cfg["output"].erase("dir");
+  if (cfg.contains("checkpoint") && cfg["checkpoint"].is_object()) cfg["checkpoint"].erase("resume");
+  return cfg;
+}
+
 }  // namespace rx::config

@@ -34,4 +34,9 @@ nlohmann::json defaults();
 // SHA-256 of the canonical (sorted-key, compact) dump of a resolved config.
 std::string config_hash(const nlohmann::json& resolved);
 
+// A resolved config minus the keys a launch sets on the worker's command line (output.dir from --out,
+// checkpoint.resume from --resume): what a job's config and the record of one of its runs share.
+// Any JSON is accepted (a record is read from disk); what is not an object is returned unchanged.
+nlohmann::json without_launch_keys(nlohmann::json resolved);
+
 }  // namespace rx::config

@@ -27,60 +27,82 @@ std::string join(const std::vector<std::string>& paths) {
   return s;
 }
 
-// Validates sizes of all files first, allocates the one pixel buffer, then reads file by file.
-Dataset read_cifar_files(const std::vector<std::string>& paths, const CifarFormat& fmt) {
-  const int64_t rec = fmt.record();
-  int64_t total = 0;
-  std::vector<int64_t> counts;
-  for (const auto& path : paths) {
-    std::error_code ec;
-    if (!fs::exists(path, ec)) throw IoError(path, "file not found");
-    if (!fs::is_regular_file(path, ec)) throw IoError(path, "not a regular file");
-    const auto size = static_cast<int64_t>(fs::file_size(path, ec));
-    if (ec) throw IoError(path, "cannot stat: " + ec.message());
-    if (size == 0)
-      throw DataError(path, 0, "empty file, expected records of " + std::to_string(rec) + " bytes");
-    if (size % rec != 0) {
-      const int64_t whole = size / rec;
-      throw DataError(path, whole * rec,
-                      "size " + std::to_string(size) + " bytes is not a multiple of the record size " +
-                          std::to_string(rec) + "; truncated record " + std::to_string(whole) + " has " +
-                          std::to_string(size - whole * rec) + " bytes");
-    }
-    counts.push_back(size / rec);
-    total += size / rec;
-  }
+const CifarFormat kCifar10{1, 10, 0};
+const CifarFormat kCifar100{2, 100, 20};
 
+// Records in `size` bytes of `name`; a DataError naming the truncated record otherwise.
+int64_t record_count(int64_t size, const CifarFormat& fmt, const std::string& name) {
+  const int64_t rec = fmt.record();
+  if (size == 0)
+    throw DataError(name, 0, "empty file, expected records of " + std::to_string(rec) + " bytes");
+  if (size % rec != 0) {
+    const int64_t whole = size / rec;
+    throw DataError(name, whole * rec,
+                    "size " + std::to_string(size) + " bytes is not a multiple of the record size " +
+                        std::to_string(rec) + "; truncated record " + std::to_string(whole) + " has " +
+                        std::to_string(size - whole * rec) + " bytes");
+  }
+  return size / rec;
+}
+
+// Records of one file's size; IoError if it is missing or not a regular file.
+int64_t file_record_count(const std::string& path, const CifarFormat& fmt) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw IoError(path, "file not found");
+  if (!fs::is_regular_file(path, ec)) throw IoError(path, "not a regular file");
+  const auto size = static_cast<int64_t>(fs::file_size(path, ec));
+  if (ec) throw IoError(path, "cannot stat: " + ec.message());
+  return record_count(size, fmt, path);
+}
+
+Dataset empty_cifar(int64_t count, const CifarFormat& fmt, std::string source) {
   Dataset d;
-  d.count = total;
+  d.count = count;
   d.channels = 3;
   d.height = d.width = kSide;
   d.num_classes = fmt.num_classes;
-  d.source = join(paths);
-  d.pixels.resize(static_cast<size_t>(total) * kPixels);
-  d.labels.resize(static_cast<size_t>(total));
+  d.source = std::move(source);
+  d.pixels.resize(static_cast<size_t>(count) * kPixels);
+  d.labels.resize(static_cast<size_t>(count));
+  return d;
+}
 
+// Checks and copies `count` records from `in` (read from `name`) into d's samples [base, base + count).
+void copy_records(const uint8_t* in, int64_t count, const CifarFormat& fmt, const std::string& name,
+                  Dataset& d, int64_t base) {
+  const int64_t rec = fmt.record();
+  for (int64_t r = 0; r < count; ++r, in += rec) {
+    if (fmt.num_coarse > 0 && in[0] >= fmt.num_coarse)
+      throw DataError(name, r * rec,
+                      "record " + std::to_string(r) + ": coarse label " + std::to_string(in[0]) +
+                          " out of range [0, " + std::to_string(fmt.num_coarse) + ")");
+    const int label = in[fmt.label_bytes - 1];
+    if (label >= fmt.num_classes)
+      throw DataError(name, r * rec + fmt.label_bytes - 1,
+                      "record " + std::to_string(r) + ": label " + std::to_string(label) +
+                          " out of range [0, " + std::to_string(fmt.num_classes) + ")");
+    d.labels[base + r] = label;
+    std::copy(in + fmt.label_bytes, in + rec, d.pixels.data() + (base + r) * kPixels);
+  }
+}
+
+// Validates sizes of all files first, allocates the one pixel buffer, then reads file by file.
+Dataset read_cifar_files(const std::vector<std::string>& paths, const CifarFormat& fmt) {
+  int64_t total = 0;
+  std::vector<int64_t> counts;
+  for (const auto& path : paths) {
+    counts.push_back(file_record_count(path, fmt));
+    total += counts.back();
+  }
+  Dataset d = empty_cifar(total, fmt, join(paths));
   std::vector<uint8_t> buf;
   int64_t base = 0;
   for (size_t f = 0; f < paths.size(); ++f) {
     const auto& path = paths[f];
     detail::read_file(path, buf);
-    if (static_cast<int64_t>(buf.size()) != counts[f] * rec)
+    if (static_cast<int64_t>(buf.size()) != counts[f] * fmt.record())
       throw DataError(path, "size changed while reading (now " + std::to_string(buf.size()) + " bytes)");
-    for (int64_t r = 0; r < counts[f]; ++r) {
-      const uint8_t* in = buf.data() + r * rec;
-      if (fmt.num_coarse > 0 && in[0] >= fmt.num_coarse)
-        throw DataError(path, r * rec,
-                        "record " + std::to_string(r) + ": coarse label " + std::to_string(in[0]) +
-                            " out of range [0, " + std::to_string(fmt.num_coarse) + ")");
-      const int label = in[fmt.label_bytes - 1];
-      if (label >= fmt.num_classes)
-        throw DataError(path, r * rec + fmt.label_bytes - 1,
-                        "record " + std::to_string(r) + ": label " + std::to_string(label) +
-                            " out of range [0, " + std::to_string(fmt.num_classes) + ")");
-      d.labels[base + r] = label;
-      std::copy(in + fmt.label_bytes, in + rec, d.pixels.data() + (base + r) * kPixels);
-    }
+    copy_records(buf.data(), counts[f], fmt, path, d, base);
     base += counts[f];
   }
   return d;
@@ -101,17 +123,9 @@ void check_writable(const std::string& dir, const Dataset& d, int num_classes) {
                                " out of range [0, " + std::to_string(num_classes) + ")");
 }
 
-// Writes samples [begin, end) of d as CIFAR records; CIFAR-100 gets a coarse byte first.
 void write_records(const std::string& path, const Dataset& d, int64_t begin, int64_t end, bool cifar100) {
-  const int64_t rec = (cifar100 ? 2 : 1) + kPixels;
-  std::vector<uint8_t> out(static_cast<size_t>((end - begin) * rec));
-  uint8_t* o = out.data();
-  for (int64_t i = begin; i < end; ++i) {
-    if (cifar100) *o++ = static_cast<uint8_t>(d.labels[i] / 5);
-    *o++ = static_cast<uint8_t>(d.labels[i]);
-    o = std::copy(d.sample(i), d.sample(i) + kPixels, o);
-  }
-  detail::write_file(path, out.data(), out.size());
+  const std::string out = encode_cifar_records(d, begin, end, cifar100);
+  detail::write_file(path, reinterpret_cast<const uint8_t*>(out.data()), out.size());
 }
 
 std::string file_in(const std::string& dir, const std::string& name) {
@@ -120,23 +134,66 @@ std::string file_in(const std::string& dir, const std::string& name) {
 
 }  // namespace
 
-Dataset read_cifar10(const std::string& dir, Split split) {
+namespace {
+std::vector<std::string> cifar10_files(const std::string& dir, Split split) {
   std::vector<std::string> paths;
   if (split == Split::kTrain) {
     for (int i = 1; i <= 5; ++i) paths.push_back(file_in(dir, "data_batch_" + std::to_string(i) + ".bin"));
   } else {
     paths.push_back(file_in(dir, "test_batch.bin"));
   }
-  return read_cifar_files(paths, CifarFormat{1, 10, 0});
+  return paths;
+}
+std::string cifar100_file(const std::string& dir, Split split) {
+  return file_in(dir, split == Split::kTrain ? "train.bin" : "test.bin");
+}
+}  // namespace
+
+Dataset read_cifar10(const std::string& dir, Split split) {
+  return read_cifar_files(cifar10_files(dir, split), kCifar10);
 }
 
 Dataset read_cifar100(const std::string& dir, Split split) {
-  return read_cifar_files({file_in(dir, split == Split::kTrain ? "train.bin" : "test.bin")},
-                          CifarFormat{2, 100, 20});
+  return read_cifar_files({cifar100_file(dir, split)}, kCifar100);
 }
 
 Dataset read_cifar_records(const std::string& path, bool cifar100) {
-  return read_cifar_files({path}, cifar100 ? CifarFormat{2, 100, 20} : CifarFormat{1, 10, 0});
+  return read_cifar_files({path}, cifar100 ? kCifar100 : kCifar10);
+}
+
+int64_t count_cifar10(const std::string& dir, Split split) {
+  int64_t n = 0;
+  for (const auto& path : cifar10_files(dir, split)) n += file_record_count(path, kCifar10);
+  return n;
+}
+
+int64_t count_cifar100(const std::string& dir, Split split) {
+  return file_record_count(cifar100_file(dir, split), kCifar100);
+}
+
+Dataset decode_cifar_records(const std::string& bytes, bool cifar100, const std::string& source) {
+  const CifarFormat& fmt = cifar100 ? kCifar100 : kCifar10;
+  const int64_t count = record_count(static_cast<int64_t>(bytes.size()), fmt, source);
+  Dataset d = empty_cifar(count, fmt, source);
+  copy_records(reinterpret_cast<const uint8_t*>(bytes.data()), count, fmt, source, d, 0);
+  return d;
+}
+
+std::string encode_cifar_records(const Dataset& d, int64_t begin, int64_t end, bool cifar100) {
+  check_writable(d.source, d, cifar100 ? 100 : 10);
+  if (begin < 0 || begin > end || end > d.count)
+    throw DataError(d.source, "block [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                  ") is outside the " + std::to_string(d.count) + " samples");
+  const int64_t rec = (cifar100 ? 2 : 1) + kPixels;
+  std::string out(static_cast<size_t>((end - begin) * rec), '\0');
+  char* o = out.data();
+  for (int64_t i = begin; i < end; ++i) {
+    // Dataset keeps no coarse labels: fine / 5 stands in (see write_cifar100).
+    if (cifar100) *o++ = static_cast<char>(d.labels[i] / 5);
+    *o++ = static_cast<char>(d.labels[i]);
+    o = std::copy(d.sample(i), d.sample(i) + kPixels, o);
+  }
+  return out;
 }
 
 void write_cifar10(const std::string& dir, const Dataset& train, const Dataset& test) {

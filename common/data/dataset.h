@@ -45,11 +45,34 @@ Dataset read_cifar_records(const std::string& path, bool cifar100);
 Dataset read_idx(const std::string& images_path, const std::string& labels_path, int num_classes = 10);
 // {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] in `dir` (.gz preferred when both exist).
 Dataset read_fashion_mnist(const std::string& dir, Split split);
-// format: "cifar10" | "cifar100" | "idx" (alias "fashion_mnist", "mnist") | "synthetic"
-// (synthetic = CIFAR-10 files in `path`, written by write_synthetic_cifar10; with an empty `path`,
+// The formats data.format names: "cifar10" | "cifar100" | "idx" (alias "fashion_mnist", "mnist") |
+// "synthetic" (CIFAR-10 files in data.path, written by write_synthetic_cifar10; with an empty path,
 // make_synthetic_cifar10(kSyntheticTrain/kSyntheticTest, kSyntheticSeed) generated in memory).
-// Unknown format -> ConfigError("data.format").
+// Unknown name -> ConfigError("data.format").
+enum class Format { kCifar10, kCifar100, kIdx, kSynthetic };
+Format parse_format(const std::string& name);
 Dataset load_dataset(const std::string& format, const std::string& path, Split split);
+
+// [Sample count] A split's size from file sizes (CIFAR) or the IDX header's count alone, without
+// reading the pixels: what the coordinator's shard plan needs. Same errors as the readers for a
+// missing file, a size that is not whole records, or a bad IDX magic.
+int64_t count_cifar10(const std::string& dir, Split split);
+int64_t count_cifar100(const std::string& dir, Split split);
+int64_t count_fashion_mnist(const std::string& dir, Split split);
+int64_t sample_count(const std::string& format, const std::string& path, Split split);
+
+// [Shard blocks] Samples [begin, end) of a dataset in its format's file layout: how the coordinator
+// ships a rank's block (data.source "coordinator") and how the worker reads it back, from memory.
+// One encoder and one decoder per format, shared by both ends and by the file writers below, so the
+// two ends cannot disagree. Decoding checks exactly what reading the same bytes from a file would;
+// `source` names the block in messages (e.g. the URL it came from).
+std::string encode_idx_images(const Dataset& d, int64_t begin, int64_t end);
+std::string encode_idx_labels(const Dataset& d, int64_t begin, int64_t end);
+// CIFAR-10 records, or CIFAR-100's with the stand-in coarse byte of write_cifar100.
+std::string encode_cifar_records(const Dataset& d, int64_t begin, int64_t end, bool cifar100);
+Dataset decode_idx(const std::string& images, const std::string& labels, const std::string& source,
+                   int num_classes = 10);
+Dataset decode_cifar_records(const std::string& bytes, bool cifar100, const std::string& source);
 
 // Writers (tests, tools, the synthetic stand-in). Each creates `dir` if needed; IoError on failure.
 // write_cifar10 spreads `train` over data_batch_1..5 (as evenly as possible) and writes `test` to

@@ -82,6 +82,24 @@ std::vector<uint8_t> read_file_maybe_gzip(const std::string& path) {
   return is_gzip(raw) ? inflate_gzip(path, raw) : raw;
 }
 
+std::vector<uint8_t> read_prefix_maybe_gzip(const std::string& path, size_t n) {
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  if (!fs::exists(status)) throw IoError(path, "file not found");
+  if (!fs::is_regular_file(status)) throw IoError(path, "not a regular file");
+  // gzread passes a file without the gzip magic through unchanged, so one path reads both kinds.
+  gzFile g = gzopen(path.c_str(), "rb");
+  if (!g) throw IoError(path, "cannot open: " + errno_text());
+  std::vector<uint8_t> out(n);
+  const int got = n > 0 ? gzread(g, out.data(), static_cast<unsigned>(n)) : 0;
+  int zerr = Z_OK;
+  const std::string what = got < 0 ? gzerror(g, &zerr) : "";
+  gzclose(g);
+  if (got < 0) throw DataError(path, 0, "corrupt gzip stream: " + what);
+  out.resize(static_cast<size_t>(got));
+  return out;
+}
+
 void write_file(const std::string& path, const uint8_t* data, size_t n, bool gzip) {
   const fs::path p(path);
   std::error_code ec;

@@ -12,6 +12,9 @@ void read_file(const std::string& path, std::vector<uint8_t>& out);
 // Like read_file, but inflates gzip content (detected by the magic 1f 8b). A corrupt or truncated
 // gzip stream -> DataError naming the file and the compressed offset.
 std::vector<uint8_t> read_file_maybe_gzip(const std::string& path);
+// The first `n` bytes of the file's content (inflated when gzip): fewer if the content is shorter.
+// IoError if missing or unreadable; DataError for a corrupt gzip stream.
+std::vector<uint8_t> read_prefix_maybe_gzip(const std::string& path, size_t n);
 // Writes `n` bytes (gzip-compressed when `gzip`), creating parent directories. IoError on failure.
 void write_file(const std::string& path, const uint8_t* data, size_t n, bool gzip = false);
 

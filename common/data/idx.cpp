@@ -27,8 +27,9 @@ std::string hex(uint8_t b) {
   return std::string("0x") + d[b >> 4] + d[b & 15];
 }
 
-IdxFile read_idx_file(const std::string& path, int ndims) {
-  IdxFile f{path, detail::read_file_maybe_gzip(path), {}, 0};
+// `path` names where the bytes came from (a file, or a shard the coordinator sent) in every message.
+IdxFile parse_idx_file(std::vector<uint8_t> bytes, const std::string& path, int ndims) {
+  IdxFile f{path, std::move(bytes), {}, 0};
   const auto& b = f.bytes;
   const int64_t size = static_cast<int64_t>(b.size());
   const std::string want = "00 00 08 " + hex(static_cast<uint8_t>(ndims)).substr(2);
@@ -94,15 +95,15 @@ std::string find_gz_or_plain(const std::string& dir, const std::string& name) {
   throw IoError(gz, "file not found (nor " + plain + ")");
 }
 
-void put_be32(std::vector<uint8_t>& out, int64_t v) {
-  for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(v >> s));
+void put_be32(std::string& out, int64_t v) {
+  for (int s = 24; s >= 0; s -= 8) out += static_cast<char>(static_cast<uint8_t>(v >> s));
 }
 
-}  // namespace
+std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 
-Dataset read_idx(const std::string& images_path, const std::string& labels_path, int num_classes) {
-  IdxFile images = read_idx_file(images_path, 3);
-  IdxFile labels = read_idx_file(labels_path, 1);
+Dataset idx_dataset(IdxFile images, IdxFile labels, int num_classes) {
+  const std::string& images_path = images.path;
+  const std::string& labels_path = labels.path;
   if (images.dims[0] != labels.dims[0])
     throw DataError(labels_path, 4,
                     "IDX field dims[0] (count) is " + std::to_string(labels.dims[0]) + " labels, but " +
@@ -130,31 +131,92 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path,
   return d;
 }
 
-Dataset read_fashion_mnist(const std::string& dir, Split split) {
+// The pair of files of a split, .gz preferred. Resolved in sequence (not as call arguments) so a
+// missing images file is always reported first.
+std::pair<std::string, std::string> fashion_mnist_files(const std::string& dir, Split split) {
   const std::string prefix = split == Split::kTrain ? "train" : "t10k";
-  // Resolved in sequence (not as call arguments) so a missing images file is always reported first.
-  const std::string images = find_gz_or_plain(dir, prefix + "-images-idx3-ubyte");
-  const std::string labels = find_gz_or_plain(dir, prefix + "-labels-idx1-ubyte");
+  std::string images = find_gz_or_plain(dir, prefix + "-images-idx3-ubyte");
+  std::string labels = find_gz_or_plain(dir, prefix + "-labels-idx1-ubyte");
+  return {std::move(images), std::move(labels)};
+}
+
+// A block an encoder can write: consistent buffers, [begin, end) inside them, labels that fit a byte.
+void check_encodable(const Dataset& d, int64_t begin, int64_t end, bool single_channel, const char* what) {
+  if ((single_channel && d.channels != 1) ||
+      static_cast<int64_t>(d.pixels.size()) != d.count * d.sample_bytes() ||
+      static_cast<int64_t>(d.labels.size()) != d.count)
+    throw DataError(d.source, std::string("cannot encode as ") + what +
+                                  (single_channel ? ": must be single-channel with consistent buffers"
+                                                  : ": buffers do not match the count"));
+  if (begin < 0 || begin > end || end > d.count)
+    throw DataError(d.source, "block [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                  ") is outside the " + std::to_string(d.count) + " samples");
+  for (int64_t i = begin; i < end; ++i)
+    if (d.labels[i] < 0 || d.labels[i] > 255)
+      throw DataError(d.source, "label " + std::to_string(d.labels[i]) + " of sample " + std::to_string(i) +
+                                    " does not fit a byte");
+}
+
+}  // namespace
+
+Dataset read_idx(const std::string& images_path, const std::string& labels_path, int num_classes) {
+  IdxFile images = parse_idx_file(detail::read_file_maybe_gzip(images_path), images_path, 3);
+  IdxFile labels = parse_idx_file(detail::read_file_maybe_gzip(labels_path), labels_path, 1);
+  return idx_dataset(std::move(images), std::move(labels), num_classes);
+}
+
+Dataset decode_idx(const std::string& images, const std::string& labels, const std::string& source,
+                   int num_classes) {
+  return idx_dataset(parse_idx_file(bytes_of(images), source + " (images)", 3),
+                     parse_idx_file(bytes_of(labels), source + " (labels)", 1), num_classes);
+}
+
+Dataset read_fashion_mnist(const std::string& dir, Split split) {
+  const auto [images, labels] = fashion_mnist_files(dir, split);
   return read_idx(images, labels, 10);
 }
 
+int64_t count_fashion_mnist(const std::string& dir, Split split) {
+  const std::string images = fashion_mnist_files(dir, split).first;
+  // Only the magic and dims[0] are read (inflated); the full read checks the rest.
+  const std::vector<uint8_t> h = detail::read_prefix_maybe_gzip(images, 8);
+  if (h.size() < 8)
+    throw DataError(images, static_cast<int64_t>(h.size()),
+                    "truncated IDX header: " + std::to_string(h.size()) + " bytes, need 8 for the count");
+  if (h[0] != 0 || h[1] != 0 || h[2] != kUbyte || h[3] != 3)
+    throw DataError(images, 0,
+                    "bad IDX magic " + hex(h[0]) + " " + hex(h[1]) + " " + hex(h[2]) + " " + hex(h[3]) +
+                        " (expected 0x00 0x00 0x08 0x03: an IDX ubyte image file)");
+  return int64_t{h[4]} << 24 | int64_t{h[5]} << 16 | int64_t{h[6]} << 8 | h[7];
+}
+
+std::string encode_idx_images(const Dataset& d, int64_t begin, int64_t end) {
+  check_encodable(d, begin, end, true, "IDX images");
+  const int64_t sb = d.sample_bytes();
+  std::string out = {0, 0, static_cast<char>(kUbyte), 3};
+  out.reserve(static_cast<size_t>(16 + (end - begin) * sb));
+  put_be32(out, end - begin);
+  put_be32(out, d.height);
+  put_be32(out, d.width);
+  if (end > begin)
+    out.append(reinterpret_cast<const char*>(d.sample(begin)), static_cast<size_t>((end - begin) * sb));
+  return out;
+}
+
+std::string encode_idx_labels(const Dataset& d, int64_t begin, int64_t end) {
+  check_encodable(d, begin, end, true, "IDX labels");
+  std::string out = {0, 0, static_cast<char>(kUbyte), 1};
+  out.reserve(static_cast<size_t>(8 + end - begin));
+  put_be32(out, end - begin);
+  for (int64_t i = begin; i < end; ++i) out += static_cast<char>(static_cast<uint8_t>(d.labels[i]));
+  return out;
+}
+
 void write_idx(const std::string& images_path, const std::string& labels_path, const Dataset& d, bool gzip) {
-  if (d.channels != 1 || static_cast<int64_t>(d.pixels.size()) != d.count * d.sample_bytes() ||
-      static_cast<int64_t>(d.labels.size()) != d.count)
-    throw DataError(images_path, "dataset '" + d.source + "' must be single-channel with consistent buffers");
-  std::vector<uint8_t> img = {0, 0, kUbyte, 3};
-  put_be32(img, d.count);
-  put_be32(img, d.height);
-  put_be32(img, d.width);
-  img.insert(img.end(), d.pixels.begin(), d.pixels.end());
-  std::vector<uint8_t> lab = {0, 0, kUbyte, 1};
-  put_be32(lab, d.count);
-  for (int32_t l : d.labels) {
-    if (l < 0 || l > 255) throw DataError(labels_path, "label " + std::to_string(l) + " does not fit a byte");
-    lab.push_back(static_cast<uint8_t>(l));
-  }
-  detail::write_file(images_path, img.data(), img.size(), gzip);
-  detail::write_file(labels_path, lab.data(), lab.size(), gzip);
+  const std::string img = encode_idx_images(d, 0, d.count);
+  const std::string lab = encode_idx_labels(d, 0, d.count);
+  detail::write_file(images_path, reinterpret_cast<const uint8_t*>(img.data()), img.size(), gzip);
+  detail::write_file(labels_path, reinterpret_cast<const uint8_t*>(lab.data()), lab.size(), gzip);
 }
 
 }  // namespace rx::data

@@ -1,13 +1,9 @@
 // [JobService: data] The shard index plan (its dataset size read from the job's own files) and
 // shard bytes served from a small canonical-path cache.
 #include <spdlog/spdlog.h>
-#include <zlib.h>
 
 #include <algorithm>
-#include <deque>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "common/data/shard_plan.h"
 #include "common/util/error.h"
@@ -20,66 +16,28 @@ namespace rx::coord {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-namespace {
-
-const json& at_path(const json& j, const std::string& dotted) {
-  static const json kNull;
-  const json* cur = &j;
-  std::stringstream ss(dotted);
-  std::string part;
-  while (std::getline(ss, part, '.')) {
-    if (!cur->is_object() || !cur->contains(part)) return kNull;
-    cur = &cur->at(part);
+config::JobSpec JobService::spec_of(const Job& job) const {
+  // Submission checked the config; a row that no longer reads (a schema change since) is reported
+  // as the job's config error, not as a crash.
+  try {
+    return config::from_json(job.config);
+  } catch (const ConfigError& e) {
+    throw ApiError(409, "invalid_config", "job '" + job.id + "': " + e.message(), e.field());
   }
-  return *cur;
 }
 
-// Sample count in an IDX images file (plain or .gz): big-endian uint32 at offset 4.
-std::optional<int64_t> idx_count(const std::string& dir) {
-  for (const char* name : {"train-images-idx3-ubyte", "train-images-idx3-ubyte.gz"}) {
-    const std::string p = dir + "/" + name;
-    if (!fs::exists(p)) continue;
-    gzFile f = gzopen(p.c_str(), "rb");
-    if (!f) continue;
-    unsigned char hdr[8];
-    int n = gzread(f, hdr, 8);
-    gzclose(f);
-    if (n != 8) continue;
-    return (int64_t{hdr[4]} << 24) | (int64_t{hdr[5]} << 16) | (int64_t{hdr[6]} << 8) | int64_t{hdr[7]};
-  }
-  return std::nullopt;
-}
-
-}  // namespace
-
-int64_t JobService::dataset_size_for(const Job& job) const {
-  const std::string format = at_path(job.config, "data.format").is_string()
-                                 ? at_path(job.config, "data.format").get<std::string>()
-                                 : "";
-  const std::string path =
-      at_path(job.config, "data.path").is_string() ? at_path(job.config, "data.path").get<std::string>() : "";
-  std::optional<int64_t> n;
-  std::error_code ec;
-  if (format == "cifar10" || format == "synthetic") {  // data_batch_1..5.bin, 1 + 3072 bytes a record
-    int64_t bytes = 0;
-    for (int b = 1; b <= 5; ++b) {
-      auto sz = fs::file_size(path + "/data_batch_" + std::to_string(b) + ".bin", ec);
-      if (!ec) bytes += static_cast<int64_t>(sz);
-    }
-    if (bytes > 0) n = bytes / 3073;
-  } else if (format == "cifar100") {  // train.bin, 2 + 3072 bytes a record
-    auto sz = fs::file_size(path + "/train.bin", ec);
-    if (!ec && sz > 0) n = static_cast<int64_t>(sz) / 3074;
-  } else if (format == "idx") {
-    n = idx_count(path);
-  }
-  if (!n)
+int64_t JobService::dataset_size_for(const config::JobSpec& spec) const {
+  int64_t n = 0;
+  try {
+    n = data::sample_count(spec.data.format, spec.data.path, data::Split::kTrain);
+  } catch (const Error& e) {
     throw ApiError(422, "dataset_size_unknown",
-                   "cannot determine the training set size for data.format '" + format + "' from data.path",
+                   "cannot determine the training set size for data.format '" + spec.data.format +
+                       "' from data.path: " + e.what(),
                    "data.path");
-  const json& cap = at_path(job.config, "data.max_train_samples");
-  if (cap.is_number_integer() && cap.get<int64_t>() > 0) n = std::min(*n, cap.get<int64_t>());
-  return *n;
+  }
+  if (spec.data.max_train_samples > 0) n = std::min(n, spec.data.max_train_samples);
+  return n;
 }
 
 json JobService::shard(const std::string& id, int rank, int64_t epoch) {
@@ -95,16 +53,15 @@ json JobService::compute_shard(const Job& job, int rank, int64_t epoch) const {
   if (rank < 0 || rank >= job.world_size)
     throw ApiError(404, "not_found", "rank must be in [0, " + std::to_string(job.world_size) + ")", "rank");
   if (epoch < 0) throw ApiError(400, "invalid_field", "must be >= 0", "epoch");
+  const config::JobSpec job_spec = spec_of(job);
   data::ShardSpec spec;
-  spec.dataset_size = dataset_size_for(job);
+  spec.dataset_size = dataset_size_for(job_spec);
   spec.world_size = job.world_size;
   spec.rank = rank;
   spec.epoch = epoch;
-  const json& seed = at_path(job.config, "training.seed");
-  spec.seed = seed.is_number_integer() ? seed.get<uint64_t>() : 0;
-  const json& mode = at_path(job.config, "data.shard_mode");
+  spec.seed = job_spec.training.seed;
   try {
-    spec.mode = data::parse_shard_mode(mode.is_string() ? mode.get<std::string>() : "global");
+    spec.mode = data::parse_shard_mode(job_spec.data.shard_mode);
     json indices = data::shard_indices(spec);
     const std::string sha = sha256_hex(indices.dump());
     return json{{"rank", rank},
@@ -143,15 +100,6 @@ std::shared_ptr<const data::Dataset> JobService::dataset(const std::string& form
   return ds;
 }
 
-namespace {
-void put_be32(std::string& out, uint32_t v) {
-  out += static_cast<char>(v >> 24);
-  out += static_cast<char>(v >> 16);
-  out += static_cast<char>(v >> 8);
-  out += static_cast<char>(v);
-}
-}  // namespace
-
 ShardData JobService::shard_data(const std::string& id, const std::string& secret, int rank,
                                  const std::string& part, bool test) {
   check_job_secret(id, secret);
@@ -162,52 +110,36 @@ ShardData JobService::shard_data(const std::string& id, const std::string& secre
   }
   if (rank < 0 || rank >= job.world_size)
     throw ApiError(404, "not_found", "rank must be in [0, " + std::to_string(job.world_size) + ")", "rank");
-  const json& source = at_path(job.config, "data.source");
-  if (!source.is_string() || source.get<std::string>() != "coordinator")
+  const config::JobSpec spec = spec_of(job);
+  if (spec.data.source != config::DataSource::kCoordinator)
     throw ApiError(409, "shared_dataset", "job reads a shared dataset (data.source is not \"coordinator\")",
                    "data.source");
-  const std::string format = at_path(job.config, "data.format").get<std::string>();
-  auto ds = dataset(format, at_path(job.config, "data.path").get<std::string>(), test);
+  auto ds = dataset(spec.data.format, spec.data.path, test);
   int64_t n = ds->count;
-  const json& cap = at_path(job.config, test ? "data.max_test_samples" : "data.max_train_samples");
-  if (cap.is_number_integer() && cap.get<int64_t>() > 0) n = std::min(n, cap.get<int64_t>());
+  const int64_t cap = test ? spec.data.max_test_samples : spec.data.max_train_samples;
+  if (cap > 0) n = std::min(n, cap);
   const data::Range r = data::static_block(n, job.world_size, rank);
   ShardData out;
   out.begin = r.begin;
   out.end = r.end;
   out.dataset_size = n;
-  const int64_t count = r.end - r.begin;
-  const int64_t sb = ds->sample_bytes();
-  std::string& b = out.body;
-  if (format == "idx") {
+  const data::Format format = data::parse_format(spec.data.format);  // resolve() checked the name
+  if (format == data::Format::kIdx) {
     if (part == "images") {
       out.format = "idx-images";
-      b.reserve(static_cast<size_t>(16 + count * sb));
-      put_be32(b, 0x00000803);
-      put_be32(b, static_cast<uint32_t>(count));
-      put_be32(b, static_cast<uint32_t>(ds->height));
-      put_be32(b, static_cast<uint32_t>(ds->width));
-      if (count > 0)
-        b.append(reinterpret_cast<const char*>(ds->sample(r.begin)), static_cast<size_t>(count * sb));
+      out.body = data::encode_idx_images(*ds, r.begin, r.end);
     } else if (part == "labels") {
       out.format = "idx-labels";
-      put_be32(b, 0x00000801);
-      put_be32(b, static_cast<uint32_t>(count));
-      for (int64_t i = r.begin; i < r.end; ++i) b += static_cast<char>(ds->labels[static_cast<size_t>(i)]);
+      out.body = data::encode_idx_labels(*ds, r.begin, r.end);
     } else {
       throw ApiError(400, "invalid_query", "must be images or labels for IDX datasets", "part");
     }
-  } else {  // CIFAR binary records: [coarse,] label, CHW pixels
-    const bool c100 = format == "cifar100";
+  } else {
+    const bool c100 = format == data::Format::kCifar100;
     out.format = c100 ? "cifar100" : "cifar10";
-    b.reserve(static_cast<size_t>(count * (sb + (c100 ? 2 : 1))));
-    for (int64_t i = r.begin; i < r.end; ++i) {
-      const int32_t label = ds->labels[static_cast<size_t>(i)];
-      if (c100) b += static_cast<char>(label / 5);  // same stand-in coarse label as write_cifar100
-      b += static_cast<char>(label);
-      b.append(reinterpret_cast<const char*>(ds->sample(i)), static_cast<size_t>(sb));
-    }
+    out.body = data::encode_cifar_records(*ds, r.begin, r.end, c100);
   }
+  const std::string& b = out.body;
   out.sha256 = sha256_hex(b);
   return out;
 }

@@ -35,15 +35,6 @@ std::string rank_list(const json& ranks) {
   return out + "]";
 }
 
-// A resolved config minus the keys the launch itself sets on the worker's command line (--out,
-// --resume), which legitimately differ between the job's config and the worker's record.
-json comparable(json cfg) {
-  if (!cfg.is_object()) return cfg;
-  if (cfg.contains("output") && cfg["output"].is_object()) cfg["output"].erase("dir");
-  if (cfg.contains("checkpoint") && cfg["checkpoint"].is_object()) cfg["checkpoint"].erase("resume");
-  return cfg;
-}
-
 // The ranks to blame: those that never entered the stuck collective, or, when every rank entered it
 // (the stop came after a rank had posted its part of a non-blocking all-reduce), those whose
 // heartbeat stopped.
@@ -115,7 +106,7 @@ std::optional<json> JobService::result_from_folder(const Job& job) const {
   if (!r.is_object() || r.value("status", "") != "succeeded") return std::nullopt;
   if (!r.contains("config") || !r["config"].is_object() || !r.contains("config_sha256") ||
       r["config_sha256"] != config::config_hash(r["config"]) ||
-      comparable(r["config"]) != comparable(job.config)) {
+      config::without_launch_keys(r["config"]) != config::without_launch_keys(job.config)) {
     spdlog::warn("job {}: {} is not a record of this job's config; ignored", job.id, path);
     return std::nullopt;
   }

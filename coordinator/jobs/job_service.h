@@ -20,6 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/config/job_spec.h"
 #include "common/data/dataset.h"
 #include "coordinator/jobs/job.h"
 #include "coordinator/jobs/job_store.h"
@@ -142,7 +143,9 @@ class JobService {
   static bool submitted(const Job& j) { return j.state == JobState::kQueued && j.pid > 0; }
   int busy_slots_locked() const;
   nlohmann::json load_config(const nlohmann::json& config_field) const;
-  int64_t dataset_size_for(const Job& job) const;
+  // The job's config as typed fields (409 invalid_config if a stored row no longer reads).
+  config::JobSpec spec_of(const Job& job) const;
+  int64_t dataset_size_for(const config::JobSpec& spec) const;
   nlohmann::json compute_shard(const Job& job, int rank, int64_t epoch) const;
   bool visible(const Principal& who, const Job& j) const;
   // [Result on disk] <job dir>/run/result.json when it records a success of this job's config.

@@ -107,13 +107,16 @@ SubmitOutcome JobService::submit(const std::string& owner, const json& body, con
     if (!o.is_object()) throw ApiError(400, "invalid_field", "must be an object of dotted keys", "overrides");
     for (auto it = o.begin(); it != o.end(); ++it) overrides.push_back({it.key(), it.value()});
   }
-  json resolved;
+  // Read exactly as the worker will read it (typed, every field checked), so a config the worker
+  // would refuse is refused here, naming its key, instead of failing the job after launch.
+  config::JobSpec spec;
   try {
-    resolved = config::resolve(load_config(body.at("config")), overrides);
+    spec = config::from_json(load_config(body.at("config")), overrides);
   } catch (const ConfigError& e) {
     throw ApiError(400, "invalid_config", e.message(), e.field());
   }
-  opts_.paths.check(resolved);  // 400 naming data.path / model.pretrained; 413 for an over-long string
+  json resolved = config::to_json(spec);  // == resolve()'s document ([Job spec])
+  opts_.paths.check(resolved, spec);      // 400 naming data.path / model.pretrained; 413 for a long string
 
   Job job;
   job.id = "j" + random_hex(6);

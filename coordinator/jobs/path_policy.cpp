@@ -45,14 +45,8 @@ void check_strings(const json& j, const std::string& where, size_t max) {
     for (size_t i = 0; i < j.size(); ++i) check_strings(j[i], where + "[" + std::to_string(i) + "]", max);
 }
 
-const json* at(const json& j, const char* a, const char* b) {
-  if (!j.is_object() || !j.contains(a) || !j.at(a).is_object() || !j.at(a).contains(b)) return nullptr;
-  return &j.at(a).at(b);
-}
-
-void confine(const json* v, const char* field, const std::vector<std::string>& roots, const char* flag) {
-  if (!v || !v->is_string()) return;
-  const std::string& p = v->get_ref<const std::string&>();
+void confine(const std::string& p, const char* field, const std::vector<std::string>& roots,
+             const char* flag) {
   if (p.empty()) return;  // synthetic data / no pretrained weights
   for (const auto& r : roots)
     if (PathPolicy::under(p, r)) return;
@@ -66,10 +60,10 @@ void confine(const json* v, const char* field, const std::vector<std::string>& r
 
 }  // namespace
 
-void PathPolicy::check(const json& cfg) const {
+void PathPolicy::check(const json& cfg, const config::JobSpec& spec) const {
   check_strings(cfg, "", max_string_bytes);
-  confine(at(cfg, "data", "path"), "data.path", data_roots, "--data-root");
-  confine(at(cfg, "model", "pretrained"), "model.pretrained", weights_roots, "--weights-root");
+  confine(spec.data.path, "data.path", data_roots, "--data-root");
+  confine(spec.model.pretrained, "model.pretrained", weights_roots, "--weights-root");
 }
 
 }  // namespace rx::coord

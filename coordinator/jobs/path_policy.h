@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "common/config/job_spec.h"
+
 namespace rx::coord {
 
 struct PathPolicy {
@@ -19,7 +21,8 @@ struct PathPolicy {
   // true when `path` resolves (following symlinks) to `root` itself or something below it.
   static bool under(const std::string& path, const std::string& root);
   // Throws ApiError 400 naming the field ("data.path", "model.pretrained") or 413 for an over-long string.
-  void check(const nlohmann::json& resolved_config) const;
+  // `resolved_config` is the document `spec` was read from (its strings are bounded).
+  void check(const nlohmann::json& resolved_config, const config::JobSpec& spec) const;
 };
 
 }  // namespace rx::coord

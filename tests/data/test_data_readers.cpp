@@ -168,3 +168,99 @@ TEST(LoadDataset, UnknownFormatIsConfigError) {
     EXPECT_NE(std::string(e.what()).find("imagenet"), std::string::npos);
   }
 }
+
+namespace {
+
+// Samples [begin, end) of d, built independently of the encoders.
+Dataset slice(const Dataset& d, int64_t begin, int64_t end) {
+  Dataset s = d;
+  s.count = end - begin;
+  s.pixels.assign(d.pixels.begin() + begin * d.sample_bytes(), d.pixels.begin() + end * d.sample_bytes());
+  s.labels.assign(d.labels.begin() + begin, d.labels.begin() + end);
+  return s;
+}
+
+std::string as_string(const std::vector<uint8_t>& b) { return std::string(b.begin(), b.end()); }
+
+template <class F>
+std::string data_error_of(F&& f) {
+  try {
+    f();
+  } catch (const rx::DataError& e) {
+    return e.what();
+  }
+  return "no DataError";
+}
+
+}  // namespace
+
+// [Shard blocks] The encoders are the file writers' encoders: a whole-dataset block is byte for byte
+// the file, and any block decodes, from memory, to exactly its samples.
+TEST(ShardBlocks, IdxBlocksAreTheWritersBytesAndRoundTrip) {
+  TempDir dir;
+  const Dataset d = random_dataset(11, 1, 6, 7, 10, 21);
+  write_idx(dir.file("i"), dir.file("l"), d, false);
+  EXPECT_EQ(as_string(rx::data::test_util::read_bytes(dir.file("i"))), encode_idx_images(d, 0, d.count));
+  EXPECT_EQ(as_string(rx::data::test_util::read_bytes(dir.file("l"))), encode_idx_labels(d, 0, d.count));
+  for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 11}, {3, 8}, {10, 11}}) {
+    const Dataset got = decode_idx(encode_idx_images(d, b, e), encode_idx_labels(d, b, e), "block");
+    expect_same(got, slice(d, b, e));
+    EXPECT_EQ(got.source, "block (images), block (labels)");
+  }
+}
+
+TEST(ShardBlocks, CifarBlocksRoundTrip) {
+  const Dataset c10 = random_dataset(9, 3, 32, 32, 10, 22);
+  expect_same(decode_cifar_records(encode_cifar_records(c10, 2, 7, false), false, "b10"), slice(c10, 2, 7));
+  const Dataset c100 = random_dataset(9, 3, 32, 32, 100, 23);
+  const std::string bytes = encode_cifar_records(c100, 4, 9, true);
+  ASSERT_EQ(bytes.size(), 5u * 3074);
+  EXPECT_EQ(static_cast<uint8_t>(bytes[0]), c100.labels[4] / 5);  // the writer's stand-in coarse byte
+  expect_same(decode_cifar_records(bytes, true, "b100"), slice(c100, 4, 9));
+}
+
+TEST(ShardBlocks, BadBlocksNameTheirSource) {
+  const Dataset d = random_dataset(4, 1, 6, 7, 10, 24);
+  std::string images = encode_idx_images(d, 0, 4);
+  images.pop_back();  // one pixel short
+  const std::string idx_msg =
+      data_error_of([&] { decode_idx(images, encode_idx_labels(d, 0, 4), "rank 1's block"); });
+  EXPECT_NE(idx_msg.find("rank 1's block (images)"), std::string::npos) << idx_msg;
+  EXPECT_NE(idx_msg.find("truncated"), std::string::npos) << idx_msg;
+  const std::string cifar_msg =
+      data_error_of([&] { decode_cifar_records(std::string(3072, '\0'), false, "b"); });
+  EXPECT_NE(cifar_msg.find("not a multiple of the record size 3073"), std::string::npos) << cifar_msg;
+  EXPECT_NE(data_error_of([&] { encode_idx_images(d, 2, 5); }).find("outside the 4 samples"),
+            std::string::npos);
+  EXPECT_NE(data_error_of([&] { encode_idx_labels(d, 3, 2); }).find("outside the 4 samples"),
+            std::string::npos);
+  EXPECT_THROW(encode_idx_images(random_dataset(2, 3, 4, 4, 10, 1), 0, 2), rx::DataError);  // not 1 channel
+}
+
+// [Sample count] What the coordinator's shard plan sizes itself by: the readers' counts, read from
+// file sizes and headers only.
+TEST(SampleCount, EqualsWhatTheReadersLoad) {
+  TempDir dir;
+  write_cifar10(dir.file("c10"), random_dataset(23, 3, 32, 32, 10, 1), random_dataset(7, 3, 32, 32, 10, 2));
+  write_cifar100(dir.file("c100"), random_dataset(6, 3, 32, 32, 100, 3),
+                 random_dataset(4, 3, 32, 32, 100, 4));
+  EXPECT_EQ(sample_count("cifar10", dir.file("c10"), Split::kTrain), 23);
+  EXPECT_EQ(sample_count("synthetic", dir.file("c10"), Split::kTest), 7);
+  EXPECT_EQ(sample_count("cifar100", dir.file("c100"), Split::kTrain), 6);
+  EXPECT_EQ(sample_count("cifar100", dir.file("c100"), Split::kTest), 4);
+  EXPECT_EQ(sample_count("synthetic", "", Split::kTrain), kSyntheticTrain);
+  for (bool gz : {false, true}) {
+    const std::string sub = dir.file(gz ? "gz" : "plain"), ext = gz ? ".gz" : "";
+    const Dataset d = random_dataset(13, 1, 28, 28, 10, 5);
+    write_idx(sub + "/t10k-images-idx3-ubyte" + ext, sub + "/t10k-labels-idx1-ubyte" + ext, d, gz);
+    EXPECT_EQ(sample_count("idx", sub, Split::kTest), 13);
+    EXPECT_EQ(sample_count("fashion_mnist", sub, Split::kTest), load_dataset("idx", sub, Split::kTest).count);
+  }
+  EXPECT_THROW(sample_count("idx", dir.file("plain"), Split::kTrain), rx::IoError);  // no train files
+  std::filesystem::create_directories(dir.file("bad"));
+  write_bytes(dir.file("bad/train-images-idx3-ubyte"), {0, 0, 8, 1, 0, 0, 0, 5});  // a labels magic
+  write_bytes(dir.file("bad/train-labels-idx1-ubyte"), {0, 0, 8, 1, 0, 0, 0, 5});
+  EXPECT_NE(data_error_of([&] { sample_count("idx", dir.file("bad"), Split::kTrain); }).find("bad IDX magic"),
+            std::string::npos);
+  EXPECT_THROW(sample_count("imagenet", dir.path(), Split::kTrain), rx::ConfigError);
+}
