@@ -1,3 +1,9 @@
+# RX_PYTHONPATH: the folder of the Python tests' shared helper modules (rxtest, coordlib, cdp,
+# slurm_cluster); every Python test sets PYTHONPATH=${RX_PYTHONPATH} in its ENVIRONMENT. Set here, where the
+# whole project sees it, because tests/contract (and tests/gpu in an RX_WORKER_ONLY build) are added from
+# the top-level CMakeLists.txt, outside tests/CMakeLists.txt's scope.
+set(RX_PYTHONPATH ${PROJECT_SOURCE_DIR}/tests/python)
+
 # rx_add_test(NAME name SOURCES a.cpp ... [LIBS ...] [LABELS ...] [TIMEOUT s])
 #   One GoogleTest binary registered as one CTest test.
 # rx_add_mpi_test(NAME name TARGET exe NP n [ARGS ...] [TIMEOUT s])

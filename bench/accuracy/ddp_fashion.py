@@ -41,7 +41,8 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-sys.path.insert(0, os.path.join(REPO, "bench", "python"))  # also works without PYTHONPATH
+# bench/python, the benches' shared library folder, so that a run by hand needs no PYTHONPATH.
+sys.path.insert(0, os.path.join(REPO, "bench", "python"))
 
 import rx_order  # noqa: E402
 from resnext_torch import Bottleneck, CifarResNeXt  # noqa: E402

@@ -13,8 +13,9 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "tests", "coordinator"))
-sys.path.insert(0, os.path.join(ROOT, "tests", "browser"))
+# Run by hand from any checkout, without CTest's PYTHONPATH: the tests' shared library folder
+# (tests/python: coordlib, cdp), found from this script's place.
+sys.path.insert(0, os.path.join(ROOT, "tests", "python"))
 from cdp import Browser  # noqa: E402
 from coordlib import Coordinator, wait_for  # noqa: E402
 

@@ -20,11 +20,8 @@ import signal
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "coordinator"))
-from cdp import Browser  # noqa: E402
-from coordlib import Coordinator  # noqa: E402
+from cdp import Browser  # cdp, coordlib: tests/python, on PYTHONPATH (CTest)
+from coordlib import Coordinator
 
 TOKEN = "tok-alice-3f9c2a"
 TERMINAL = ["succeeded", "failed", "cancelled"]

@@ -20,9 +20,7 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "coordinator"))
-from coordlib import Coordinator, wait_for  # noqa: E402
+from coordlib import Coordinator, wait_for  # tests/python, on PYTHONPATH (CTest)
 
 COORD_COMMANDS = ["serve", "submit", "list", "status", "logs", "cancel"]
 WORKER_COMMANDS = [[], ["train"], ["describe"], ["devices"]]

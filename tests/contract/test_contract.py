@@ -20,12 +20,10 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-import pydeps  # noqa: E402
+import pydeps  # beside this script (its folder is sys.path[0]); used only by tests/contract
+from coordlib import Coordinator, session_members, wait_for  # tests/python, on PYTHONPATH (CTest)
 
-sys.path.insert(0, os.path.join(HERE, "..", "coordinator"))
-from coordlib import Coordinator, session_members, wait_for  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 ALICE = {"Authorization": "Bearer atok"}
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,"

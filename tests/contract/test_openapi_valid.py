@@ -5,8 +5,7 @@ every operation declares its error answers with the shared Error schema, so a cl
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pydeps  # noqa: E402
+import pydeps  # beside this script (its folder is sys.path[0]); used only by tests/contract
 
 pydeps.reexec_in_venv()
 

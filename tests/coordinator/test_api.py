@@ -12,8 +12,7 @@ import subprocess
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coordlib import Coordinator, session_members, wait_for  # noqa: E402
+from coordlib import Coordinator, session_members, wait_for  # tests/python, on PYTHONPATH (CTest)
 
 ALICE = {"Authorization": "Bearer atok"}
 BOB = {"Authorization": "Bearer btok"}

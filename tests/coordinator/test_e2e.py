@@ -9,8 +9,7 @@ import signal
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coordlib import Coordinator  # noqa: E402
+from coordlib import Coordinator  # tests/python, on PYTHONPATH (CTest)
 
 
 def main():

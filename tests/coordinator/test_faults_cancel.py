@@ -4,18 +4,18 @@ Real coordinator, real mpirun; real 2-rank resnext_worker jobs where they run, t
 fake_worker.sh where nothing must train. One CTest test each:
   cancel_states  queued, running, running with a SIGSTOPped rank, and restarting (launching:
                  test_faults_launch.cpp, where the launch can be held deterministically).
-  slurm_cancel   a running job with a SIGSTOPped rank under the real Slurm fixture (tests/slurm/
+  slurm_cancel   a running job with a SIGSTOPped rank under the real Slurm fixture (tests/python/
                  slurm_cluster.py): scancel leaves no process of the job."""
 import os
 import signal
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coordlib import Coordinator, wait_for  # noqa: E402
-from rxtest import process_alive as alive  # noqa: E402  tests/python, on PYTHONPATH (CTest)
-from rxtest import read_text as read  # noqa: E402
-from test_faults_matrix import FAKE, SMALL, TERMINAL, gone_within, heartbeat, main, submit  # noqa: E402
+# coordlib, rxtest, slurm_cluster: tests/python, on PYTHONPATH (CTest).
+from coordlib import FAKE, SMALL, TERMINAL, Coordinator, fault_main, gone_within, heartbeat, submit, wait_for
+from rxtest import process_alive as alive
+from rxtest import read_text as read
+from slurm_cluster import SlurmCluster
 
 
 def cancel(c, jid):
@@ -98,11 +98,9 @@ def job_processes(jid):
 
 
 def slurm_cancel(a, state):
-    """Under the real single-node Slurm of tests/slurm/slurm_cluster.py: cancelling a running job with a
+    """Under the real single-node Slurm of tests/python/slurm_cluster.py: cancelling a running job with a
     SIGSTOPped rank (stand-in worker under mpirun inside the batch job) -> scancel -> no process of the job
     within 10 s."""
-    sys.path.insert(0, os.path.join(os.environ["RX_SOURCE_DIR"], "tests", "slurm"))
-    from slurm_cluster import SlurmCluster  # noqa: E402
     src = os.environ["RX_SOURCE_DIR"]
     with SlurmCluster() as cl:
         env = dict(cl.env, RX_LAUNCHER="mpirun", RX_MPIRUN_ARGS="--allow-run-as-root --oversubscribe --bind-to none",
@@ -135,4 +133,4 @@ def slurm_cancel(a, state):
 
 
 if __name__ == "__main__":
-    sys.exit(main(["cancel_states", "slurm_cancel"], globals()))
+    sys.exit(fault_main(["cancel_states", "slurm_cancel"], globals()))

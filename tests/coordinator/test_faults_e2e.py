@@ -19,10 +19,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coordlib import Coordinator, session_members, wait_for  # noqa: E402
-from rxtest import process_alive as alive  # noqa: E402  tests/python, on PYTHONPATH (CTest)
-from rxtest import read_text as read  # noqa: E402
+from coordlib import Coordinator, session_members, wait_for  # tests/python, on PYTHONPATH (CTest)
+from rxtest import process_alive as alive
+from rxtest import read_text as read
 
 TERMINAL = ["succeeded", "failed", "cancelled"]
 

@@ -15,7 +15,6 @@ mpirun and (where training matters) the real resnext_worker on 2 ranks over loop
   fewer_ranks          min_ranks: a 2-rank job (min_ranks 1) relaunched on 1 rank when the coordinator comes back
                        with 1 slot; it resumes the 2-rank checkpoint and succeeds.
 (Cancelling in each state: test_faults_cancel.py.)"""
-import argparse
 import concurrent.futures
 import json
 import os
@@ -24,50 +23,21 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coordlib import Coordinator, session_members, wait_for  # noqa: E402
-from rxtest import process_alive as alive  # noqa: E402  tests/python, on PYTHONPATH (CTest)
-from rxtest import read_text as read  # noqa: E402
-
-TERMINAL = ["succeeded", "failed", "cancelled"]
-HERE = os.path.dirname(os.path.abspath(__file__))
-FAKE = os.path.join(HERE, "fake_worker.sh")
-SMALL = {"training.epochs": 1, "data.max_train_samples": 2048, "data.max_test_samples": 256}
+# coordlib and rxtest: tests/python, on PYTHONPATH (CTest).
+from coordlib import (FAKE, SMALL, TERMINAL, Coordinator, fault_main, gone_within, heartbeat, session_members,
+                      submit, wait_for)
+from rxtest import read_text as read
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def submit(c, overrides, **extra):
-    body = {"name": "matrix", "ranks": 2, "config": "fashion_mnist_small", "overrides": overrides}
-    body.update(extra)
-    status, j = c.json("POST", "/v1/jobs", body)
-    assert status == 201, (status, j)
-    return j["id"]
-
-
-def heartbeat(state, jid, rank):
-    try:
-        return json.loads(read(os.path.join(state, "jobs", jid, "run", "heartbeat", f"rank-{rank}.json")))
-    except (OSError, ValueError):
-        return None
-
-
-def gone_within(pgid, pids, seconds, what):
-    """Waits until no process of session `pgid` and none of `pids` lives; returns the seconds it took."""
-    t0 = time.monotonic()
-    wait_for(what, lambda: not session_members(pgid) and not any(alive(p) for p in pids), timeout=seconds,
-             interval=0.05)
-    return time.monotonic() - t0
 
 
 def coordinator_kills(a, state):
@@ -310,29 +280,5 @@ def fewer_ranks(a, state):
 SCENARIOS = ["coordinator_kills", "idempotent_submits", "corrupt_checkpoint", "corrupt_data", "fewer_ranks"]
 
 
-def main(scenarios=None, where=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=scenarios or SCENARIOS)
-    ap.add_argument("--coordinator", required=True)
-    ap.add_argument("--worker", required=True)
-    a = ap.parse_args()
-    if not os.access(a.worker, os.X_OK):
-        print(f"test_faults_matrix: worker {a.worker} is not built", file=sys.stderr)
-        return 1
-    state = tempfile.mkdtemp(prefix=f"rx_matrix_{a.scenario}_")
-    ok = False
-    t0 = time.monotonic()
-    try:
-        (where or globals())[a.scenario](a, state)
-        ok = True
-        print(f"test_faults_matrix {a.scenario}: {time.monotonic() - t0:.1f} s wall")
-        return 0
-    finally:
-        if ok:
-            shutil.rmtree(state, ignore_errors=True)
-        else:
-            print(f"test_faults_matrix: state kept in {state}", file=sys.stderr)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(fault_main(SCENARIOS, globals()))

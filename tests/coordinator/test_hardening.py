@@ -11,8 +11,7 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from coordlib import Coordinator, wait_for  # noqa: E402
+from coordlib import Coordinator, wait_for  # tests/python, on PYTHONPATH (CTest)
 
 
 def check(cond, what):

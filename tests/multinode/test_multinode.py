@@ -2,7 +2,7 @@
 """Two-node tests on two_node_cluster.py (two Linux-namespace nodes, one real Slurm, loopback only).
 
 usage: test_multinode.py SCENARIO   (sbatch | mpirun_hostfile | coordinator | node_loss), with
-RX_SOURCE_DIR and RX_BINARY_DIR set and tests/python, tests/coordinator on PYTHONPATH, by CTest.
+RX_SOURCE_DIR and RX_BINARY_DIR set and tests/python (rxtest, coordlib, slurm_cluster) on PYTHONPATH, by CTest.
 Every wait polls with a deadline. Without root or namespaces the scenario prints SKIPPED with why.
 """
 import json

@@ -27,7 +27,8 @@ file system: the "shared file system" a real cluster needs comes for free), sepa
 so a port taken on node1 is taken on node2). Per-node CPU accounting (cgroups) is off, as in
 tests/slurm (no delegation here).
 
-usage as a script: two_node_cluster.py run -- CMD...   (CMD runs on the host with SLURM_CONF set)
+usage as a script: PYTHONPATH=tests/python tests/multinode/two_node_cluster.py run -- CMD...
+                   (CMD runs on the host with SLURM_CONF set)
 """
 import ctypes
 import os
@@ -38,10 +39,10 @@ import subprocess
 import sys
 import tempfile
 
+from slurm_cluster import SlurmCluster, SlurmError, _free_port, _mem_mb, _tail, run_main  # tests/python, on PYTHONPATH
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))  # the checkout: visible on every node ([Private /tmp])
-sys.path.insert(0, os.path.join(HERE, "..", "slurm"))
-from slurm_cluster import SlurmCluster, SlurmError, _free_port, _mem_mb, _tail, run_main  # noqa: E402
 
 NODES = {"node1": "127.0.0.2", "node2": "127.0.0.3"}
 

@@ -1,13 +1,23 @@
 """Helpers for the coordinator's black-box tests: start the real binary on a free port (it writes the
-bound port to <state>/port), talk HTTP with urllib, and poll with deadlines (never sleep-as-sync)."""
+bound port to <state>/port), talk HTTP with urllib, and poll with deadlines (never sleep-as-sync).
+Also the pieces the fault tests share (test_faults_matrix.py, test_faults_cancel.py): job submission,
+heartbeats, the stand-in worker and their scenario runner, so that no test imports another.
+
+In tests/python, which CTest puts on PYTHONPATH; by hand: PYTHONPATH=tests/python."""
+import argparse
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
+
+from rxtest import process_alive, read_text
 
 
 def wait_for(what, fn, timeout=30.0, interval=0.05):
@@ -107,3 +117,62 @@ def session_members(sid):
         if int(fields[3]) == sid:
             out.append(int(d))
     return out
+
+
+# The fault tests' shared pieces.
+TERMINAL = ["succeeded", "failed", "cancelled"]
+# The stand-in worker for jobs that must not train, found from this file's place (tests/python) so that
+# running a test by hand needs no RX_SOURCE_DIR for it.
+FAKE = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "coordinator",
+                                     "fake_worker.sh"))
+SMALL = {"training.epochs": 1, "data.max_train_samples": 2048, "data.max_test_samples": 256}
+
+
+def submit(c, overrides, **extra):
+    body = {"name": "matrix", "ranks": 2, "config": "fashion_mnist_small", "overrides": overrides}
+    body.update(extra)
+    status, j = c.json("POST", "/v1/jobs", body)
+    assert status == 201, (status, j)
+    return j["id"]
+
+
+def heartbeat(state, jid, rank):
+    try:
+        return json.loads(read_text(os.path.join(state, "jobs", jid, "run", "heartbeat", f"rank-{rank}.json")))
+    except (OSError, ValueError):
+        return None
+
+
+def gone_within(pgid, pids, seconds, what):
+    """Waits until no process of session `pgid` and none of `pids` lives; returns the seconds it took."""
+    t0 = time.monotonic()
+    wait_for(what, lambda: not session_members(pgid) and not any(process_alive(p) for p in pids),
+             timeout=seconds, interval=0.05)
+    return time.monotonic() - t0
+
+
+def fault_main(scenarios, where):
+    """Runs the scenario named on the command line, where[name](args, state), in a fresh state folder
+    (kept after a failure); returns the exit code for sys.exit. Lines say "test_faults_matrix": the
+    cancel tests are part of the same matrix (bench/README.md greps for it)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("scenario", choices=scenarios)
+    ap.add_argument("--coordinator", required=True)
+    ap.add_argument("--worker", required=True)
+    a = ap.parse_args()
+    if not os.access(a.worker, os.X_OK):
+        print(f"test_faults_matrix: worker {a.worker} is not built", file=sys.stderr)
+        return 1
+    state = tempfile.mkdtemp(prefix=f"rx_matrix_{a.scenario}_")
+    ok = False
+    t0 = time.monotonic()
+    try:
+        where[a.scenario](a, state)
+        ok = True
+        print(f"test_faults_matrix {a.scenario}: {time.monotonic() - t0:.1f} s wall")
+        return 0
+    finally:
+        if ok:
+            shutil.rmtree(state, ignore_errors=True)
+        else:
+            print(f"test_faults_matrix: state kept in {state}", file=sys.stderr)

@@ -1,5 +1,7 @@
-"""The one helper module of the Python tests: failing with what was seen, skipping with a reason,
-running resnext_worker, and the scenario runner every test script's __main__ calls.
+"""The Python tests' general helper module: failing with what was seen, skipping with a reason,
+running resnext_worker, and the scenario runner every test script's __main__ calls. Beside it in
+tests/python, the other shared helpers: coordlib.py (the coordinator), cdp.py (headless Chromium),
+slurm_cluster.py (a real Slurm); a test imports only these, never from another test's folder.
 
 CTest puts tests/python on PYTHONPATH (each folder's CMakeLists.txt), so a test does `import rxtest`;
 by hand: PYTHONPATH=tests/python RX_SOURCE_DIR=$PWD RX_BINARY_DIR=$PWD/build python3 tests/... SCENARIO

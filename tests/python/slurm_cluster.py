@@ -18,7 +18,7 @@ Quirks found on Debian 12 in a container (no systemd, gVisor, cgroup v1 mounts w
   * a requeued job waits cred_expire seconds (default 120) before it may start again: AuthInfo sets
     cred_expire=10 and SchedulerParameters a short sched_interval so the test does not wait minutes.
 
-usage as a script:  slurm_cluster.py run -- CMD...   (starts the cluster, runs CMD with SLURM_CONF set,
+usage as a script:  tests/python/slurm_cluster.py run -- CMD...   (starts the cluster, runs CMD with SLURM_CONF set,
                     stops the cluster, exits with CMD's status)
 """
 import os

@@ -3,7 +3,7 @@
 
 usage: test_slurm.py SCENARIO   (scripts | sbatch | sbatch_srun |
 coordinator | cancel | requeue_plumbing | requeue_srun | requeue), with RX_SOURCE_DIR
-and RX_BINARY_DIR set, and tests/python and tests/coordinator (coordlib) on PYTHONPATH, by CTest.
+and RX_BINARY_DIR set, and tests/python (rxtest, coordlib, slurm_cluster) on PYTHONPATH, by CTest.
 Every wait polls with a deadline; a failure says what it saw (files kept for a look).
 """
 import json
