@@ -65,12 +65,8 @@ struct Fixture {
   int uses = 0;
 
   Fixture() {
-    rx::coord::ServiceOptions o;
-    o.state_dir = state.path();
-    o.slots = 4;
-    o.configs_dir = rx::coord::source_dir() + "/configs";
-    o.self_url = "http://127.0.0.1:1";
-    o.paths.data_roots = {"/usr/share/datasets"};  // where the seed job's preset reads
+    // data_roots holds /usr/share/datasets, where the seed job's preset reads.
+    const rx::coord::ServiceOptions o = rx::coord::test_service_options(state.path(), 4);
     jobs = std::make_unique<rx::coord::JobService>(
         o, std::make_unique<FakeLauncher>(fake),
         rx::coord::Tokens::from_pairs({{"alice", "atok"}, {"bob", "btok"}}));

@@ -26,12 +26,7 @@ class FaultsTest : public ::testing::Test {
   void open() {
     state_.reset();
     service_.reset();
-    ServiceOptions o;
-    o.state_dir = dir_.path();
-    o.slots = 10;  // every job of a test runs at once
-    o.configs_dir = source_dir() + "/configs";
-    o.self_url = "http://127.0.0.1:1";
-    o.paths.data_roots = {"/usr/share/datasets"};
+    ServiceOptions o = test_service_options(dir_.path(), 10);  // 10 slots: every job of a test runs at once
     o.limits.max_report_bytes = 8 << 10;
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_),
                                             Tokens::from_pairs({{"alice", "atok"}}));
@@ -234,12 +229,7 @@ class RestartsTest : public FaultsTest {
   void reopen() {
     state_.reset();
     service_.reset();
-    ServiceOptions o;
-    o.state_dir = dir_.path();
-    o.slots = 10;
-    o.configs_dir = source_dir() + "/configs";
-    o.self_url = "http://127.0.0.1:1";
-    o.paths.data_roots = {"/usr/share/datasets"};
+    ServiceOptions o = test_service_options(dir_.path(), 10);
     o.restart_backoff_ms = backoff_ms_;
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_),
                                             Tokens::from_pairs({{"alice", "atok"}}));

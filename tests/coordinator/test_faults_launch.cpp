@@ -43,12 +43,8 @@ TEST(FaultsLaunch, CancelWhileLaunchingEndsTheRealProcesses) {
   std::promise<void> go;
   auto entered = std::make_shared<std::promise<void>>();
   auto entered_f = entered->get_future();
-  ServiceOptions o;
-  o.state_dir = dir.path();
-  o.slots = 2;
-  o.configs_dir = source_dir() + "/configs";
-  o.self_url = "http://127.0.0.1:1";  // the stand-in's reports fail fast; nothing here needs them
-  o.paths.data_roots = {"/usr/share/datasets"};
+  // self_url is a closed port: the stand-in's reports fail fast; nothing here needs them.
+  ServiceOptions o = test_service_options(dir.path(), 2);
   JobService service(o, std::make_unique<HeldLauncher>(source_dir() + "/tests/coordinator/fake_worker.sh",
                                                        go.get_future().share(), entered));
   service.recover();

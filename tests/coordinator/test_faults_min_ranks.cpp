@@ -19,12 +19,7 @@ class MinRanksTest : public ::testing::Test {
   void open(int slots) {  // a coordinator (re)started on the same state folder with `slots`
     state_.reset();
     service_.reset();
-    ServiceOptions o;
-    o.state_dir = dir_.path();
-    o.slots = slots;
-    o.configs_dir = source_dir() + "/configs";
-    o.self_url = "http://127.0.0.1:1";
-    o.paths.data_roots = {"/usr/share/datasets"};
+    ServiceOptions o = test_service_options(dir_.path(), slots);
     o.restart_backoff_ms = 0;
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_));
     service_->recover();

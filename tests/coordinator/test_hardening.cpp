@@ -46,12 +46,8 @@ class HardeningTest : public ::testing::Test {
   void open(int slots = 4) {
     state_.reset();
     service_.reset();
-    ServiceOptions o;
-    o.state_dir = dir_.path() + "/state";
-    o.slots = slots;
-    o.configs_dir = source_dir() + "/configs";
-    o.self_url = "http://127.0.0.1:1";
-    o.paths.data_roots = {"/usr/share/datasets", data_root()};
+    ServiceOptions o = test_service_options(dir_.path() + "/state", slots);
+    o.paths.data_roots.push_back(data_root());
     o.paths.weights_roots = {weights_root()};
     o.limits = limits_;
     Tokens t;

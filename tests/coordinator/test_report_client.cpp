@@ -26,11 +26,9 @@ using namespace std::chrono_literals;
 class ReportClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServiceOptions o;
-    o.state_dir = dir_.path();
-    o.slots = 4;
-    o.configs_dir = source_dir() + "/configs";
-    o.paths.data_roots = {"/usr/share/datasets", "/tmp"};  // tests write datasets under /tmp
+    ServiceOptions o = test_service_options(dir_.path(), 4);
+    o.self_url.clear();                    // set below to the listener's real URL, once its port is bound
+    o.paths.data_roots.push_back("/tmp");  // tests write datasets under /tmp
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_));
     state_ = std::make_unique<ServiceState>(*service_);
     listener_ =

@@ -43,12 +43,7 @@ class RoutesTest : public ::testing::Test {
   void open(Tokens tokens, int slots = 4) {
     state_.reset();
     service_.reset();
-    ServiceOptions o;
-    o.state_dir = dir_.path();
-    o.slots = slots;
-    o.configs_dir = source_dir() + "/configs";
-    o.self_url = "http://127.0.0.1:1";
-    o.paths.data_roots = {"/usr/share/datasets"};
+    ServiceOptions o = test_service_options(dir_.path(), slots);
     // Reads need a token: the fixture's GETs go out as an admin unless a test names a token.
     if (tokens.enabled()) tokens.add("root", "rtok", true);
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_), std::move(tokens));

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/jobs/job_service.h"
 #include "coordinator/launch/launcher.h"
 #include "tests/support/temp_dir.h"
 
@@ -58,6 +59,20 @@ class FakeLauncher : public Launcher {
 inline std::string source_dir() {
   const char* s = std::getenv("RX_SOURCE_DIR");
   return s ? s : RX_TEST_SOURCE_DIR;
+}
+
+// The options every in-process JobService of these tests starts from; a test then sets only what it
+// changes (limits, restart backoff, extra data or weights roots).
+inline ServiceOptions test_service_options(const std::string& state_dir, int slots) {
+  ServiceOptions o;
+  o.state_dir = state_dir;  // the test's own scratch folder (jobs.db, jobs/<id>/)
+  o.slots = slots;
+  o.configs_dir = source_dir() + "/configs";  // the repository's presets (fashion_mnist_small, ...)
+  // A closed port: a stand-in worker's reports to the coordinator fail fast instead of hanging, and
+  // nothing in-process listens anyway (a test with a real Listener calls set_self_url).
+  o.self_url = "http://127.0.0.1:1";
+  o.paths.data_roots = {"/usr/share/datasets"};  // where Debian's dataset-fashion-mnist installs
+  return o;
 }
 
 using TempDir = rx::testing::TempDir;  // the tests' one scratch folder

@@ -19,12 +19,7 @@ using nlohmann::json;
 class TraceRouteTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServiceOptions o;
-    o.state_dir = dir_.path();
-    o.slots = 2;
-    o.configs_dir = source_dir() + "/configs";
-    o.self_url = "http://127.0.0.1:1";
-    o.paths.data_roots = {"/usr/share/datasets"};
+    ServiceOptions o = test_service_options(dir_.path(), 2);
     auto tokens = Tokens::from_pairs({{"alice", "atok"}, {"bob", "btok"}});
     tokens.add("root", "rtok", true);
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_), std::move(tokens));
