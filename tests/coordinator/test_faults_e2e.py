@@ -10,16 +10,13 @@ Scenarios (one per CTest test, label e2e):
   restart         max_restarts 1: kill -9 rank 1 mid-epoch (after a step checkpoint); the job restarts from
                   that checkpoint and succeeds with the same final parameter checksum as an uninterrupted
                   run of the same config."""
-import argparse
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 
-from coordlib import Coordinator, session_members, wait_for  # tests/python, on PYTHONPATH (CTest)
+from coordlib import Coordinator, fault_main, session_members, wait_for  # tests/python, on PYTHONPATH (CTest)
 from rxtest import process_alive as alive
 from rxtest import read_text as read
 
@@ -155,27 +152,5 @@ def restart(a, state):
         c.kill(signal.SIGTERM)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["hang", "coordinator_down", "restart"])
-    ap.add_argument("--coordinator", required=True)
-    ap.add_argument("--worker", required=True)
-    a = ap.parse_args()
-    if not os.access(a.worker, os.X_OK):
-        print(f"test_faults_e2e: worker {a.worker} is not built", file=sys.stderr)
-        return 1
-    state = tempfile.mkdtemp(prefix=f"rx_fault_{a.scenario}_")
-    ok = False
-    try:
-        globals()[a.scenario](a, state)
-        ok = True
-        return 0
-    finally:
-        if ok:
-            shutil.rmtree(state, ignore_errors=True)
-        else:
-            print(f"test_faults_e2e: state kept in {state}", file=sys.stderr)
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(fault_main(["hang", "coordinator_down", "restart"], globals(), "test_faults_e2e"))

@@ -151,28 +151,28 @@ def gone_within(pgid, pids, seconds, what):
     return time.monotonic() - t0
 
 
-def fault_main(scenarios, where):
+def fault_main(scenarios, where, name="test_faults_matrix"):
     """Runs the scenario named on the command line, where[name](args, state), in a fresh state folder
-    (kept after a failure); returns the exit code for sys.exit. Lines say "test_faults_matrix": the
-    cancel tests are part of the same matrix (bench/README.md greps for it)."""
+    (kept after a failure); returns the exit code for sys.exit. Lines start with `name`: the cancel
+    tests keep "test_faults_matrix", being part of that matrix (bench/README.md greps for it)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("scenario", choices=scenarios)
     ap.add_argument("--coordinator", required=True)
     ap.add_argument("--worker", required=True)
     a = ap.parse_args()
     if not os.access(a.worker, os.X_OK):
-        print(f"test_faults_matrix: worker {a.worker} is not built", file=sys.stderr)
+        print(f"{name}: worker {a.worker} is not built", file=sys.stderr)
         return 1
-    state = tempfile.mkdtemp(prefix=f"rx_matrix_{a.scenario}_")
+    state = tempfile.mkdtemp(prefix=f"rx_{name}_{a.scenario}_")
     ok = False
     t0 = time.monotonic()
     try:
         where[a.scenario](a, state)
         ok = True
-        print(f"test_faults_matrix {a.scenario}: {time.monotonic() - t0:.1f} s wall")
+        print(f"{name} {a.scenario}: {time.monotonic() - t0:.1f} s wall")
         return 0
     finally:
         if ok:
             shutil.rmtree(state, ignore_errors=True)
         else:
-            print(f"test_faults_matrix: state kept in {state}", file=sys.stderr)
+            print(f"{name}: state kept in {state}", file=sys.stderr)
