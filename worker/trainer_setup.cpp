@@ -176,8 +176,10 @@ data::Dataset Trainer::fetch_local_block(data::Split split) {
   // temporary files to write, re-read or leave behind.
   const std::string source = "the coordinator's " + name + " block for rank " + std::to_string(comm_.rank());
   const data::Format format = data::parse_format(spec_.data.format);
-  if (format == data::Format::kIdx)
-    return data::decode_idx(hooks_.fetch_shard("images", name), hooks_.fetch_shard("labels", name), source);
+  if (format == data::Format::kIdx) {
+    const std::string images = hooks_.fetch_shard("images", name);  // in this order: images first
+    return data::decode_idx(images, hooks_.fetch_shard("labels", name), source);
+  }
   return data::decode_cifar_records(hooks_.fetch_shard("", name), format == data::Format::kCifar100, source);
 }
 

@@ -151,6 +151,11 @@ void check_encodable(const Dataset& d, int64_t begin, int64_t end, bool single_c
   if (begin < 0 || begin > end || end > d.count)
     throw DataError(d.source, "block [" + std::to_string(begin) + ", " + std::to_string(end) +
                                   ") is outside the " + std::to_string(d.count) + " samples");
+  // The header's count and sizes are 32-bit: a larger value would be written truncated.
+  if (end - begin > 0xFFFFFFFFll || d.height > kMaxDim || d.width > kMaxDim)
+    throw DataError(d.source, "block of " + std::to_string(end - begin) + " samples of " +
+                                  std::to_string(d.height) + "x" + std::to_string(d.width) +
+                                  " does not fit an IDX header");
   for (int64_t i = begin; i < end; ++i)
     if (d.labels[i] < 0 || d.labels[i] > 255)
       throw DataError(d.source, "label " + std::to_string(d.labels[i]) + " of sample " + std::to_string(i) +

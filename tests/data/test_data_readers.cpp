@@ -202,6 +202,14 @@ TEST(ShardBlocks, IdxBlocksAreTheWritersBytesAndRoundTrip) {
   write_idx(dir.file("i"), dir.file("l"), d, false);
   EXPECT_EQ(as_string(rx::data::test_util::read_bytes(dir.file("i"))), encode_idx_images(d, 0, d.count));
   EXPECT_EQ(as_string(rx::data::test_util::read_bytes(dir.file("l"))), encode_idx_labels(d, 0, d.count));
+  // The layout itself, pinned byte for byte (the comparisons above share the encoders with write_idx).
+  const std::string images = encode_idx_images(d, 3, 8), labels = encode_idx_labels(d, 3, 8);
+  EXPECT_EQ(images.substr(0, 16), std::string("\0\0\x08\x03\0\0\0\x05\0\0\0\x06\0\0\0\x07", 16));
+  EXPECT_EQ(images.size(), 16u + 5 * 42);
+  EXPECT_EQ(static_cast<uint8_t>(images[16]), d.sample(3)[0]);
+  EXPECT_EQ(labels.substr(0, 8), std::string("\0\0\x08\x01\0\0\0\x05", 8));
+  ASSERT_EQ(labels.size(), 8u + 5);
+  EXPECT_EQ(static_cast<uint8_t>(labels[8]), d.labels[3]);
   for (auto [b, e] : {std::pair<int64_t, int64_t>{0, 11}, {3, 8}, {10, 11}}) {
     const Dataset got = decode_idx(encode_idx_images(d, b, e), encode_idx_labels(d, b, e), "block");
     expect_same(got, slice(d, b, e));
