@@ -1,6 +1,7 @@
 // IDX (MNIST / Fashion-MNIST) reader and writer, plain or gzip.
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 
 #include "common/data/dataset.h"
 #include "common/data/file_io.h"
@@ -183,16 +184,51 @@ Dataset read_fashion_mnist(const std::string& dir, Split split) {
 
 int64_t count_fashion_mnist(const std::string& dir, Split split) {
   const std::string images = fashion_mnist_files(dir, split).first;
-  // Only the magic and dims[0] are read (inflated); the full read checks the rest.
-  const std::vector<uint8_t> h = detail::read_prefix_maybe_gzip(images, 8);
-  if (h.size() < 8)
-    throw DataError(images, static_cast<int64_t>(h.size()),
-                    "truncated IDX header: " + std::to_string(h.size()) + " bytes, need 8 for the count");
-  if (h[0] != 0 || h[1] != 0 || h[2] != kUbyte || h[3] != 3)
+  // [Trusted count] Only the 16-byte header is read (inflated), but the count it declares sizes the
+  // coordinator's shard plan (8 bytes an index), so it is believed only if the file can hold that
+  // many images: a plain file's size must be exactly header + count * rows * cols; a gzip file's
+  // trailer (ISIZE: the content size mod 2^32) must agree, and the content cannot be more than 1032
+  // times the compressed size (deflate's largest ratio). The full read checks every byte later.
+  const std::vector<uint8_t> h = detail::read_prefix_maybe_gzip(images, 16);
+  if (h.size() >= 4 && (h[0] != 0 || h[1] != 0 || h[2] != kUbyte || h[3] != 3))
     throw DataError(images, 0,
                     "bad IDX magic " + hex(h[0]) + " " + hex(h[1]) + " " + hex(h[2]) + " " + hex(h[3]) +
                         " (expected 0x00 0x00 0x08 0x03: an IDX ubyte image file)");
-  return int64_t{h[4]} << 24 | int64_t{h[5]} << 16 | int64_t{h[6]} << 8 | h[7];
+  if (h.size() < 16)
+    throw DataError(images, static_cast<int64_t>(h.size()),
+                    "truncated IDX header: " + std::to_string(h.size()) + " bytes, need 16");
+  auto be32 = [&](int at) {
+    return int64_t{h[at]} << 24 | int64_t{h[at + 1]} << 16 | int64_t{h[at + 2]} << 8 | h[at + 3];
+  };
+  const int64_t n = be32(4), rows = be32(8), cols = be32(12);
+  if (n == 0 || rows == 0 || cols == 0 || rows > kMaxDim || cols > kMaxDim)
+    throw DataError(images, 4,
+                    "IDX dims " + std::to_string(n) + " x " + std::to_string(rows) + " x " +
+                        std::to_string(cols) +
+                        " out of range (each >= 1, rows and cols <= " + std::to_string(kMaxDim) + ")");
+  const uint64_t content = 16 + static_cast<uint64_t>(n) * static_cast<uint64_t>(rows * cols);  // < 2^64
+  std::ifstream f(images, std::ios::binary);
+  uint8_t magic[2] = {0, 0}, trailer[4] = {0, 0, 0, 0};
+  f.read(reinterpret_cast<char*>(magic), 2);
+  f.seekg(0, std::ios::end);
+  const auto size = static_cast<uint64_t>(f.tellg());
+  const bool gz = magic[0] == 0x1f && magic[1] == 0x8b;
+  if (gz && size >= 4) {
+    f.seekg(-4, std::ios::end);
+    f.read(reinterpret_cast<char*>(trailer), 4);
+  }
+  if (!f) throw IoError(images, "cannot read its size or gzip trailer");
+  const uint64_t isize = uint64_t{trailer[0]} | uint64_t{trailer[1]} << 8 | uint64_t{trailer[2]} << 16 |
+                         uint64_t{trailer[3]} << 24;
+  const bool fits = gz ? (content - 16) / 1032 <= size && (content & 0xFFFFFFFFu) == isize : content == size;
+  if (!fits)
+    throw DataError(images, 4,
+                    "IDX header declares " + std::to_string(n) + " images of " + std::to_string(rows) + "x" +
+                        std::to_string(cols) + " (" + std::to_string(content) + " bytes), but the " +
+                        (gz ? "gzip file's trailer says " + std::to_string(isize) + " bytes (mod 2^32) in " +
+                                  std::to_string(size) + " compressed"
+                            : "file holds " + std::to_string(size)));
+  return n;
 }
 
 std::string encode_idx_images(const Dataset& d, int64_t begin, int64_t end) {

@@ -4,6 +4,7 @@
 #include <array>
 
 #include "common/data/dataset.h"
+#include "common/data/file_io.h"
 #include "common/util/error.h"
 #include "data_test_util.h"
 
@@ -271,4 +272,24 @@ TEST(SampleCount, EqualsWhatTheReadersLoad) {
   EXPECT_NE(data_error_of([&] { sample_count("idx", dir.file("bad"), Split::kTrain); }).find("bad IDX magic"),
             std::string::npos);
   EXPECT_THROW(sample_count("imagenet", dir.path(), Split::kTrain), rx::ConfigError);
+}
+
+// [Trusted count] A header that declares more images than its file holds is not believed: the count
+// sizes the coordinator's shard plan, so an 8-byte lie must not become gigabytes of indices.
+TEST(SampleCount, HeaderCountMustFitTheFile) {
+  TempDir dir;
+  const Dataset d = random_dataset(13, 1, 28, 28, 10, 7);
+  std::string img = encode_idx_images(d, 0, d.count);
+  img[4] = '\x7f';  // count 0x7f00000d: two billion images in a 10 KB file
+  const std::string lab = encode_idx_labels(d, 0, d.count);
+  for (bool gz : {false, true}) {
+    const std::string sub = dir.file(gz ? "gz" : "plain"), ext = gz ? ".gz" : "";
+    for (const auto& [name, bytes] : {std::pair<std::string, std::string>{"train-images-idx3-ubyte", img},
+                                      {"train-labels-idx1-ubyte", lab}})
+      rx::data::detail::write_file(sub + "/" + name + ext, reinterpret_cast<const uint8_t*>(bytes.data()),
+                                   bytes.size(), gz);
+    const std::string msg = data_error_of([&] { sample_count("idx", sub, Split::kTrain); });
+    EXPECT_NE(msg.find("declares 2130706445 images"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(gz ? "gzip file's trailer" : "file holds 10208"), std::string::npos) << msg;
+  }
 }
