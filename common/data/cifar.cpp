@@ -181,9 +181,7 @@ Dataset decode_cifar_records(const std::string& bytes, bool cifar100, const std:
 
 std::string encode_cifar_records(const Dataset& d, int64_t begin, int64_t end, bool cifar100) {
   check_writable(d.source, d, cifar100 ? 100 : 10);
-  if (begin < 0 || begin > end || end > d.count)
-    throw DataError(d.source, "block [" + std::to_string(begin) + ", " + std::to_string(end) +
-                                  ") is outside the " + std::to_string(d.count) + " samples");
+  detail::check_block(d, begin, end);
   const int64_t rec = (cifar100 ? 2 : 1) + kPixels;
   std::string out(static_cast<size_t>((end - begin) * rec), '\0');
   char* o = out.data();

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 
+#include "common/data/dataset.h"
 #include "common/util/error.h"
 
 namespace rx::data::detail {
@@ -80,6 +81,12 @@ std::vector<uint8_t> read_file_maybe_gzip(const std::string& path) {
   std::vector<uint8_t> raw;
   read_file(path, raw);
   return is_gzip(raw) ? inflate_gzip(path, raw) : raw;
+}
+
+void check_block(const Dataset& d, int64_t begin, int64_t end) {
+  if (begin < 0 || begin > end || end > d.count)
+    throw DataError(d.source, "block [" + std::to_string(begin) + ", " + std::to_string(end) +
+                                  ") is outside the " + std::to_string(d.count) + " samples");
 }
 
 std::vector<uint8_t> read_prefix_maybe_gzip(const std::string& path, size_t n) {

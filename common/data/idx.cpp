@@ -149,9 +149,7 @@ void check_encodable(const Dataset& d, int64_t begin, int64_t end, bool single_c
     throw DataError(d.source, std::string("cannot encode as ") + what +
                                   (single_channel ? ": must be single-channel with consistent buffers"
                                                   : ": buffers do not match the count"));
-  if (begin < 0 || begin > end || end > d.count)
-    throw DataError(d.source, "block [" + std::to_string(begin) + ", " + std::to_string(end) +
-                                  ") is outside the " + std::to_string(d.count) + " samples");
+  detail::check_block(d, begin, end);
   // The header's count and sizes are 32-bit: a larger value would be written truncated.
   if (end - begin > 0xFFFFFFFFll || d.height > kMaxDim || d.width > kMaxDim)
     throw DataError(d.source, "block of " + std::to_string(end - begin) + " samples of " +

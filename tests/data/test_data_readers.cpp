@@ -226,6 +226,8 @@ TEST(ShardBlocks, CifarBlocksRoundTrip) {
   ASSERT_EQ(bytes.size(), 5u * 3074);
   EXPECT_EQ(static_cast<uint8_t>(bytes[0]), c100.labels[4] / 5);  // the writer's stand-in coarse byte
   expect_same(decode_cifar_records(bytes, true, "b100"), slice(c100, 4, 9));
+  EXPECT_NE(data_error_of([&] { encode_cifar_records(c10, 5, 10, false); }).find("outside the 9 samples"),
+            std::string::npos);
 }
 
 TEST(ShardBlocks, BadBlocksNameTheirSource) {
