@@ -283,7 +283,9 @@ TEST(Augment, RandomErasingMultiChannelChannelsLast) {
         const float v = chw[static_cast<size_t>((c * 32 + y) * 32 + x)];
         ASSERT_EQ(v, hwc[static_cast<size_t>((y * 32 + x) * 3 + c)]);
         const bool inside = y >= 3 && y < 7 && x >= 5 && x < 12;
-        if (inside) ASSERT_EQ(v, 0.0f);
+        if (inside) {
+          ASSERT_EQ(v, 0.0f);
+        }
         zeros += inside;
       }
   EXPECT_EQ(zeros, 3 * 4 * 7);
