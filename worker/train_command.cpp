@@ -13,6 +13,7 @@
 #include "common/report/report_client.h"
 #include "common/util/error.h"
 #include "common/util/file_util.h"
+#include "common/util/host_allocator.h"
 #include "worker/commands.h"
 #include "worker/hang_guard.h"
 #include "worker/job_trace.h"
@@ -75,6 +76,7 @@ int train_command(const std::vector<std::string>& args) {
   if (cli.has("out")) overrides.push_back({"output.dir", cli.get_or("out", "")});
   if (cli.has("resume")) overrides.push_back({"checkpoint.resume", "auto"});
 
+  keep_freed_host_memory();  // [Host allocator], before the first tensor
   comm::MpiRuntime mpi;
   install_preemption_handlers();
   auto boot = comm::make_mpi_communicator();

@@ -18,6 +18,7 @@
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/error.h"
+#include "common/util/host_allocator.h"
 #include "common/util/rng.h"
 #include "worker/lr_schedule.h"
 #include "worker/run_record.h"
@@ -311,6 +312,8 @@ json Trainer::run() {
                      {"loss_scale", scaler_->scale()},
                      {"skipped_steps", scaler_->skipped_steps()},
                      {"channels_last", spec_.data.channels_last},
+                     {"fused_bn_relu", spec_.model.fused_bn_relu},
+                     {"host_allocator", host_allocator_policy()},
                      {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark}};
   if (const auto* fused = dynamic_cast<const optim::FusedSGD*>(optimizer_.get()))
     out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()},

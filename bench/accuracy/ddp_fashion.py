@@ -56,11 +56,13 @@ class ConfigError(Exception):
 
 # The worker's defaults (common/config/schema.cpp) for every key of the sections this peer reads. Keys
 # of other sections (distributed, output, checkpoint, report, name) do not change what is trained and are
-# ignored; an unknown key in model/data/training is an error, as it is for the worker.
+# ignored; an unknown key in model/data/training is an error, as it is for the worker. model.fused_bn_relu
+# is accepted and has no effect here: it changes how the worker computes BN + ReLU (float rounding), not
+# what it trains, and the peer runs PyTorch's own modules either way.
 DEFAULTS = {
     "model": {"preset": None, "depth": None, "cardinality": None, "base_width": None, "bottleneck_width": 0,
               "stem_channels": None, "base_planes": None, "num_classes": 10, "zero_init_residual": False,
-              "pretrained": "", "replace_head": False},
+              "pretrained": "", "replace_head": False, "fused_bn_relu": False},
     "data": {"format": None, "path": None, "source": "shared", "shard_mode": "global",
              "max_train_samples": 0, "max_test_samples": 0, "num_workers": 1, "prefetch": 4,
              "channels_last": False,

@@ -227,6 +227,7 @@ model::ResNeXtSpec model_spec(const json& r) {
   spec.bottleneck_width = m.at("bottleneck_width").get<int>();
   spec.num_classes = m.at("num_classes").get<int>();
   spec.zero_init_residual = m.at("zero_init_residual").get<bool>();
+  spec.fused_bn_relu = m.at("fused_bn_relu").get<bool>();
   // Input channels follow the data: IDX images are grey unless replicated to 3 channels.
   const json& d = r.at("data");
   const int rep = d.at("augment").at("replicate_channels").get<int>();

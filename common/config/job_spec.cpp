@@ -152,6 +152,7 @@ void bind(Io& io, S& s) {
   io("model.base_planes", m.base_planes);
   io("model.num_classes", m.num_classes);
   io("model.zero_init_residual", m.zero_init_residual);
+  io("model.fused_bn_relu", m.fused_bn_relu);
   io("model.pretrained", m.pretrained);
   io("model.replace_head", m.replace_head);
   auto& d = s.data;

@@ -27,7 +27,8 @@ struct ModelSpec {
   std::optional<int> stem_channels, base_planes;
   int num_classes = 10;
   bool zero_init_residual = false;
-  std::string pretrained;  // torchvision state_dict to start from; "" = none
+  bool fused_bn_relu = false;  // [Fused BN-ReLU]
+  std::string pretrained;      // torchvision state_dict to start from; "" = none
   bool replace_head = false;
 };
 

@@ -1,5 +1,6 @@
 #include "common/model/resnext.h"
 
+#include "common/model/fused_bn_relu.h"
 #include "common/util/error.h"
 
 namespace rx::model {
@@ -25,7 +26,9 @@ void MacCounter::add(int64_t macs) {
   if (g_counter) g_counter->macs_ += macs;
 }
 
-BottleneckImpl::BottleneckImpl(int in_channels, int width, int out_channels, int groups, int stride) {
+BottleneckImpl::BottleneckImpl(int in_channels, int width, int out_channels, int groups, int stride,
+                               bool fused_bn_relu)
+    : fused_bn_relu_(fused_bn_relu) {
   conv1 = register_module("conv1", make_conv(in_channels, width, 1, 1));
   bn1 = register_module("bn1", nn::BatchNorm2d(width));
   // torchvision (ResNet v1.5) puts the stride on the grouped 3x3 conv.
@@ -40,14 +43,13 @@ BottleneckImpl::BottleneckImpl(int in_channels, int width, int out_channels, int
 }
 
 torch::Tensor BottleneckImpl::forward(const torch::Tensor& x) {
-  auto out = torch::relu(bn1->forward(counted(*conv1, x)));
-  out = torch::relu(bn2->forward(counted(*conv2, out)));
-  out = bn3->forward(counted(*conv3, out));
+  auto out = bn_relu(counted(*conv1, x), *bn1, {}, fused_bn_relu_);
+  out = bn_relu(counted(*conv2, out), *bn2, {}, fused_bn_relu_);
   torch::Tensor identity = x;
   if (!downsample.is_empty()) {
     identity = downsample[1]->as<nn::BatchNorm2d>()->forward(counted(*downsample[0]->as<nn::Conv2d>(), x));
   }
-  return torch::relu(out + identity);
+  return bn_relu(counted(*conv3, out), *bn3, identity, fused_bn_relu_);
 }
 
 ResNeXtImpl::ResNeXtImpl(const ResNeXtSpec& spec) : spec_(spec) {
@@ -67,7 +69,7 @@ ResNeXtImpl::ResNeXtImpl(const ResNeXtSpec& spec) : spec_(spec) {
     const int width = spec_.stage_width(static_cast<int>(s));
     for (int b = 0; b < spec_.blocks[s]; ++b) {
       stage->push_back(Bottleneck(in, width, out, spec_.cardinality,
-                                  b == 0 ? spec_.stage_stride(static_cast<int>(s)) : 1));
+                                  b == 0 ? spec_.stage_stride(static_cast<int>(s)) : 1, spec_.fused_bn_relu));
       in = out;
     }
     stages_.push_back(register_module("layer" + std::to_string(s + 1), stage));
@@ -106,7 +108,7 @@ torch::Tensor ResNeXtImpl::stem_forward(const torch::Tensor& x) {
                                         ", H, W] input, got " + std::to_string(x.dim()) + "-d tensor with " +
                                         (x.dim() >= 2 ? std::to_string(x.size(1)) : std::string("?")) +
                                         " channels");
-  auto y = torch::relu(bn1->forward(counted(*conv1, x)));
+  auto y = bn_relu(counted(*conv1, x), *bn1, {}, spec_.fused_bn_relu);
   if (spec_.stem == StemKind::kImageNet) y = torch::max_pool2d(y, 3, 2, 1);
   return y;
 }

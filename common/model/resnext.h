@@ -12,7 +12,8 @@ namespace rx::model {
 
 class BottleneckImpl : public torch::nn::Module {
  public:
-  BottleneckImpl(int in_channels, int width, int out_channels, int groups, int stride);
+  BottleneckImpl(int in_channels, int width, int out_channels, int groups, int stride,
+                 bool fused_bn_relu = false);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::BatchNorm2d last_bn() const { return bn3; }
 
@@ -20,6 +21,7 @@ class BottleneckImpl : public torch::nn::Module {
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};
   torch::nn::Sequential downsample{nullptr};  // 1x1 conv + BN when shape changes, else absent
+  bool fused_bn_relu_ = false;
 };
 TORCH_MODULE(Bottleneck);
 

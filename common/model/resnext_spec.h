@@ -25,6 +25,9 @@ struct ResNeXtSpec {
   int in_channels = 3;
   int num_classes = 10;
   bool zero_init_residual = false;  // zero each block's last BN gamma
+  // Each BN that a ReLU follows runs fused with it, and with the residual add ([Fused BN-ReLU],
+  // fused_bn_relu.h): same network, same parameters, equal up to float rounding.
+  bool fused_bn_relu = false;
 
   // Bottleneck width (channels of the grouped conv) in stage s: floor(planes * d / 64) * C, or
   // bottleneck_width * 2^s when that is set.
