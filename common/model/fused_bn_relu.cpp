@@ -199,6 +199,10 @@ struct TrainingKernels {
   }
 
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    // The kernels write through raw pointers, so their outputs have no graph of their own: refuse a
+    // double backward (create_graph, e.g. a gradient penalty) instead of returning zeros for it.
+    TORCH_CHECK(!torch::GradMode::is_enabled(),
+                "model.fused_bn_relu: double backward (create_graph) is not supported; turn the fusion off");
     const auto saved = ctx->get_saved_variables();
     const Tensor& x = saved[0];
     const Tensor& weight = saved[1];
@@ -292,8 +296,9 @@ bool fused_bn_relu_applies(const Tensor& x, const torch::nn::BatchNorm2dImpl& bn
       !residual.defined() ||
       (residual.sizes() == x.sizes() && residual.scalar_type() == torch::kFloat32 &&
        residual.device().is_cpu() && residual.is_contiguous(at::MemoryFormat::ChannelsLast));
-  const bool bn_ok = o.affine() && o.track_running_stats() && o.momentum().has_value() &&
-                     bn.weight.scalar_type() == torch::kFloat32 && bn.weight.device().is_cpu();
+  const bool bn_ok = x.dim() == 4 && o.num_features() == x.size(1) && o.affine() && o.track_running_stats() &&
+                     o.momentum().has_value() && bn.weight.scalar_type() == torch::kFloat32 &&
+                     bn.weight.device().is_cpu();
   // Eval mode with gradients wanted (e.g. a frozen-statistics fine-tune) has no fused backward. Training
   // on one value per channel is LibTorch's error to raise ("Expected more than 1 value per channel").
   const bool mode_ok =

@@ -1,6 +1,7 @@
 #include "common/util/host_allocator.h"
 
 #include <cstdlib>
+#include <cstring>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -17,9 +18,12 @@ std::string apply_policy() {
 #if defined(__GLIBC__)
   for (const char* name : {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
     if (std::getenv(name)) return "environment";
+  if (const char* tunables = std::getenv("GLIBC_TUNABLES");
+      tunables && std::strstr(tunables, "glibc.malloc."))
+    return "environment";
   // 32 MiB is glibc's largest mmap threshold on 64-bit (HEAP_MAX_SIZE / 2); blocks above it still get
-  // their own mapping. The trim threshold is an int: its largest value means "never".
-  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 0x7fffffff) == 1;
+  // their own mapping. A trim threshold of -1 turns trimming off (mallopt(3)).
+  const bool ok = mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1;
   return ok ? "keep_freed (mmap_threshold 32 MiB, no trim)" : "default";
 #else
   return "default";

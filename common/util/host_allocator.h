@@ -10,9 +10,9 @@
 namespace rx {
 
 // Applies the policy above unless the user set glibc's own MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_
-// (or MALLOC_TOP_PAD_), which then win. Call once, before the first large allocation. Returns what is in
-// force, for the run record: "keep_freed (mmap_threshold 32 MiB, no trim)", "environment" or "default"
-// (not glibc).
+// (or MALLOC_TOP_PAD_, or a glibc.malloc.* entry of GLIBC_TUNABLES), which then win. Call once, before the
+// first large allocation. Returns what is in force, for the run record: "keep_freed (mmap_threshold 32 MiB,
+// no trim)", "environment" or "default" (not glibc).
 std::string keep_freed_host_memory();
 
 // What keep_freed_host_memory() last returned in this process; "default" before any call.
