@@ -21,7 +21,7 @@ if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] && [ "${RX_SKIP_CUDA:-0}" != 
   echo "run_tests: CUDA toolkit found: building and testing the CUDA build (build-cuda)"
   # Only what the checks below run (the whole CUDA build is 169 steps; these are what CI needs).
   launch/build_cuda.sh --targets "resnext_worker mpi_comm_test test_thread_comm test_data_parallel test_config \
-    test_shard_plan test_lr_schedule gpu_nccl_test gpu_shared_ranks_test gpu_training_test"
+    test_shard_plan test_lr_schedule test_fused_optimizer gpu_nccl_test gpu_shared_ranks_test gpu_training_test"
   ldd build-cuda/worker/resnext_worker | grep -E 'libtorch_cuda|libcudnn|libnccl' | sed 's/^/run_tests: links /'
   # The CUDA worker on this GPU-less machine: describe, devices, and a one-rank CPU training run.
   build-cuda/worker/resnext_worker describe --model resnext29_8x64d | tail -n 1
@@ -30,8 +30,8 @@ if [ -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ] && [ "${RX_SKIP_CUDA:-0}" != 
   build-cuda/worker/resnext_worker train --config configs/fashion_mnist_small.json --out build-cuda/cpu-run \
     --set data.max_train_samples=256 --set data.max_test_samples=128 --set training.epochs=1 | tail -n 2
   grep -q '"type": "cpu"' build-cuda/cpu-run/result.json
-  # The CPU-side tests of the CUDA build (communicators, data parallelism, config, the worker's CLI)
-  # and the GPU tests, which skip here with their reason.
+  # The CPU-side tests of the CUDA build (communicators, data parallelism, config, the worker's CLI,
+  # the fused optimizers against LibTorch 2's own) and the GPU tests, which skip here with their reason.
   ctest --test-dir build-cuda --output-on-failure -j 2 \
-    -R '^(worker_describe|test_mpi_comm_np[1-4]|test_thread_comm|test_data_parallel|test_config|test_shard_plan|test_lr_schedule|gpu_.*)$'
+    -R '^(worker_describe|test_mpi_comm_np[1-4]|test_thread_comm|test_data_parallel|test_config|test_shard_plan|test_lr_schedule|test_fused_optimizer|gpu_.*)$'
 fi

@@ -14,7 +14,7 @@
 #include "common/data/shard_plan.h"
 #include "common/metrics/memory.h"
 #include "common/model/precision.h"
-#include "common/optim/fused_sgd.h"
+#include "common/optim/flat_groups.h"
 #include "common/parallel/reducer.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/error.h"
@@ -315,7 +315,7 @@ json Trainer::run() {
                      {"fused_bn_relu", spec_.model.fused_bn_relu},
                      {"host_allocator", host_allocator_policy()},
                      {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark}};
-  if (const auto* fused = dynamic_cast<const optim::FusedSGD*>(optimizer_.get()))
+  if (const auto* fused = dynamic_cast<const optim::FusedOptimizer*>(optimizer_.get()))
     out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()},
                                           {"loose_parameters", fused->loose_parameters()}};
   return out;

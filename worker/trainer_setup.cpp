@@ -8,6 +8,7 @@
 #include "common/data/shard_plan.h"
 #include "common/model/precision.h"
 #include "common/model/state_dict.h"
+#include "common/optim/fused_adam.h"
 #include "common/optim/fused_sgd.h"
 #include "common/parallel/replica_sync.h"
 #include "common/util/error.h"
@@ -53,14 +54,17 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const config::OptimizerS
       if (o.fused) return std::make_unique<optim::FusedSGD>(params, opts);  // [Fused step]
       return std::make_unique<torch::optim::SGD>(params, opts);
     }
-    case config::OptimizerKind::kAdam:
-      return std::make_unique<torch::optim::Adam>(
-          params, torch::optim::AdamOptions(lr).betas(betas).eps(o.eps).weight_decay(wd));
+    case config::OptimizerKind::kAdam: {
+      const auto opts = torch::optim::AdamOptions(lr).betas(betas).eps(o.eps).weight_decay(wd);
+      if (o.fused) return std::make_unique<optim::FusedAdam>(params, opts);  // [Fused Adam]
+      return std::make_unique<torch::optim::Adam>(params, opts);
+    }
     case config::OptimizerKind::kAdamW:
       break;
   }
-  return std::make_unique<torch::optim::AdamW>(
-      params, torch::optim::AdamWOptions(lr).betas(betas).eps(o.eps).weight_decay(wd));
+  const auto opts = torch::optim::AdamWOptions(lr).betas(betas).eps(o.eps).weight_decay(wd);
+  if (o.fused) return std::make_unique<optim::FusedAdamW>(params, opts);
+  return std::make_unique<torch::optim::AdamW>(params, opts);
 }
 }  // namespace
 

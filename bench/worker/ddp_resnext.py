@@ -30,10 +30,18 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--bucket-mb", type=float, default=25.0)
+    ap.add_argument("--model", default="resnext20_tiny", choices=["resnext20_tiny", "resnext50_32x4d"])
+    ap.add_argument("--channels-last", action="store_true", help="model and input in channels_last")
     ap.add_argument("--check-params", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model = resnext20_tiny()
+    if args.model == "resnext20_tiny":
+        model, shape = resnext20_tiny(), (1, 28, 28)
+    else:  # torchvision's, as the worker's resnext50_32x4d preset (23,000,394 parameters at 10 classes)
+        import torchvision
+        model, shape = torchvision.models.resnext50_32x4d(num_classes=10), (3, 32, 32)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     if args.check_params:
         print("params", sum(p.numel() for p in model.parameters()))
         return
@@ -45,8 +53,8 @@ def main():
     ddp = nn.parallel.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
     opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     g = torch.Generator().manual_seed(1 + rank)
-    batches = [(torch.randn(args.batch, 1, 28, 28, generator=g), torch.randint(0, 10, (args.batch,), generator=g))
-               for _ in range(8)]
+    batches = [(torch.randn(args.batch, *shape, generator=g).contiguous(memory_format=fmt),
+                torch.randint(0, 10, (args.batch,), generator=g)) for _ in range(8)]
     t0 = None
     for step in range(args.warmup + args.steps):
         if step == args.warmup:

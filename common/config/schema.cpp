@@ -85,7 +85,7 @@ const std::vector<Field>& schema() {
        0,
        {},
        false,
-       "sgd: update the gradient buckets' flat buffers at once (same results as per parameter)"},
+       "update the gradient buckets' flat buffers at once (sgd, adam, adamw; same results as per parameter)"},
       {"training.optimizer.betas", Kind::kNumberList, J{0.9, 0.999}, 0, 0.999999},
       {"training.optimizer.eps", Kind::kNumber, 1e-8, 1e-16, 1},
       {"training.lr_schedule.name", Kind::kString, "multistep", 0, 0, {"constant", "multistep", "cosine"}},

@@ -1,0 +1,306 @@
+// The fused optimizers against LibTorch's per-parameter ones: FusedSGD (common/optim/fused_sgd.h)
+// against torch::optim::SGD, FusedAdam / FusedAdamW (fused_adam.h) against torch::optim::Adam / AdamW.
+// Same model, same batches, the reducer's flat gradient buckets (one rank over the thread backend) or
+// plain gradients; checkpoints saved by one load into the other.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <sstream>
+
+#include "common/comm/thread/thread_communicator.h"
+#include "common/model/precision.h"
+#include "common/model/resnext.h"
+#include "common/optim/fused_adam.h"
+#include "common/optim/fused_sgd.h"
+#include "common/parallel/reducer.h"
+
+using namespace rx;
+
+namespace {
+const comm::Millis kTimeout{60000};
+
+model::ResNeXt make_model(bool channels_last) {
+  torch::manual_seed(5);
+  auto spec = model::preset("resnext20_tiny");
+  spec.in_channels = 1;
+  model::ResNeXt m(spec);
+  if (channels_last) model::to_channels_last(*m);
+  return m;
+}
+
+std::pair<torch::Tensor, torch::Tensor> batch(int step) {
+  auto gen = at::detail::createCPUGenerator(77 + step);
+  return {torch::randn({6, 1, 28, 28}, gen), torch::randint(0, 10, {6}, gen, torch::kInt64)};
+}
+
+torch::optim::SGDOptions sgd_options() {
+  return torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(5e-4);
+}
+
+struct Run {
+  model::ResNeXt& model;
+  torch::optim::Optimizer& opt;
+  parallel::Reducer* reducer;  // null: plain gradients; else .grad aliases its buckets
+};
+
+// Trains the runs side by side from step `first`. Each step, every run does its own forward and
+// backward (through its reducer's hooks and buckets), then takes the first run's gradients, so that
+// the runs differ only by their optimizers' arithmetic: this small network on random data turns a
+// 1e-8 difference in the weights into 1e-2 within four SGD steps.
+void train(const std::vector<Run>& runs, int first, int steps) {
+  for (int s = first; s < first + steps; ++s) {
+    auto [x, y] = batch(s);
+    for (const auto& r : runs) {
+      r.opt.zero_grad();
+      const auto dtype = r.model->parameters()[0].scalar_type();  // float64 runs: the tensor-operation path
+      auto loss = torch::nn::functional::cross_entropy(r.model->forward(x.to(dtype)), y);
+      if (r.reducer) r.reducer->prepare_for_backward(true);
+      loss.backward();
+      try {  // say which run and step failed
+        if (r.reducer) r.reducer->finalize();
+      } catch (const std::exception& e) {
+        const bool fused = dynamic_cast<optim::FusedOptimizer*>(&r.opt) != nullptr;
+        throw std::runtime_error((fused ? "fused" : "plain") + std::string(" step ") + std::to_string(s) +
+                                 ": " + e.what());
+      }
+    }
+    {
+      torch::NoGradGuard no_grad;
+      const auto ref = runs[0].model->parameters();
+      for (size_t k = 1; k < runs.size(); ++k) {
+        auto ps = runs[k].model->parameters();
+        for (size_t i = 0; i < ps.size(); ++i)
+          ps[i].mutable_grad().copy_(ref[i].grad());  // in place: the alias
+      }
+    }
+    for (const auto& r : runs) r.opt.step();
+  }
+}
+
+double max_diff(model::ResNeXt& a, model::ResNeXt& b) {
+  double d = 0;
+  auto pa = a->parameters(), pb = b->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) d = std::max(d, (pa[i] - pb[i]).abs().max().item<double>());
+  return d;
+}
+
+// A fresh model holding `src`'s current parameters.
+model::ResNeXt copy_of(model::ResNeXt& src, bool channels_last = false) {
+  auto dst = make_model(channels_last);
+  torch::NoGradGuard ng;
+  auto from = src->parameters(), to = dst->parameters();
+  for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+  return dst;
+}
+
+// Saves `from`'s state and loads it into `to` (a checkpoint's round trip); returns the saved bytes.
+std::string transfer(const torch::optim::Optimizer& from, torch::optim::Optimizer& to) {
+  std::ostringstream bytes;
+  torch::serialize::OutputArchive out;
+  from.save(out);
+  out.save_to(bytes);
+  std::istringstream in(bytes.str());
+  torch::serialize::InputArchive back;
+  back.load_from(in);
+  to.load(back);
+  return bytes.str();
+}
+
+parallel::ReducerOptions small_buckets() {
+  parallel::ReducerOptions o;
+  o.bucket_mb = 0.05;  // several buckets: several flat groups
+  o.first_bucket_mb = 0.01;
+  o.timeout = kTimeout;
+  return o;
+}
+}  // namespace
+
+class FusedSgd : public ::testing::TestWithParam<bool> {};  // channels-last weights or not
+
+TEST_P(FusedSgd, MatchesTorchSgdOverReducerBuckets) {
+  auto group = comm::make_thread_group(1);
+  auto ref = make_model(GetParam()), fused = make_model(GetParam());
+  parallel::Reducer ref_red(*ref, *group[0], small_buckets()), fused_red(*fused, *group[0], small_buckets());
+  torch::optim::SGD ref_opt(ref->parameters(), sgd_options());
+  optim::FusedSGD fused_opt(fused->parameters(), sgd_options());
+  train({{ref, ref_opt, &ref_red}, {fused, fused_opt, &fused_red}}, 0, 4);
+  EXPECT_GT(fused_opt.fused_groups(), 2) << "the reducer's buckets were not used as flat groups";
+  EXPECT_EQ(fused_opt.loose_parameters(), 0);
+  EXPECT_LT(max_diff(ref, fused), 1e-6);
+  // [Aligned slices]: the flat buffers start every parameter and gradient on a 256-byte boundary of
+  // their buffer (the CPU allocator aligns buffers to 64 bytes); cuDNN's channels-last kernels
+  // fault on misaligned weights.
+  for (const auto& item : fused->named_parameters()) {
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(item.value().data_ptr()) % 64, 0u) << item.key() << " (parameter)";
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(item.value().grad().data_ptr()) % 64, 0u)
+        << item.key() << " (gradient)";
+  }
+  EXPECT_GT((ref->parameters()[0] - make_model(GetParam())->parameters()[0]).abs().max().item<double>(), 1e-4)
+      << "training did not move the weights: the comparison proves nothing";
+}
+
+TEST_P(FusedSgd, MatchesTorchSgdWithoutReducer) {
+  auto ref = make_model(GetParam()), fused = make_model(GetParam());
+  torch::optim::SGD ref_opt(ref->parameters(), sgd_options());
+  optim::FusedSGD fused_opt(fused->parameters(), sgd_options());
+  train({{ref, ref_opt, nullptr}, {fused, fused_opt, nullptr}}, 0, 3);
+  EXPECT_LT(max_diff(ref, fused), 1e-6);
+}
+
+INSTANTIATE_TEST_SUITE_P(Layouts, FusedSgd, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "ChannelsLast" : "Contiguous"; });
+
+// A checkpoint of FusedSGD loads into torch::optim::SGD (and the other way) and training goes on
+// identically; the saved momentum is each parameter's own, not the whole flat buffer per parameter.
+TEST(FusedSgdCheckpoint, InterchangeableWithTorchSgd) {
+  auto group = comm::make_thread_group(1);
+  auto ref = make_model(false), fused = make_model(false);
+  parallel::Reducer ref_red(*ref, *group[0], small_buckets()), fused_red(*fused, *group[0], small_buckets());
+  torch::optim::SGD ref_opt(ref->parameters(), sgd_options());
+  optim::FusedSGD fused_opt(fused->parameters(), sgd_options());
+  train({{ref, ref_opt, &ref_red}, {fused, fused_opt, &fused_red}}, 0, 3);
+
+  // FusedSGD's state into a plain SGD on a copy of the fused model: continues like the reference.
+  auto resumed = copy_of(fused);
+  torch::optim::SGD plain(resumed->parameters(), sgd_options());
+  const auto fused_bytes = transfer(fused_opt, plain);
+  int64_t momentum_bytes = 0;
+  for (auto& p : fused->parameters()) momentum_bytes += p.numel() * 4;
+  EXPECT_LT(static_cast<double>(fused_bytes.size()), 1.5 * momentum_bytes)
+      << "flat buffers saved per parameter";
+  // And the reference's state into a FusedSGD on a copy of the reference model.
+  auto refcopy = copy_of(ref);
+  parallel::Reducer refcopy_red(*refcopy, *group[0], small_buckets());
+  optim::FusedSGD fused_from_plain(refcopy->parameters(), sgd_options());
+  transfer(ref_opt, fused_from_plain);
+  train({{ref, ref_opt, &ref_red}, {resumed, plain, nullptr}, {refcopy, fused_from_plain, &refcopy_red}}, 3,
+        2);
+  EXPECT_LT(max_diff(ref, resumed), 1e-6);
+  EXPECT_LT(max_diff(ref, refcopy), 1e-6);
+  EXPECT_GT(fused_from_plain.fused_groups(), 2);
+}
+
+// [Fused Adam]: Adam (L2 decay on the gradient), AdamW (decoupled decay) and AdamW with AMSGrad, each
+// with contiguous and channels-last weights.
+enum class AdamKind { kAdam, kAdamW, kAdamWAmsgrad };
+
+struct AdamCase {
+  AdamKind kind;
+  bool channels_last;
+};
+
+// The per-parameter optimizer (fused = false) or the fused one for `c`.
+std::unique_ptr<torch::optim::Optimizer> make_adam(const AdamCase& c, std::vector<torch::Tensor> params,
+                                                   bool fused) {
+  if (c.kind == AdamKind::kAdam) {
+    const auto o = torch::optim::AdamOptions(2e-3).weight_decay(5e-4);
+    if (fused) return std::make_unique<optim::FusedAdam>(params, o);
+    return std::make_unique<torch::optim::Adam>(params, o);
+  }
+  const auto o =
+      torch::optim::AdamWOptions(2e-3).weight_decay(1e-2).amsgrad(c.kind == AdamKind::kAdamWAmsgrad);
+  if (fused) return std::make_unique<optim::FusedAdamW>(params, o);
+  return std::make_unique<torch::optim::AdamW>(params, o);
+}
+
+class FusedAdamTest : public ::testing::TestWithParam<AdamCase> {};
+
+TEST_P(FusedAdamTest, MatchesTorchOverReducerBuckets) {
+  auto group = comm::make_thread_group(1);
+  auto ref = make_model(GetParam().channels_last), fused = make_model(GetParam().channels_last);
+  parallel::Reducer ref_red(*ref, *group[0], small_buckets()), fused_red(*fused, *group[0], small_buckets());
+  auto ref_opt = make_adam(GetParam(), ref->parameters(), false);
+  auto fused_opt = make_adam(GetParam(), fused->parameters(), true);
+  train({{ref, *ref_opt, &ref_red}, {fused, *fused_opt, &fused_red}}, 0, 4);
+  const auto& flat = dynamic_cast<const optim::FusedOptimizer&>(*fused_opt);
+  EXPECT_GT(flat.fused_groups(), 2) << "the reducer's buckets were not used as flat groups";
+  EXPECT_EQ(flat.loose_parameters(), 0);
+  EXPECT_LT(max_diff(ref, fused), 1e-6);
+  EXPECT_GT((ref->parameters()[0] - make_model(GetParam().channels_last)->parameters()[0])
+                .abs()
+                .max()
+                .item<double>(),
+            1e-3)
+      << "training did not move the weights: the comparison proves nothing";
+}
+
+TEST_P(FusedAdamTest, MatchesTorchWithoutReducer) {
+  auto ref = make_model(GetParam().channels_last), fused = make_model(GetParam().channels_last);
+  auto ref_opt = make_adam(GetParam(), ref->parameters(), false);
+  auto fused_opt = make_adam(GetParam(), fused->parameters(), true);
+  train({{ref, *ref_opt, nullptr}, {fused, *fused_opt, nullptr}}, 0, 3);
+  EXPECT_EQ(dynamic_cast<const optim::FusedOptimizer&>(*fused_opt).fused_groups(), 0);
+  EXPECT_LT(max_diff(ref, fused), 1e-6);
+}
+
+// A checkpoint of the fused optimizer loads into LibTorch's (and the other way), and training goes on
+// identically: each parameter's step count and moments are saved as its own.
+TEST_P(FusedAdamTest, CheckpointsInterchangeableWithTorch) {
+  const bool cl = GetParam().channels_last;
+  auto group = comm::make_thread_group(1);
+  auto ref = make_model(cl), fused = make_model(cl);
+  parallel::Reducer ref_red(*ref, *group[0], small_buckets()), fused_red(*fused, *group[0], small_buckets());
+  auto ref_opt = make_adam(GetParam(), ref->parameters(), false);
+  auto fused_opt = make_adam(GetParam(), fused->parameters(), true);
+  train({{ref, *ref_opt, &ref_red}, {fused, *fused_opt, &fused_red}}, 0, 3);
+
+  auto resumed = copy_of(fused, cl);
+  auto plain = make_adam(GetParam(), resumed->parameters(), false);
+  transfer(*fused_opt, *plain);
+  auto refcopy = copy_of(ref, cl);
+  parallel::Reducer refcopy_red(*refcopy, *group[0], small_buckets());
+  auto fused_from_plain = make_adam(GetParam(), refcopy->parameters(), true);
+  transfer(*ref_opt, *fused_from_plain);
+
+  train({{ref, *ref_opt, &ref_red}, {resumed, *plain, nullptr}, {refcopy, *fused_from_plain, &refcopy_red}},
+        3, 2);
+  EXPECT_LT(max_diff(ref, resumed), 1e-6);
+  EXPECT_LT(max_diff(ref, refcopy), 1e-6);
+  EXPECT_GT(dynamic_cast<const optim::FusedOptimizer&>(*fused_from_plain).fused_groups(), 2);
+}
+
+std::string adam_case_name(const AdamCase& c) {
+  static const char* const kNames[] = {"Adam", "AdamW", "AdamWAmsgrad"};
+  return std::string(kNames[static_cast<int>(c.kind)]) + (c.channels_last ? "ChannelsLast" : "Contiguous");
+}
+void PrintTo(const AdamCase& c, std::ostream* os) { *os << adam_case_name(c); }
+
+INSTANTIATE_TEST_SUITE_P(Kinds, FusedAdamTest,
+                         ::testing::Values(AdamCase{AdamKind::kAdam, false}, AdamCase{AdamKind::kAdam, true},
+                                           AdamCase{AdamKind::kAdamW, false},
+                                           AdamCase{AdamKind::kAdamW, true},
+                                           AdamCase{AdamKind::kAdamWAmsgrad, false}),
+                         [](const auto& info) { return adam_case_name(info.param); });
+
+// Off the CPU's float32 path ([One pass] covers only that), the fused optimizers update a group with
+// tensor operations: the GPU's path. float64 on the CPU takes it too, so it is checked here, against
+// LibTorch's optimizers in float64, where both do the same operations in the same order.
+TEST(FusedTensorPath, MatchesTorchInFloat64) {
+  auto group = comm::make_thread_group(1);
+  for (int kind = 0; kind < 3; ++kind) {
+    SCOPED_TRACE(kind == 0 ? "SGD" : kind == 1 ? "Adam" : "AdamW with AMSGrad");
+    auto ref = make_model(false), fused = make_model(false);
+    ref->to(torch::kFloat64);
+    fused->to(torch::kFloat64);
+    parallel::Reducer ref_red(*ref, *group[0], small_buckets()),
+        fused_red(*fused, *group[0], small_buckets());
+    std::unique_ptr<torch::optim::Optimizer> ref_opt, fused_opt;
+    if (kind == 0) {
+      ref_opt = std::make_unique<torch::optim::SGD>(ref->parameters(), sgd_options());
+      fused_opt = std::make_unique<optim::FusedSGD>(fused->parameters(), sgd_options());
+    } else {
+      const AdamCase c{kind == 1 ? AdamKind::kAdam : AdamKind::kAdamWAmsgrad, false};
+      ref_opt = make_adam(c, ref->parameters(), false);
+      fused_opt = make_adam(c, fused->parameters(), true);
+    }
+    train({{ref, *ref_opt, &ref_red}, {fused, *fused_opt, &fused_red}}, 0, 3);
+    EXPECT_GT(dynamic_cast<const optim::FusedOptimizer&>(*fused_opt).fused_groups(), 2);
+    EXPECT_LT(max_diff(ref, fused), 1e-12);
+    EXPECT_GT((ref->parameters()[0].to(torch::kFloat32) - make_model(false)->parameters()[0])
+                  .abs()
+                  .max()
+                  .item<double>(),
+              1e-4);
+  }
+}
