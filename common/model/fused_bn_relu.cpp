@@ -182,7 +182,7 @@ struct TrainingKernels {
       // torch::nn::BatchNorm2d's update: momentum-weighted, the unbiased variance.
       torch::NoGradGuard no_grad;
       const double momentum = *bn->options.momentum();
-      const double unbias = rows > 1 ? static_cast<double>(rows) / (rows - 1) : 1.0;
+      const double unbias = static_cast<double>(rows) / (rows - 1);  // rows > 1: fused_bn_relu_applies
       Tensor var_t = torch::from_blob(var.data(), {C}, torch::kFloat64).to(torch::kFloat32);
       bn->running_mean.mul_(1 - momentum).add_(mean, momentum);
       bn->running_var.mul_(1 - momentum).add_(var_t, momentum * unbias);
@@ -289,21 +289,23 @@ Tensor unfused(const Tensor& x, torch::nn::BatchNorm2dImpl& bn, const Tensor& re
 }  // namespace
 
 bool fused_bn_relu_applies(const Tensor& x, const torch::nn::BatchNorm2dImpl& bn, const Tensor& residual) {
+  // The layout first: the checks after it read x.size(1).
+  if (x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != torch::kFloat32 ||
+      !x.is_contiguous(at::MemoryFormat::ChannelsLast) || x.numel() == 0)
+    return false;
   const auto& o = bn.options;
-  const bool layout_ok = x.dim() == 4 && x.device().is_cpu() && x.scalar_type() == torch::kFloat32 &&
-                         x.is_contiguous(at::MemoryFormat::ChannelsLast) && x.numel() > 0;
   const bool residual_ok =
       !residual.defined() ||
       (residual.sizes() == x.sizes() && residual.scalar_type() == torch::kFloat32 &&
        residual.device().is_cpu() && residual.is_contiguous(at::MemoryFormat::ChannelsLast));
-  const bool bn_ok = x.dim() == 4 && o.num_features() == x.size(1) && o.affine() && o.track_running_stats() &&
+  const bool bn_ok = o.num_features() == x.size(1) && o.affine() && o.track_running_stats() &&
                      o.momentum().has_value() && bn.weight.scalar_type() == torch::kFloat32 &&
                      bn.weight.device().is_cpu();
   // Eval mode with gradients wanted (e.g. a frozen-statistics fine-tune) has no fused backward. Training
-  // on one value per channel is LibTorch's error to raise ("Expected more than 1 value per channel").
-  const bool mode_ok =
-      bn.is_training() ? x.dim() == 4 && x.numel() > x.size(1) : !torch::GradMode::is_enabled();
-  return layout_ok && residual_ok && bn_ok && mode_ok;
+  // on one value per channel is LibTorch's error to raise ("Expected more than 1 value per channel"), and
+  // it guarantees the rows > 1 that the unbiased running variance divides by.
+  const bool mode_ok = bn.is_training() ? x.numel() > x.size(1) : !torch::GradMode::is_enabled();
+  return residual_ok && bn_ok && mode_ok;
 }
 
 Tensor bn_relu(const Tensor& x, torch::nn::BatchNorm2dImpl& bn, const Tensor& residual, bool fused) {
