@@ -4,6 +4,7 @@
 #include <map>
 
 #include "common/parallel/reducer.h"
+#include "common/util/error.h"
 
 namespace rx::optim {
 
@@ -27,8 +28,9 @@ torch::Tensor FlatGroup::view(const torch::Tensor& flat, const FlatMember& m) co
   return alias;
 }
 
-bool FlatLayout::valid(const StateMap& state, const FlatState& kind) const {
-  if (!built_) return false;
+bool FlatLayout::valid(const std::vector<torch::Tensor>& params, const StateMap& state,
+                       const FlatState& kind) const {
+  if (!built_ || params.size() != param_count_) return false;
   for (const auto& g : groups_)
     for (const auto& m : g.members) {
       const auto& grad = m.param.grad();
@@ -44,19 +46,20 @@ bool FlatLayout::valid(const StateMap& state, const FlatState& kind) const {
       for (size_t b = 0; b < buffers.size(); ++b)
         if (!buffers[b].defined() || buffers[b].data_ptr() != slice_ptr(g.state[b], m.offset)) return false;
     }
-  for (const auto& p : loose_)
-    if (!p.grad().defined()) return false;  // a parameter that had none may now belong to a group
+  for (size_t i = 0; i < loose_.size(); ++i)
+    if (loose_[i].grad().defined() != loose_had_grad_[i]) return false;
   return true;
 }
 
 void FlatLayout::build(const std::vector<torch::Tensor>& params, StateMap& state, const FlatState& kind) {
   torch::NoGradGuard no_grad;
+  built_ = false;  // until the end: a build that throws leaves no layout to trust
   groups_.clear();
   loose_.clear();
   // Parameters by the storage their gradient lives in (eligible for a group or not), ordered by offset.
   auto eligible = [](const torch::Tensor& p) {
     const auto& g = p.grad();
-    return g.defined() && !g.is_sparse() && g.is_non_overlapping_and_dense() &&
+    return g.defined() && !g.is_sparse() && p.numel() > 0 && g.is_non_overlapping_and_dense() &&
            p.is_non_overlapping_and_dense() && g.strides() == p.strides() &&
            g.scalar_type() == p.scalar_type();
   };
@@ -74,11 +77,16 @@ void FlatLayout::build(const std::vector<torch::Tensor>& params, StateMap& state
     // [Group runs] A group is a maximal run of eligible gradients in offset order, each starting at or
     // after the previous one's end, with at most the reducer's alignment padding between them
     // ([Aligned slices] in common/parallel/reducer.cpp). The padding belongs to no parameter and is
-    // zero, so the flat operations keep it zero. An ineligible gradient in between ends the run.
+    // zero (checked: a storage that is not the reducer's may hold something else there), so the flat
+    // operations keep it zero. An ineligible gradient in between ends the run.
     auto follows = [](const torch::Tensor& prev, const torch::Tensor& next) {
       const int64_t end = prev.grad().storage_offset() + prev.numel();
       const int64_t gap = next.grad().storage_offset() - end;
-      return gap >= 0 && gap * next.grad().element_size() < parallel::kSliceAlignBytes;
+      if (gap < 0 || gap * next.grad().element_size() >= parallel::kSliceAlignBytes) return false;
+      if (gap == 0) return true;
+      auto padding = torch::empty({0}, next.grad().options());
+      padding.set_(next.grad().storage(), end, {gap}, {1});
+      return padding.eq(0).all().item<bool>();
     };
     size_t i = 0;
     while (i < ps.size()) {
@@ -89,8 +97,8 @@ void FlatLayout::build(const std::vector<torch::Tensor>& params, StateMap& state
       size_t j = i + 1;
       while (j < ps.size() && eligible(ps[j]) && follows(ps[j - 1], ps[j])) ++j;
       // A group's states: all members have one (a loaded checkpoint, earlier steps) that can share the
-      // group, or none has (the first step). Anything else cannot happen with one optimizer over a
-      // whole model; those parameters keep the per-parameter path.
+      // group, or none has (the first step). Otherwise (e.g. Adam step counts that differ because a
+      // parameter had no gradient for a while) the run keeps the per-parameter path.
       int with_state = 0;
       bool joinable = true;
       const torch::optim::OptimizerParamState* first_state = nullptr;
@@ -129,7 +137,11 @@ void FlatLayout::build(const std::vector<torch::Tensor>& params, StateMap& state
         std::vector<torch::Tensor> aliases;
         for (int b = 0; b < kind.buffers(); ++b) {
           aliases.push_back(g.view(g.state[b], m));
-          if (loaded[b].defined()) aliases.back().copy_(loaded[b]);  // the loaded values, in its layout
+          if (!loaded[b].defined()) continue;
+          RX_CHECK(loaded[b].sizes() == m.param.sizes(),
+                   "optimizer state of shape " << loaded[b].sizes() << " for a parameter of shape "
+                                               << m.param.sizes());
+          aliases.back().copy_(loaded[b]);  // the loaded values, in the parameter's layout
         }
         kind.point(s, std::move(aliases));
       }
@@ -137,6 +149,9 @@ void FlatLayout::build(const std::vector<torch::Tensor>& params, StateMap& state
       i = j;
     }
   }
+  loose_had_grad_.clear();
+  for (const auto& p : loose_) loose_had_grad_.push_back(p.grad().defined());
+  param_count_ = params.size();
   built_ = true;
 }
 

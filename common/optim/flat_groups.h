@@ -9,12 +9,15 @@
 // state buffer (SGD's momentum; Adam's two moments) into a flat buffer of its own. The optimizer's
 // per-parameter state objects keep existing and alias their slices, so its checkpoints are LibTorch's
 // own and load into either the fused or the per-parameter optimizer. Parameters outside any group (no
-// reducer, a lone gradient, a dtype or layout mismatch) are "loose" and take the per-parameter path.
+// reducer, no or a lone gradient, a dtype or layout mismatch, states that cannot share a group) are
+// "loose" and take the per-parameter path.
 // The layout is re-derived whenever a pointer check shows a parameter, gradient or state buffer was
 // replaced (a checkpoint load, zero_grad(set_to_none) followed by new gradients).
 #include <torch/optim/optimizer.h>
+#include <torch/utils.h>
 #include <torch/version.h>
 
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -61,11 +64,25 @@ struct FlatGroup {
 
 class FlatLayout {
  public:
-  // True while every member still aliases its slices and the loose parameters' gradients are
-  // unchanged in kind (cheap: pointer checks, no tensor operation).
-  bool valid(const StateMap& state, const FlatState& kind) const;
+  // True while the layout still describes `params`: the same parameters, every member still aliasing
+  // its slices (parameter, gradient, state buffers), and every loose parameter with a gradient if and
+  // only if it had one at build time (a new gradient may belong to a group). Cheap: pointer checks.
+  bool valid(const std::vector<torch::Tensor>& params, const StateMap& state, const FlatState& kind) const;
   // Regroups `params`. States that exist are copied into the flat buffers and pointed at their slices.
   void build(const std::vector<torch::Tensor>& params, StateMap& state, const FlatState& kind);
+  // Gives each member of `g` a new state from `make()` (the optimizer's first step), pointed at the
+  // group's flat state buffers.
+  template <class Make>
+  void create_states(FlatGroup& g, StateMap& state, const FlatState& kind, const Make& make) {
+    for (const auto& m : g.members) {
+      std::unique_ptr<torch::optim::OptimizerParamState> s = make();
+      std::vector<torch::Tensor> aliases;
+      for (const auto& flat : g.state) aliases.push_back(g.view(flat, m));
+      kind.point(*s, std::move(aliases));
+      state[m.key] = std::move(s);
+    }
+    g.state_ready = true;
+  }
 
   std::vector<FlatGroup>& groups() { return groups_; }
   const std::vector<FlatGroup>& groups() const { return groups_; }
@@ -74,6 +91,8 @@ class FlatLayout {
  private:
   std::vector<FlatGroup> groups_;
   std::vector<torch::Tensor> loose_;
+  std::vector<bool> loose_had_grad_;  // per loose parameter, at build time
+  size_t param_count_ = 0;
   bool built_ = false;
 };
 
@@ -86,6 +105,23 @@ class FusedOptimizer {
   int64_t loose_parameters() const { return static_cast<int64_t>(layout_.loose().size()); }
 
  protected:
+  // The step every fused optimizer takes: the closure's loss (with gradients on), the layout (rebuilt
+  // when it no longer describes the parameters and their state), each group, then the loose rest.
+  template <class GroupStep, class LooseStep>
+  torch::Tensor fused_step(const torch::optim::Optimizer::LossClosure& closure,
+                           const std::vector<torch::Tensor>& params, StateMap& state, const FlatState& kind,
+                           const GroupStep& step_group, const LooseStep& step_loose) {
+    torch::NoGradGuard no_grad;
+    torch::Tensor loss;
+    if (closure) {
+      torch::AutoGradMode enable(true);
+      loss = closure();
+    }
+    if (!layout_.valid(params, state, kind)) layout_.build(params, state, kind);
+    for (auto& g : layout_.groups()) step_group(g);
+    step_loose();
+    return loss;
+  }
   FlatLayout layout_;
 };
 

@@ -90,7 +90,8 @@ void sgd_one_pass(float* p, const float* g, float* m, int64_t n, const SgdScalar
 void adam_one_pass(float* p, const float* g, float* m, float* v, float* vmax, int64_t n,
                    const AdamScalars& s) {
   // LibTorch's scalars: the moments' weights, sqrt(1 - beta2^t) and -lr / (1 - beta1^t), in double,
-  // then rounded to float. With no weight decay, adding 0 * p and multiplying by 1 change nothing.
+  // then rounded to float. With no weight decay the loop still adds 0 * p (or multiplies by 1), which
+  // LibTorch skips: the same for every finite parameter (an infinite one becomes NaN a step sooner).
   const double correction1 = 1 - std::pow(s.beta1, static_cast<double>(s.step));
   const double correction2 = 1 - std::pow(s.beta2, static_cast<double>(s.step));
   const float c[] = {static_cast<float>(s.weight_decay),

@@ -75,17 +75,12 @@ bool FusedAdamT<Base>::MomentState::joinable(const torch::optim::OptimizerParamS
 template <class Base>
 void FusedAdamT<Base>::step_group(FlatGroup& g, const Options& o) {
   if (!g.state_ready) {  // Adam's first step: zero moments (the flat buffers start zeroed), step 0
-    for (const auto& m : g.members) {
+    layout_.create_states(g, this->state_, kind_, [] {
       auto st = std::make_unique<ParamState>();
       st->step(0);
-      std::vector<torch::Tensor> aliases;
-      for (const auto& flat : g.state) aliases.push_back(g.view(flat, m));
-      kind_.point(*st, std::move(aliases));
-      this->state_[m.key] = std::move(st);
-    }
-    g.state_ready = true;
+      return st;
+    });
   }
-  RX_CHECK(o.amsgrad() == (g.state.size() == 3), "FusedAdam: amsgrad changed after the optimizer was made");
   const int64_t step = static_cast<ParamState&>(*this->state_.at(g.members[0].key)).step() + 1;
   if (g.cpu_float32()) {
     adam_one_pass(g.params.data_ptr<float>(), g.grads.data_ptr<float>(), g.state[0].data_ptr<float>(),
@@ -120,6 +115,8 @@ void FusedAdamT<Base>::step_loose(const Options& o) {
       it = this->state_.emplace(key, std::move(st)).first;
     }
     auto& s = static_cast<ParamState&>(*it->second);
+    if (o.amsgrad() && !s.max_exp_avg_sq().defined())  // AMSGrad turned on by a loaded checkpoint's options
+      s.max_exp_avg_sq(torch::zeros_like(p, torch::MemoryFormat::Preserve));
     s.step(s.step() + 1);
     adam_update<kDecoupled>(o, s.step(), p, p.grad(), /*grad_in_place=*/false, s.exp_avg(), s.exp_avg_sq(),
                             s.max_exp_avg_sq(), torch::Tensor());
@@ -128,18 +125,11 @@ void FusedAdamT<Base>::step_loose(const Options& o) {
 
 template <class Base>
 torch::Tensor FusedAdamT<Base>::step(torch::optim::Optimizer::LossClosure closure) {
-  torch::NoGradGuard no_grad;
-  torch::Tensor loss;
-  if (closure) {
-    torch::AutoGradMode enable(true);
-    loss = closure();
-  }
-  if (!layout_.valid(this->state_, kind_))
-    layout_.build(this->param_groups()[0].params(), this->state_, kind_);
   const auto& o = static_cast<const Options&>(this->param_groups()[0].options());
-  for (auto& g : layout_.groups()) step_group(g, o);
-  step_loose(o);
-  return loss;
+  kind_ = MomentState(o.amsgrad());  // a loaded checkpoint may bring other options (LibTorch 2)
+  return this->fused_step(
+      closure, this->param_groups()[0].params(), this->state_, kind_, [&](FlatGroup& g) { step_group(g, o); },
+      [&] { step_loose(o); });
 }
 
 template class FusedAdamT<torch::optim::Adam>;

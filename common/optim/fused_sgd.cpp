@@ -48,14 +48,7 @@ void FusedSGD::step_group(FlatGroup& g, const SGDOptions& o) {
     }
     g.params.add_(d, -o.lr());
   }
-  if (first) {
-    for (const auto& m : g.members) {
-      auto st = std::make_unique<SGDParamState>();
-      st->momentum_buffer(g.view(buf, m));
-      state_[m.key] = std::move(st);
-    }
-    g.state_ready = true;
-  }
+  if (first) layout_.create_states(g, state_, kind_, [] { return std::make_unique<SGDParamState>(); });
 }
 
 // torch::optim::SGD::step's arithmetic for the parameters outside any group.
@@ -84,17 +77,10 @@ void FusedSGD::step_loose(const SGDOptions& o) {
 }
 
 torch::Tensor FusedSGD::step(LossClosure closure) {
-  torch::NoGradGuard no_grad;
-  torch::Tensor loss;
-  if (closure) {
-    torch::AutoGradMode enable(true);
-    loss = closure();
-  }
-  if (!layout_.valid(state_, kind_)) layout_.build(param_groups()[0].params(), state_, kind_);
   const auto& o = static_cast<const SGDOptions&>(param_groups()[0].options());
-  for (auto& g : layout_.groups()) step_group(g, o);
-  step_loose(o);
-  return loss;
+  return fused_step(
+      closure, param_groups()[0].params(), state_, kind_, [&](FlatGroup& g) { step_group(g, o); },
+      [&] { step_loose(o); });
 }
 
 }  // namespace rx::optim

@@ -1,15 +1,15 @@
 #pragma once
 // [Fused step] SGD (momentum, dampening, Nesterov, weight decay) that updates whole flat buffers
-// instead of one parameter at a time: a handful of vectorised operations per bucket rather than ~4
-// small ones per parameter, which on a CPU with ~160 parameter tensors is most of the optimizer's time.
+// instead of one parameter at a time: one loop per bucket on the CPU (float32), a handful of tensor
+// operations per bucket elsewhere, rather than ~4 small ones per parameter.
 //
 // The flat layout is [Flat groups] (flat_groups.h): the reducer's buckets give the gradients, the
 // parameters and momentum buffers move into matching flat buffers, and parameters outside any group
 // take torch::optim::SGD's per-parameter path. The arithmetic, and its order, is SGD's, so results
-// match it within float rounding (tested to 1e-6). On the CPU the update is one pass over memory
-// ([One pass], flat_kernels.h); on GPUs it is tensor operations in place on the flat gradients, so
-// after step() .grad may hold the applied direction (weight decay and Nesterov included) until
-// zero_grad().
+// match it within float rounding (tested to 1e-6). On the CPU in float32 the update is one pass over
+// memory ([One pass], flat_kernels.h); on GPUs and for other dtypes it is tensor operations in place
+// on the flat gradients, so after step() .grad may hold the applied direction (weight decay and
+// Nesterov included) until zero_grad().
 //
 // Checkpoints are torch::optim::SGD's: the state is the same per-parameter momentum buffers (now
 // aliases), so a checkpoint from either optimizer loads into the other.
