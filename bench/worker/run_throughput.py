@@ -102,6 +102,18 @@ def ddp(steps, extra=()):
     return {"ips": float(m.group(1))}
 
 
+def print_rows(rows):
+    """One line per variant: images/s per round and, for the worker, its communication and step time."""
+    for k, v in rows.items():
+        line = f"{k:11s} images/s " + " ".join(f"{x['ips']:.1f}" for x in v)
+        if "comm_share" in v[0]:
+            line += "  exposed comm " + " ".join(f"{100 * x['comm_share']:.1f}%" for x in v)
+            line += "  mean exposed ms/step " + " ".join(f"{x['exposed_ms']:.2f}" for x in v)
+            line += "  step ms " + " ".join(f"{x['step_ms']:.1f}" for x in v)
+            line += f"  buckets {v[0]['buckets']}"
+        print(line)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(SRC, "build-reducer"))
@@ -121,14 +133,7 @@ def main():
             rows["worker-np1"].append(worker(args.build, 1, 25, args.steps, os.path.join(tmp, f"np1_{r}")))
             rows["2x-solo"].append(two_solo(args.build, args.steps, tmp))
             print(f"round {r}: " + ", ".join(f"{k} {v[-1]['ips']:.1f}" for k, v in rows.items()), flush=True)
-    for k, v in rows.items():
-        line = f"{k:11s} images/s " + " ".join(f"{x['ips']:.1f}" for x in v)
-        if "comm_share" in v[0]:
-            line += "  exposed comm " + " ".join(f"{100 * x['comm_share']:.1f}%" for x in v)
-            line += "  mean exposed ms/step " + " ".join(f"{x['exposed_ms']:.2f}" for x in v)
-            line += "  step ms " + " ".join(f"{x['step_ms']:.1f}" for x in v)
-            line += f"  buckets {v[0]['buckets']}"
-        print(line)
+    print_rows(rows)
     mean = {k: statistics.mean(x["ips"] for x in v) for k, v in rows.items()}
     per_round = [rows["worker-b25"][i]["ips"] / rows["ddp"][i]["ips"] for i in range(args.rounds)]
     print("RESULT worker/ddp = " + " ".join(f"{x:.3f}" for x in per_round) + f" (mean {statistics.mean(per_round):.3f})")
@@ -160,13 +165,7 @@ def main_resnext50(args):
             rows["ddp"].append(ddp(args.steps, ddp_args))
             rows["ddp-cl"].append(ddp(args.steps, ddp_args + ["--channels-last"]))
             print(f"round {r}: " + ", ".join(f"{k} {v[-1]['ips']:.1f}" for k, v in rows.items()), flush=True)
-    for k, v in rows.items():
-        line = f"{k:10s} images/s " + " ".join(f"{x['ips']:.1f}" for x in v)
-        if "comm_share" in v[0]:
-            line += "  exposed comm " + " ".join(f"{100 * x['comm_share']:.1f}%" for x in v)
-            line += "  step ms " + " ".join(f"{x['step_ms']:.1f}" for x in v)
-            line += f"  buckets {v[0]['buckets']}"
-        print(line)
+    print_rows(rows)
     for num, den in (("worker", "ddp"), ("worker-cl", "ddp-cl")):
         ratios = [rows[num][i]["ips"] / rows[den][i]["ips"] for i in range(args.rounds)]
         print(f"RESULT {num}/{den} = " + " ".join(f"{x:.3f}" for x in ratios) + f" (mean {statistics.mean(ratios):.3f})")
