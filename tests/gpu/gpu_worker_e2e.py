@@ -108,12 +108,14 @@ def shared_gpu(tmp, dev):
 
 def mixed(tmp, dev):
     """bf16 and fp16 (loss scaling) autocast with channels-last, cuDNN autotuning and the fused optimizer on
-    the GPU: the run record says so, training still learns, and the step split comes from CUDA events
-    (every phase measured, their sum close to the whole run's training time)."""
-    for precision in ("bf16", "fp16"):
-        r, log = run(tmp, os.path.join(tmp, precision),
+    the GPU (SGD, and AdamW in bf16: [Fused Adam]'s tensor-operation path): the run record says so,
+    training still learns, and the step split comes from CUDA events (every phase measured, their sum close
+    to the whole run's training time)."""
+    adamw = ["--set", "training.optimizer.name=adamw", "--set", "training.optimizer.lr=0.002"]
+    for name, precision, optimizer in (("bf16", "bf16", []), ("fp16", "fp16", []), ("bf16-adamw", "bf16", adamw)):
+        r, log = run(tmp, os.path.join(tmp, name),
                      extra=["--set", "training.device=cuda", "--set", f"training.precision={precision}",
-                            "--set", "data.channels_last=true", "--set", "training.cudnn_benchmark=true"])
+                            "--set", "data.channels_last=true", "--set", "training.cudnn_benchmark=true"] + optimizer)
         n = r["numerics"]
         check(n["precision"] == precision and n["channels_last"] and n["cudnn_benchmark"], f"numerics {n}")
         check(n.get("fused_optimizer", {}).get("groups", 0) >= 1, f"the fused optimizer was not used: {n}")
@@ -122,11 +124,11 @@ def mixed(tmp, dev):
         rk = r["ranks"][0]
         split = rk["step_time_ms"]
         for phase in ("forward", "backward", "optimizer"):
-            check(split[phase] > 0, f"{precision}: phase {phase} not measured on the device: {split}")
-        check(all(v >= 0 for v in split.values()), f"{precision}: negative phase time {split}")
-        check(r["final_test_accuracy"] > 0.5, f"{precision}: accuracy {r['final_test_accuracy']}", log)
+            check(split[phase] > 0, f"{name}: phase {phase} not measured on the device: {split}")
+        check(all(v >= 0 for v in split.values()), f"{name}: negative phase time {split}")
+        check(r["final_test_accuracy"] > 0.5, f"{name}: accuracy {r['final_test_accuracy']}", log)
         check_gpu_rank(rk, r["device_info"])
-        print(f"mixed {precision}: accuracy {r['final_test_accuracy']:.4f}, {rk['images_per_sec']:.0f} images/s, "
+        print(f"mixed {name}: accuracy {r['final_test_accuracy']:.4f}, {rk['images_per_sec']:.0f} images/s, "
               f"split {split}, numerics {n}")
 
 
