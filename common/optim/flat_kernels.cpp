@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 // Built with -fno-math-errno (common/optim/CMakeLists.txt): otherwise std::sqrt keeps its errno path
 // and the Adam loop stays scalar.
@@ -17,6 +18,20 @@ constexpr int64_t kGrain = 1 << 16;
 template <class F>
 void for_ranges(int64_t n, const F& f) {
   at::parallel_for(0, n, kGrain, [&](int64_t begin, int64_t end) { f(begin, end); });
+}
+
+// Calls f(std::bool_constant<flag>{}...) for the runtime flags, in their order: one instantiation of
+// f per combination, so that each loop below is compiled for its flags.
+template <class F>
+void with_flags(const F& f) {
+  f();
+}
+template <class F, class... Flags>
+void with_flags(const F& f, bool flag, Flags... rest) {
+  if (flag)
+    with_flags([&](auto... c) { f(std::true_type{}, c...); }, rest...);
+  else
+    with_flags([&](auto... c) { f(std::false_type{}, c...); }, rest...);
 }
 
 // The loops take the flags as template parameters so that each is a straight, vectorisable loop.
@@ -66,24 +81,14 @@ void adam_range(float* __restrict p, const float* __restrict g, float* __restric
 void sgd_one_pass(float* p, const float* g, float* m, int64_t n, const SgdScalars& s) {
   const float lr = static_cast<float>(-s.lr), wd = static_cast<float>(s.weight_decay);
   const float mom = static_cast<float>(s.momentum), keep = static_cast<float>(1 - s.dampening);
-  const bool decay = s.weight_decay != 0, momentum = s.momentum != 0;
+  const bool has_momentum = s.momentum != 0;
+  // Nesterov and the first step only matter with momentum: without it both are passed as false.
   for_ranges(n, [&](int64_t b, int64_t e) {
-    // (decay, momentum, nesterov, first): every combination SGD allows (Nesterov needs momentum).
-    if (!momentum)
-      return decay ? sgd_range<true, false, false, false>(p, g, m, b, e, lr, wd, mom, keep)
-                   : sgd_range<false, false, false, false>(p, g, m, b, e, lr, wd, mom, keep);
-    if (s.nesterov) {
-      if (s.first)
-        return decay ? sgd_range<true, true, true, true>(p, g, m, b, e, lr, wd, mom, keep)
-                     : sgd_range<false, true, true, true>(p, g, m, b, e, lr, wd, mom, keep);
-      return decay ? sgd_range<true, true, true, false>(p, g, m, b, e, lr, wd, mom, keep)
-                   : sgd_range<false, true, true, false>(p, g, m, b, e, lr, wd, mom, keep);
-    }
-    if (s.first)
-      return decay ? sgd_range<true, true, false, true>(p, g, m, b, e, lr, wd, mom, keep)
-                   : sgd_range<false, true, false, true>(p, g, m, b, e, lr, wd, mom, keep);
-    return decay ? sgd_range<true, true, false, false>(p, g, m, b, e, lr, wd, mom, keep)
-                 : sgd_range<false, true, false, false>(p, g, m, b, e, lr, wd, mom, keep);
+    with_flags(
+        [&](auto decay, auto momentum, auto nesterov, auto first) {
+          sgd_range<decay, momentum, nesterov, first>(p, g, m, b, e, lr, wd, mom, keep);
+        },
+        s.weight_decay != 0, has_momentum, has_momentum && s.nesterov, has_momentum && s.first);
   });
 }
 
@@ -104,11 +109,9 @@ void adam_one_pass(float* p, const float* g, float* m, float* v, float* vmax, in
                      static_cast<float>(s.eps),
                      static_cast<float>(-s.lr / correction1)};
   for_ranges(n, [&](int64_t b, int64_t e) {
-    if (s.decoupled)
-      return vmax ? adam_range<true, true>(p, g, m, v, vmax, b, e, c)
-                  : adam_range<true, false>(p, g, m, v, vmax, b, e, c);
-    return vmax ? adam_range<false, true>(p, g, m, v, vmax, b, e, c)
-                : adam_range<false, false>(p, g, m, v, vmax, b, e, c);
+    with_flags(
+        [&](auto decoupled, auto amsgrad) { adam_range<decoupled, amsgrad>(p, g, m, v, vmax, b, e, c); },
+        s.decoupled, vmax != nullptr);
   });
 }
 
