@@ -140,6 +140,69 @@ void Trainer::save_checkpoint(int epoch, int64_t position, const EpochStats& par
   comm_.barrier(timeout());
 }
 
+StepGraph::Outputs Trainer::forward_loss(const torch::Tensor& images, const torch::Tensor& labels) {
+  torch::Tensor logits;
+  {
+    model::AutocastScope autocast(precision_, device_);
+    logits = model_->forward(images);
+  }
+  logits = logits.to(torch::kFloat);  // the loss in fp32 whatever the forward's precision
+  auto loss = torch::nn::functional::cross_entropy(
+      logits, labels,
+      torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(spec_.training.label_smoothing));
+  return {loss, logits};
+}
+
+StepGraph::NamedTensors Trainer::graph_fixed_tensors() const {
+  StepGraph::NamedTensors out;
+  for (const auto& p : model_->named_parameters()) {
+    out.emplace_back(p.key(), p.value());
+    out.emplace_back(p.key() + ".grad", p.value().grad());
+  }
+  for (const auto& b : model_->named_buffers()) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+bool Trainer::graphed_forward_backward(const data::Batch& batch, StepSums& sums) {
+  if (!graph_) return false;
+  auto& reducer = grad_sync_->reducer;
+  if (!graph_->captured()) {
+    if (graph_warmup_left_ > 0 || batch.labels.size(0) != spec_.training.batch_size) {
+      graph_warmup_left_ = std::max(0, graph_warmup_left_ - 1);
+      return false;
+    }
+    comm::hang::mark_phase(comm_, "capture");
+    reducer.prepare_for_backward(false);  // the hooks stay silent while backward is captured
+    graph_->capture(
+        batch.images, batch.labels,
+        [this](const torch::Tensor& images, const torch::Tensor& labels) {
+          return forward_loss(images, labels);
+        },
+        [this](const torch::Tensor& loss) { scaler_->scale_loss(loss).backward(); }, graph_fixed_tensors());
+    graph_captured_at_ = global_step_;
+    spdlog::info("training.cuda_graph: step captured at step {} (batch {})", global_step_,
+                 batch.labels.size(0));
+  } else if (graph_->fits(batch.images, batch.labels)) {
+    graph_->check_fixed(graph_fixed_tensors());
+    graph_->load(batch.images, batch.labels);
+  } else {
+    return false;  // another shape (the epoch's last batch): the eager step
+  }
+  timer_.lap(Phase::kData);
+  comm::hang::mark_phase(comm_, "forward");
+  graph_->replay_forward();
+  timer_.lap(Phase::kForward);
+  comm::hang::mark_phase(comm_, "backward");
+  reducer.prepare_for_backward(true);
+  graph_->replay_backward();
+  reducer.mark_all_ready();  // no hook ran in the replay: every bucket's all-reduce starts now
+  timer_.lap(Phase::kBackward);
+  const auto& out = graph_->outputs();
+  sums.add(out.loss, out.logits, graph_->labels(), batch.labels.size(0));
+  ++graphed_steps_;
+  return true;
+}
+
 Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, EpochStats stats) {
   const auto& t = spec_.training;
   const auto& d = spec_.data;
@@ -162,7 +225,6 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
   data::Loader loader(train_data_, std::move(indices), augment_options(d, true), lo);
 
   model_->train();
-  const double smoothing = t.label_smoothing;
   const int64_t log_every = t.log_every_steps;
   const int64_t every_steps = spec_.checkpoint.every_steps;
   double window_start = now_seconds();
@@ -173,31 +235,27 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     comm::hang::mark_step(comm_, global_step_);  // [Collective trace] where this rank is, for hang reports
     set_lr(*optimizer_,
            learning_rate(t, comm_.world_size(), epoch + static_cast<double>(step) / steps_per_epoch_));
-    optimizer_->zero_grad();
+    grad_sync_->reducer.zero_grads();  // one fill per bucket, not one per parameter
     for (int micro = 0; micro < accumulate; ++micro) {
       comm::hang::mark_phase(comm_, "data");
       timer_.start();
       auto batch = loader.next();
       RX_CHECK(batch.has_value(), "loader ended before step " << step << " of " << steps_per_epoch_);
-      auto images = batch->images.to(device_, /*non_blocking=*/true);
-      auto labels = batch->labels.to(device_, true);
-      timer_.lap(Phase::kData);
-      comm::hang::mark_phase(comm_, "forward");
-      torch::Tensor logits;
-      {
-        model::AutocastScope autocast(precision_, device_);
-        logits = model_->forward(images);
+      const int64_t n = batch->labels.size(0);
+      if (!graphed_forward_backward(*batch, sums)) {
+        auto images = batch->images.to(device_, /*non_blocking=*/true);
+        auto labels = batch->labels.to(device_, true);
+        timer_.lap(Phase::kData);
+        comm::hang::mark_phase(comm_, "forward");
+        auto out = forward_loss(images, labels);
+        timer_.lap(Phase::kForward);
+        comm::hang::mark_phase(comm_, "backward");
+        grad_sync_->reducer.prepare_for_backward(micro + 1 == accumulate);  // earlier micro-batches: no sync
+        scaler_->scale_loss(out.loss / accumulate).backward();
+        timer_.lap(Phase::kBackward);
+        sums.add(out.loss, out.logits, labels, n);
+        ++eager_steps_;
       }
-      logits = logits.to(torch::kFloat);  // the loss in fp32 whatever the forward's precision
-      auto loss = torch::nn::functional::cross_entropy(
-          logits, labels, torch::nn::functional::CrossEntropyFuncOptions().label_smoothing(smoothing));
-      timer_.lap(Phase::kForward);
-      comm::hang::mark_phase(comm_, "backward");
-      grad_sync_->reducer.prepare_for_backward(micro + 1 == accumulate);  // earlier micro-batches: no sync
-      scaler_->scale_loss(loss / accumulate).backward();
-      timer_.lap(Phase::kBackward);
-      const int64_t n = labels.size(0);
-      sums.add(loss, logits, labels, n);
       stats.count += n;
       window_images += n;
       ++window_batches;
@@ -315,6 +373,12 @@ json Trainer::run() {
                      {"fused_bn_relu", spec_.model.fused_bn_relu},
                      {"host_allocator", host_allocator_policy()},
                      {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark}};
+  out["numerics"]["cuda_graph"] = json(false);
+  if (graph_)
+    out["numerics"]["cuda_graph"] = {
+        {"captured_at_step", graph_captured_at_ >= 0 ? json(graph_captured_at_) : json()},
+        {"graphed_steps", graphed_steps_},
+        {"eager_steps", eager_steps_}};
   if (const auto* fused = dynamic_cast<const optim::FusedOptimizer*>(optimizer_.get()))
     out["numerics"]["fused_optimizer"] = {{"groups", fused->fused_groups()},
                                           {"loose_parameters", fused->loose_parameters()}};

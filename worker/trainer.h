@@ -12,6 +12,7 @@
 #include "common/comm/communicator.h"
 #include "common/config/job_spec.h"
 #include "common/data/dataset.h"
+#include "common/data/loader.h"
 #include "common/metrics/phase_timer.h"
 #include "common/metrics/trace_events.h"
 #include "common/model/precision.h"
@@ -19,8 +20,11 @@
 #include "common/optim/weight_ema.h"
 #include "common/util/error.h"
 #include "worker/checkpoint.h"
+#include "worker/step_graph.h"
 
 namespace rx::worker {
+
+class StepSums;  // worker/step_sums.h
 
 // Thrown on every rank after a SIGUSR1/SIGTERM was agreed on and the checkpoint is written.
 class Preempted : public Error {
@@ -59,6 +63,13 @@ class Trainer {
     int64_t count = 0;
   };
   EpochStats train_epoch(int epoch, int64_t start_position, EpochStats stats);
+  // The forward pass (under autocast) and the fp32 loss of one batch already on the device.
+  StepGraph::Outputs forward_loss(const torch::Tensor& images, const torch::Tensor& labels);
+  // [Graphed step] Forward and backward of one batch by CUDA graph replay (capturing first, once the
+  // warm-up steps are done); false when this batch must take the eager step instead.
+  bool graphed_forward_backward(const data::Batch& batch, StepSums& sums);
+  // What the captured graphs use in place: every parameter, its gradient and every buffer.
+  StepGraph::NamedTensors graph_fixed_tensors() const;
   EpochStats global_sums(const EpochStats& local);
   void save_checkpoint(int epoch, int64_t position, const EpochStats& partial);
   bool stop_requested();
@@ -92,6 +103,10 @@ class Trainer {
   std::unique_ptr<model::LossScaler> scaler_;
   struct GradSync;
   std::unique_ptr<GradSync> grad_sync_;
+  std::unique_ptr<StepGraph> graph_;  // training.cuda_graph
+  int graph_warmup_left_ = 0;         // eager steps still to run before the capture
+  int64_t graph_captured_at_ = -1;    // global step of the capture
+  int64_t graphed_steps_ = 0, eager_steps_ = 0;
   metrics::PhaseTimer timer_;
   int64_t images_trained_ = 0;
   int64_t global_step_ = 0;

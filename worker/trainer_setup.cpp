@@ -114,6 +114,17 @@ Trainer::Trainer(config::JobSpec job, comm::Communicator& comm, torch::Device de
   precision_ = model::parse_precision(t.precision);
   model::check_precision_supported(precision_, device_);
   scaler_ = std::make_unique<model::LossScaler>(precision_ == model::Precision::kFp16);
+  if (t.cuda_graph) {  // [Graphed step] in worker/step_graph.h
+    if (precision_ == model::Precision::kFp16)
+      throw ConfigError("training.cuda_graph",
+                        "cannot run with training.precision fp16: its loss scaler "
+                        "checks the gradients on the host every step (use bf16)");
+    if (t.accumulate_steps != 1)
+      throw ConfigError("training.cuda_graph", "needs training.accumulate_steps 1 (it is " +
+                                                   std::to_string(t.accumulate_steps) + ")");
+    graph_ = std::make_unique<StepGraph>(device_);  // a CUDA device, or a ConfigError
+    graph_warmup_left_ = 3;  // cuDNN's autotuning and the fused optimizer's layout settle first
+  }
   if (d.channels_last) model::to_channels_last(*model_);
 #ifdef RX_WITH_CUDA
   if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(t.cudnn_benchmark);

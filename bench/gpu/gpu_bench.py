@@ -8,7 +8,7 @@ Per case (model, input HxW, batch), one after another so nothing shares the GPU:
   worker  `resnext_worker train` alone (a world of 1) on in-memory synthetic CIFAR data through its
           normal loader (8 threads, 14 at 224x224, where images are resized on the CPU), per variant:
           fp32 (TF32 convolutions) and bf16-cl (training.precision bf16 + data.channels_last), cuDNN
-          autotuning on, the fused SGD. Steady images/s = all logged windows but the first (cuDNN
+          autotuning on, the fused SGD; at 32x32 also bf16-cl-graph (the same with training.cuda_graph). Steady images/s = all logged windows but the first (cuDNN
           warm-up); the run record's whole-run images/s and step split are kept too.
   peer    bench/gpu/torch_peer.py: PyTorch eager fp32, bf16 autocast, bf16 + channels_last, input
           generated on the GPU, cudnn.benchmark on as in the worker; and last, if the budget allows,
@@ -37,8 +37,9 @@ BF16_PEAK = 989.4
 WINDOW = re.compile(r"step (\d+)/(\d+) loss (\S+) lr \S+ images/s ([0-9.]+) \(total ([0-9.]+)\)")
 
 ALL = (["fp32", "bf16-cl"], ["fp32", "bf16", "bf16-cl"])  # (worker variants, peer variants) of a case
+GRAPHED = (ALL[0] + ["bf16-cl-graph"], ALL[1])  # and bf16-cl with training.cuda_graph ([Graphed step])
 BF16 = (["bf16-cl"], ["bf16-cl"])
-GPU = dict(device="cuda", cases=[("resnext29_8x64d", 32, 128, ALL), ("resnext50_32x4d", 32, 128, ALL),
+GPU = dict(device="cuda", cases=[("resnext29_8x64d", 32, 128, GRAPHED), ("resnext50_32x4d", 32, 128, GRAPHED),
                                  ("resnext50_32x4d", 224, 64, ALL), ("resnext29_8x64d", 32, 256, BF16),
                                  ("resnext29_8x64d", 32, 512, BF16)],
            worker_steps=80, log_every=20, loader_threads=8, loader_threads_large=14, test_samples=256, warmup=10,
@@ -103,7 +104,7 @@ def describe(runner, worker, model, hw, out):
 def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
     if runner.left() < cfg["min_start"]:
         return {"status": "skipped", "error": f"budget: {max(0, runner.left()):.0f}s left of {args.budget_s:.0f}s"}
-    bf16 = variant == "bf16-cl"
+    bf16, graph = variant.startswith("bf16-cl"), variant.endswith("-graph")
     wdir = os.path.join(case_dir, "worker_" + variant)
     os.makedirs(wdir, exist_ok=True)
     result_path = os.path.join(wdir, "result.json")
@@ -117,7 +118,7 @@ def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
                     "num_workers": cfg["loader_threads"] if hw == 32 else cfg["loader_threads_large"],
                     "channels_last": bf16, "augment": {"resize": hw if hw != 32 else 0}},
            "training": {"epochs": 1, "batch_size": batch, "max_steps_per_epoch": steps,
-                        "precision": "bf16" if bf16 else "fp32", "cudnn_benchmark": True,
+                        "precision": "bf16" if bf16 else "fp32", "cudnn_benchmark": True, "cuda_graph": graph,
                         "log_every_steps": cfg["log_every"], "eval_every_epochs": 0,
                         "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
                                       "weight_decay": 5e-4},
@@ -271,7 +272,12 @@ def main():
         case["ratios"] = {"fp32_over_torch_eager": ratio(worker.get("fp32", {}), peer.get("fp32", {})),
                           "bf16_cl_over_torch_eager": ratio(worker.get("bf16-cl", {}), peer.get("bf16-cl", {})),
                           "bf16_cl_over_torch_compile": ratio(worker.get("bf16-cl", {}),
-                                                              peer.get("bf16-cl-compile", {}))}
+                                                              peer.get("bf16-cl-compile", {})),
+                          "bf16_cl_graph_over_torch_eager": ratio(worker.get("bf16-cl-graph", {}),
+                                                                  peer.get("bf16-cl", {})),
+                          "bf16_cl_graph_over_torch_compile": ratio(worker.get("bf16-cl-graph", {}),
+                                                                    peer.get("bf16-cl-compile", {})),
+                          "graph_over_eager_worker": ratio(worker.get("bf16-cl-graph", {}), worker.get("bf16-cl", {}))}
     first = report["cases"][0]
     ok = first["worker"].get("fp32", {}).get("status") == "ok" and first["peer"].get("fp32", {}).get("status") == "ok"
     report.update(ok=ok, elapsed_s=round(time.monotonic() - runner.start, 1), commands=runner.commands)
@@ -306,12 +312,15 @@ def print_table(report):
                   f"| {fmt(e.get('images_per_sec'), '.1f')} | {fmt(e.get('tflops'), '.3g')} "
                   f"| {fmt(pct * 100 if pct is not None else None, '.1f')} | {fmt(mem / 2**30 if mem else None, '.2f')} "
                   f"| {note} |")
-    print("\n| model | input | batch | worker / eager, fp32 | worker / eager, bf16+CL | worker / torch.compile, bf16+CL |")
-    print("|---|---|---|---|---|---|")
+    print("\n| model | input | batch | worker / eager, fp32 | worker / eager, bf16+CL | worker / torch.compile, bf16+CL "
+          "| graphed worker / eager, bf16+CL | graphed worker / torch.compile | graphed / eager worker |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in report["cases"]:
         r = c["ratios"]
         print(f"| {c['model']} | {c['hw']}x{c['hw']} | {c['batch']} | {fmt(r['fp32_over_torch_eager'], '.3f')} "
-              f"| {fmt(r['bf16_cl_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_over_torch_compile'], '.3f')} |")
+              f"| {fmt(r['bf16_cl_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_over_torch_compile'], '.3f')} "
+              f"| {fmt(r['bf16_cl_graph_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_graph_over_torch_compile'], '.3f')} "
+              f"| {fmt(r['graph_over_eager_worker'], '.3f')} |")
     print(f"\nFLOPs/image = 6 x forward MACs; % of the dense bf16 peak ({fmt(peak, '.1f')} TFLOP/s) for every row, "
           f"fp32 rows included. ok={report['ok']}")
 

@@ -104,6 +104,7 @@ struct TrainingSpec {
   DeviceChoice device = DeviceChoice::kAuto;
   std::string precision;  // fp32 | bf16 | fp16 (model::parse_precision)
   bool cudnn_benchmark = true;
+  bool cuda_graph = false;  // [Graphed step] in worker/step_graph.h
   int threads = 0;
 };
 

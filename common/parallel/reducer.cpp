@@ -190,6 +190,18 @@ void Reducer::attach_grad_aliases() {
   }
 }
 
+void Reducer::zero_grads() {
+  attach_grad_aliases();  // every .grad is its alias again (a replaced one's values are overwritten next)
+  torch::NoGradGuard no_grad;
+  for (auto& b : buckets_) b->buffer.zero_();  // the [Aligned slices] padding is zero already
+}
+
+void Reducer::mark_all_ready() {
+  RX_CHECK(sync_, "mark_all_ready() without prepare_for_backward(true)");
+  for (const auto& b : buckets_)
+    for (size_t i : b->params) on_grad_ready(i);
+}
+
 void Reducer::prepare_for_backward(bool sync) {
   RX_CHECK(!sync_, "prepare_for_backward() again after a synchronising backward, without finalize()");
   attach_grad_aliases();

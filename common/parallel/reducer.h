@@ -70,9 +70,16 @@ class Reducer {
   Reducer(const Reducer&) = delete;
   Reducer& operator=(const Reducer&) = delete;
 
+  // Zeroes every gradient with one fill per bucket (not one per parameter) and points each .grad back
+  // at its alias: the step's zero_grad().
+  void zero_grads();
   // Before each backward. `sync` false: a gradient-accumulation micro-batch, no communication
   // (like DDP's no_sync); true: this backward's gradients are reduced.
   void prepare_for_backward(bool sync);
+  // [Graphed step] After prepare_for_backward(true) and a backward whose hooks did not run (a CUDA
+  // graph's replay runs no autograd): marks every gradient ready, in bucket order, which launches
+  // every bucket's all-reduce; finalize() follows as usual. No overlap with backward, by nature.
+  void mark_all_ready();
   // After the synchronising backward: waits for every bucket, averages over ranks (in fp32).
   // Throws rx::Error naming every parameter that got no gradient.
   void finalize();

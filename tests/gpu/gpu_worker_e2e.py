@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """resnext_worker on a GPU, end to end (CTest label gpu; one test per scenario).
 
-usage: gpu_worker_e2e.py record|resume|shared_gpu|mixed   with RX_BINARY_DIR set and tests/python on PYTHONPATH
+usage: gpu_worker_e2e.py record|resume|shared_gpu|mixed|graph   with RX_BINARY_DIR set and tests/python on PYTHONPATH
 (CTest, launch/gpu_check.sh)
 
 Skips with "SKIPPED: no CUDA ..." (exit 0) unless `resnext_worker devices --json` reports a CUDA build
@@ -132,12 +132,45 @@ def mixed(tmp, dev):
               f"split {split}, numerics {n}")
 
 
+def graph(tmp, dev):
+    """[Graphed step] training.cuda_graph in fp32 and in bf16 with channels-last, against the same run without
+    it: the step is captured after 3 eager warm-up steps, every later full batch replays it (each epoch's
+    last, partial batch runs eagerly), the phases are still measured, and training follows the eager run's
+    curve (same data and initial weights; losses within 5%, accuracies within 0.05)."""
+    epochs, samples, batch = 2, 2000, CONFIG["training"]["batch_size"]
+    steps = -(-samples // batch)
+    full = samples // batch
+    common = ["--set", "training.device=cuda", "--set", f"training.epochs={epochs}",
+              "--set", f"data.max_train_samples={samples}"]
+    for precision, layout in (("fp32", []), ("bf16", ["--set", "data.channels_last=true"])):
+        runs = {}
+        for graphed in ("false", "true"):
+            runs[graphed], log = run(tmp, os.path.join(tmp, f"{precision}-{graphed}"),
+                                     extra=common + layout + ["--set", f"training.precision={precision}",
+                                                              "--set", f"training.cuda_graph={graphed}"])
+        n = runs["true"]["numerics"]["cuda_graph"]
+        check(runs["false"]["numerics"]["cuda_graph"] is False, f"{precision}: graphs off, yet {runs['false']}")
+        want = {"captured_at_step": 3, "graphed_steps": epochs * full - 3, "eager_steps": epochs * steps - (epochs * full - 3)}
+        check(n == want, f"{precision}: cuda_graph {n}, expected {want}", log)
+        split = runs["true"]["ranks"][0]["step_time_ms"]
+        for phase in ("data_wait", "forward", "backward", "optimizer"):
+            check(split[phase] > 0, f"{precision}: phase {phase} not measured with graphs: {split}")
+        for e, f in zip(runs["true"]["epochs"], runs["false"]["epochs"]):
+            check(abs(e["train_loss"] - f["train_loss"]) <= 0.05 * f["train_loss"],
+                  f"{precision} epoch {e['epoch']}: train loss {e['train_loss']} graphed vs {f['train_loss']} eager")
+        acc = [runs[g]["final_test_accuracy"] for g in ("true", "false")]
+        check(acc[0] > 0.5 and abs(acc[0] - acc[1]) <= 0.05, f"{precision}: accuracy graphed/eager {acc}", log)
+        ips = [runs[g]["ranks"][0]["images_per_sec"] for g in ("true", "false")]
+        print(f"graph {precision}: {n}, accuracy graphed/eager {acc}, images/s {ips[0]:.0f} / {ips[1]:.0f}, "
+              f"split {split}")
+
+
 def with_devices(scenario):
     return lambda tmp: scenario(tmp, devices())
 
 
 SCENARIOS = {"record": with_devices(record), "resume": with_devices(resume), "shared_gpu": with_devices(shared_gpu),
-             "mixed": with_devices(mixed)}
+             "mixed": with_devices(mixed), "graph": with_devices(graph)}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS, __doc__))

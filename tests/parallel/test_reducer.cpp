@@ -171,6 +171,45 @@ TEST(Reducer, TrainingIsBitIdenticalToFlatAllreduce) {
   }
 }
 
+// [Graphed step] A backward whose hooks stay silent (as while a CUDA graph is captured; its replays
+// run no autograd at all), then mark_all_ready(): the same averaged gradients, bit for bit, as the
+// flat all-reduce, every step after zero_grads() (one fill per bucket, the .grad aliases kept).
+TEST(Reducer, HooklessBackwardThenMarkAllReadyEqualsFlat) {
+  torch::set_num_threads(1);
+  for (int world : {1, 2, 4}) {
+    SCOPED_TRACE("world " + std::to_string(world));
+    auto flat_group = comm::make_thread_group(world);
+    auto red_group = comm::make_thread_group(world);
+    auto as = make_models(world, 7), bs = make_models(world, 7);
+    const auto errors = run_ranks(world, [&](int r) {
+      auto a = as[r], b = bs[r];
+      parallel::FlatGradientAllreduce flat(*a, *flat_group[r], kTimeout);
+      parallel::Reducer red(*b, *red_group[r], options(0.05, 0.01));
+      EXPECT_THROW(red.mark_all_ready(), Error) << "mark_all_ready() needs prepare_for_backward(true)";
+      const auto first = b->parameters()[0];
+      for (int step = 0; step < 3; ++step) {
+        flat_step(a, flat, r, 1);
+        const void* alias = first.grad().data_ptr();
+        red.zero_grads();
+        for (const auto& p : b->parameters()) ASSERT_EQ(p.grad().count_nonzero().item<int64_t>(), 0);
+        ASSERT_EQ(first.grad().data_ptr(), alias) << "zero_grads() must keep the bucket alias";
+        auto [x, y] = batch(r, 0, 3);
+        auto loss = torch::nn::functional::cross_entropy(b->forward(x), y);
+        red.prepare_for_backward(false);  // the hooks do nothing
+        loss.backward();
+        red.prepare_for_backward(true);
+        red.mark_all_ready();
+        red.finalize();
+        auto pa = a->named_parameters(), pb = b->named_parameters();
+        for (size_t i = 0; i < pa.size(); ++i)
+          ASSERT_TRUE(torch::equal(pa[i].value().grad(), pb[i].value().grad()))
+              << "rank " << r << " step " << step << " " << pa[i].key();
+      }
+    });
+    ASSERT_TRUE(all_ranks_ok(errors));
+  }
+}
+
 TEST(BucketPlan, ReverseRegistrationOrderAndCaps) {
   auto m = make_model(1);
   const auto params = m->parameters();

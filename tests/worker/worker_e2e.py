@@ -70,7 +70,7 @@ def learns(tmp):
 
 def mixed_precision(tmp):
     # bf16 autocast with channels-last weights and inputs on 2 ranks: the trainer's own replica checks
-    # pass, the run record says what ran, and fp16 on a CPU is refused naming the key.
+    # pass, the run record says what ran, and fp16 or CUDA graphs on a CPU are refused naming the key.
     rc, log, _ = run_worker(2, tmp, QUICK + ["training.precision=bf16", "data.channels_last=true"], 300)
     check(rc == 0, f"worker exited {rc}", log)
     r = record(tmp)
@@ -82,6 +82,10 @@ def mixed_precision(tmp):
     check(all(0 < x < 10 for x in losses) and losses[1] < losses[0], f"bf16 training did not learn: {losses}")
     rc, log, _ = run_worker(0, os.path.join(tmp, "fp16"), ["training.precision=fp16", "data.max_train_samples=64"], 120)
     check(rc == 2 and "training.precision" in log, f"fp16 on a CPU: rc={rc}", log)
+    # [Graphed step] CUDA graphs on a CPU: refused at set-up, naming the key (the GPU check runs them).
+    rc, log, _ = run_worker(0, os.path.join(tmp, "graph"), ["training.cuda_graph=true", "data.max_train_samples=64"],
+                            120)
+    check(rc == 2 and "training.cuda_graph" in log and "set it to false" in log, f"cuda_graph on a CPU: rc={rc}", log)
 
 
 def fused_adam(tmp):

@@ -1,0 +1,81 @@
+#pragma once
+// [Graphed step] training.cuda_graph: after a few eager steps, the training step's forward (with the
+// loss) and its backward are captured once as two CUDA graphs, and every later step with the same
+// batch shape replays them: two graph launches instead of one kernel launch per operation, which is
+// what limits a GPU on small images (resnext50_32x4d at 32x32 issues ~1,500 kernels a step, and its
+// bf16 step was slower than fp32 because autocast adds casts). The captured graphs read fixed
+// ("static") input tensors and write fixed outputs, so each step copies its batch into the inputs
+// first.
+//
+// What makes this sound, and where the trainer relies on it:
+// - Capture comes after eager warm-up steps, so cuDNN's autotuning, cuBLAS's workspace and the fused
+//   optimizer's flat layout ([Flat groups]; it moves the parameters once, and a graph keeps the
+//   addresses it was captured with) are settled first.
+// - The default stream cannot be captured: from its construction on, the StepGraph puts the
+//   trainer's thread on a stream of its own, so warm-up, capture, replays and evaluation share one
+//   stream. Capture is in thread-local mode (the loader's threads keep pinning memory), with
+//   autocast's weight-cast cache off: a cached cast would outlive the capture.
+// - The reducer's hooks are silent during capture and do not run at all in a replay (no autograd),
+//   so the gradients accumulate into the bucket buffers and Reducer::mark_all_ready() launches every
+//   all-reduce after the backward graph (no overlap with backward: the price at world size > 1).
+// - Gradients are zeroed outside the graphs with one fill per bucket (Reducer::zero_grads()).
+// - A graph keeps the addresses it was captured with: the trainer checks before every replay that
+//   no parameter, gradient or buffer has moved since (check_fixed), and fails the job if one has.
+// - A failed capture is ended and reported as an Error naming training.cuda_graph.
+// - The optimizer steps eagerly (a few operations per flat bucket), so the learning rate schedule,
+//   Adam's step count and checkpoints work as before.
+// A batch of another shape (an epoch's last, partial batch) runs the eager step.
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace rx::worker {
+
+class StepGraph {
+ public:
+  struct Outputs {
+    torch::Tensor loss;    // fp32 batch mean, what backward starts from
+    torch::Tensor logits;  // for the step's accuracy count
+  };
+  using Forward = std::function<Outputs(const torch::Tensor& images, const torch::Tensor& labels)>;
+  using Backward = std::function<void(const torch::Tensor& loss)>;
+  using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
+
+  // Throws ConfigError naming training.cuda_graph unless this is a CUDA build and `device` a CUDA
+  // device. Until destroyed, the calling thread's current device is `device` and its current stream
+  // there a side stream (ordered after the previous one's work; the previous one after it, at the end).
+  explicit StepGraph(const torch::Device& device);
+  ~StepGraph();
+  StepGraph(const StepGraph&) = delete;
+  StepGraph& operator=(const StepGraph&) = delete;
+
+  bool captured() const;
+  // Whether a batch with these sizes, strides and dtypes can replay the captured graphs.
+  bool fits(const torch::Tensor& images, const torch::Tensor& labels) const;
+  // Copies the batch into new static inputs and captures `forward` and `backward` on them (on the
+  // thread that built the StepGraph). Nothing runs on the device: replay both next. A failed capture
+  // is ended and throws an Error naming training.cuda_graph.
+  // `fixed`: the tensors the graphs use in place (parameters, gradients, buffers), whose addresses
+  // check_fixed() compares later.
+  void capture(const torch::Tensor& images, const torch::Tensor& labels, const Forward& forward,
+               const Backward& backward, const NamedTensors& fixed);
+  // Throws an Error naming the first of `now` (the same list as at capture) whose memory moved since:
+  // a replay would read or write its old memory.
+  void check_fixed(const NamedTensors& now) const;
+  // Copies a batch (pinned host memory) into the static inputs, asynchronously on the current stream.
+  void load(const torch::Tensor& images, const torch::Tensor& labels);
+  void replay_forward();
+  void replay_backward();
+  const Outputs& outputs() const;
+  const torch::Tensor& labels() const;  // the static labels, as the outputs saw them
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rx::worker
