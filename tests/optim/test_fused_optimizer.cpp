@@ -38,6 +38,10 @@ std::pair<torch::Tensor, torch::Tensor> batch(int step) {
 torch::optim::SGDOptions sgd_options() {
   return torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(5e-4);
 }
+// The branches sgd_options() leaves out: dampening (Nesterov forbids it) and plain momentum.
+torch::optim::SGDOptions dampened_sgd_options() {
+  return torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.1).weight_decay(5e-4);
+}
 
 struct Run {
   model::ResNeXt& model;
@@ -141,12 +145,17 @@ TEST_P(FusedSgd, MatchesTorchSgdOverReducerBuckets) {
       << "training did not move the weights: the comparison proves nothing";
 }
 
+// Without the reducer's buckets every parameter is loose: the per-parameter path.
 TEST_P(FusedSgd, MatchesTorchSgdWithoutReducer) {
-  auto ref = make_model(GetParam()), fused = make_model(GetParam());
-  torch::optim::SGD ref_opt(ref->parameters(), sgd_options());
-  optim::FusedSGD fused_opt(fused->parameters(), sgd_options());
-  train({{ref, ref_opt, nullptr}, {fused, fused_opt, nullptr}}, 0, 3);
-  EXPECT_LT(max_diff(ref, fused), 1e-6);
+  for (const auto& options : {sgd_options(), dampened_sgd_options()}) {
+    SCOPED_TRACE(options.nesterov() ? "Nesterov" : "dampening");
+    auto ref = make_model(GetParam()), fused = make_model(GetParam());
+    torch::optim::SGD ref_opt(ref->parameters(), options);
+    optim::FusedSGD fused_opt(fused->parameters(), options);
+    train({{ref, ref_opt, nullptr}, {fused, fused_opt, nullptr}}, 0, 3);
+    EXPECT_EQ(fused_opt.fused_groups(), 0);
+    EXPECT_LT(max_diff(ref, fused), 1e-6);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, FusedSgd, ::testing::Values(false, true),
@@ -275,17 +284,21 @@ INSTANTIATE_TEST_SUITE_P(Kinds, FusedAdamTest,
 // LibTorch's optimizers in float64, where both do the same operations in the same order.
 TEST(FusedTensorPath, MatchesTorchInFloat64) {
   auto group = comm::make_thread_group(1);
-  for (int kind = 0; kind < 3; ++kind) {
-    SCOPED_TRACE(kind == 0 ? "SGD" : kind == 1 ? "Adam" : "AdamW with AMSGrad");
+  for (int kind = 0; kind < 4; ++kind) {
+    SCOPED_TRACE(kind == 0   ? "SGD"
+                 : kind == 1 ? "Adam"
+                 : kind == 2 ? "AdamW with AMSGrad"
+                             : "SGD with dampening");
     auto ref = make_model(false), fused = make_model(false);
     ref->to(torch::kFloat64);
     fused->to(torch::kFloat64);
     parallel::Reducer ref_red(*ref, *group[0], small_buckets()),
         fused_red(*fused, *group[0], small_buckets());
     std::unique_ptr<torch::optim::Optimizer> ref_opt, fused_opt;
-    if (kind == 0) {
-      ref_opt = std::make_unique<torch::optim::SGD>(ref->parameters(), sgd_options());
-      fused_opt = std::make_unique<optim::FusedSGD>(fused->parameters(), sgd_options());
+    if (kind == 0 || kind == 3) {
+      const auto options = kind == 0 ? sgd_options() : dampened_sgd_options();
+      ref_opt = std::make_unique<torch::optim::SGD>(ref->parameters(), options);
+      fused_opt = std::make_unique<optim::FusedSGD>(fused->parameters(), options);
     } else {
       const AdamCase c{kind == 1 ? AdamKind::kAdam : AdamKind::kAdamWAmsgrad, false};
       ref_opt = make_adam(c, ref->parameters(), false);
