@@ -1,9 +1,10 @@
 #pragma once
 // [Graphed step] training.cuda_graph: after a few eager steps, the training step's forward (with the
 // loss) and its backward are captured once as two CUDA graphs, and every later step with the same
-// batch shape replays them: two graph launches instead of one kernel launch per operation, which is
-// what limits a GPU on small images (resnext50_32x4d at 32x32 issues ~1,500 kernels a step, and its
-// bf16 step was slower than fp32 because autocast adds casts). The captured graphs read fixed
+// batch shape replays them: two graph launches instead of one kernel launch per operation. On small
+// images the host's launches can be what limits the GPU: resnext50_32x4d at 32x32 launches hundreds
+// of small kernels a step, and its bf16 step (autocast adds a cast per weight) was slower than its
+// fp32 step on an H200 (bench/README.md, "GPU check"). The captured graphs read fixed
 // ("static") input tensors and write fixed outputs, so each step copies its batch into the inputs
 // first.
 //
