@@ -79,6 +79,7 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
           "data-root",
           "weights-root",
           "max-connections",
+          "max-connections-per-client",
           "max-queued-per-owner",
           "max-ranks",
           "max-reports-per-job",
@@ -150,6 +151,7 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   opts.limits.max_report_bytes = static_cast<size_t>(a.get_int("max-report-bytes", 256 << 10, 1024, 1 << 20));
   opts.limits.max_log_bytes = static_cast<size_t>(a.get_int("max-log-bytes", 1 << 20, 1024, 1 << 30));
   Tokens tokens = a.get("token-file") ? Tokens::load(*a.get("token-file")) : Tokens();
+  const bool tokens_enabled = tokens.enabled();
   const int threads = a.get_int("threads", 2, 1, 256);
   const auto idle = std::chrono::seconds(a.get_int("idle-timeout-s", 30, 1, 3600));
 
@@ -177,6 +179,8 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   JobService service(opts, std::move(job_launcher), std::move(tokens));
   ServiceState state(service);
   state.max_connections = a.get_int("max-connections", 512, 1, 1 << 20);
+  state.max_connections_per_client = a.get_int("max-connections-per-client", 64, 1, 1 << 20);
+  state.loopback_host_only = !tokens_enabled && address.is_loopback();  // [Cross-site]
 
   net::io_context ioc{threads};
   auto listener = std::make_shared<Listener>(

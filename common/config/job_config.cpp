@@ -33,6 +33,8 @@ const char* kind_name(Kind k) {
   return "?";
 }
 
+constexpr size_t kMaxListLength = 64;
+
 void check_range(const Field& f, double v) {
   if (!std::isfinite(v) || v < f.min || v > f.max) {
     std::ostringstream os;
@@ -78,6 +80,11 @@ void check_value(const Field& f, const json& v) {
     }
     case Kind::kNumberList:
       if (!v.is_array() || v.empty()) wrong();
+      // No list in the schema needs more (milestones, per-channel mean/std): a job's config is kept in
+      // memory, in the coordinator's store and on disk, so its size stays bounded.
+      if (v.size() > kMaxListLength)
+        throw ConfigError(f.key, "has " + std::to_string(v.size()) + " values, at most " +
+                                     std::to_string(kMaxListLength) + " are allowed");
       for (const auto& x : v) {
         if (!x.is_number()) wrong();
         check_range(f, x.get<double>());

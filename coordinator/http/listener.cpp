@@ -66,11 +66,12 @@ void Listener::on_accept(beast::error_code ec, tcp::socket socket) {
   }
   if (backoff_.count() != 0) spdlog::info("accept: recovered");
   backoff_ = 0ms;
-  if (state_.connections.load() >= state_.max_connections) {
-    socket.close(ec);  // over the cap: refuse by closing, keep serving the others
+  const auto client = socket.remote_endpoint(ec).address();
+  if (ec || !state_.admit(client)) {
+    socket.close(ec);  // gone already, or over a cap: refuse by closing, keep serving the others
   } else {
     socket.set_option(tcp::no_delay(true), ec);
-    std::make_shared<Session>(std::move(socket), state_, idle_timeout_)->run();
+    std::make_shared<Session>(std::move(socket), state_, idle_timeout_, client)->run();
   }
   do_accept();
 }

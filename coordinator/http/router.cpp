@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/ip/address.hpp>
+#include <cctype>
 #include <charconv>
 #include <chrono>
 #include <filesystem>
@@ -12,6 +14,7 @@
 #include "coordinator/http/json_guard.h"
 #include "coordinator/http/ui_assets.h"
 #include "coordinator/jobs/api_error.h"
+#include "coordinator/util/util.h"
 
 namespace rx::coord {
 
@@ -136,7 +139,59 @@ Response trace_response(const Request& req, ServiceState& st, const std::string&
   return res;
 }
 
+std::string lower(boost::beast::string_view s) {
+  std::string out(s.data(), s.size());
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool is_loopback_host(const std::string& host) {  // "name[:port]", "[v6][:port]"
+  std::string name = host;
+  if (!name.empty() && name.front() == '[') {
+    name = name.substr(1, name.find(']') == std::string::npos ? std::string::npos : name.find(']') - 1);
+  } else if (const auto colon = name.rfind(':'); colon != std::string::npos) {
+    name = name.substr(0, colon);
+  }
+  if (name == "localhost") return true;
+  boost::system::error_code ec;
+  const auto address = boost::asio::ip::make_address(name, ec);
+  return !ec && address.is_loopback();
+}
+
+// [Cross-site] A browser on this machine can reach the coordinator too, and any page it opens may send
+// requests to 127.0.0.1: a form or a simple fetch() needs no permission to POST, and a page whose name
+// was rebound to 127.0.0.1 (DNS rebinding) may even read the answers. Without tokens that page would
+// be an administrator. So, before any route:
+// - a request that carries an Origin must come from the page this Host serves (the dashboard);
+// - a POST body must be declared JSON (a form's types are refused; JSON from another origin needs a
+//   CORS preflight, which this server never grants);
+// - without tokens on a loopback address, the Host must be a loopback name: a rebound page's is not.
+void guard_cross_site(const Request& req, const ServiceState& st) {
+  const std::string host = lower(req[http::field::host]);
+  if (const auto origin = req[http::field::origin]; !origin.empty()) {
+    std::string from = lower(origin);
+    for (const char* scheme : {"http://", "https://"})
+      if (from.rfind(scheme, 0) == 0) from = from.substr(std::string(scheme).size());
+    if (from != host)
+      throw ApiError(403, "cross_origin",
+                     "requests from the page at " + std::string(origin) + " are not accepted here", "Origin");
+  }
+  if (req.method() == http::verb::post) {
+    const std::string type = lower(req[http::field::content_type]);
+    if (!type.empty() && type.rfind("application/json", 0) != 0)
+      throw ApiError(415, "unsupported_media_type",
+                     "a POST body must be JSON (Content-Type: application/json)", "Content-Type");
+  }
+  if (st.loopback_host_only && !host.empty() && !is_loopback_host(host))
+    throw ApiError(403, "bad_host",
+                   "Host '" + host +
+                       "' is not a loopback name: without tokens this coordinator answers only "
+                       "127.0.0.1, ::1 or localhost",
+                   "Host");
+}
+
 Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
+  guard_cross_site(req, st);
   const Target t = split_target(std::string_view(req.target().data(), req.target().size()));
   const auto& p = t.parts;
   const auto m = req.method();
@@ -174,8 +229,9 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
       }
       const auto limit = int_param(t, "limit", 50, 1, 1000);
       const auto offset = int_param(t, "offset", 0, 0, int64_t{1} << 40);
-      return make(req, http::status::ok,
-                  st.jobs.list(state, static_cast<size_t>(limit), static_cast<size_t>(offset), &who).dump());
+      return make(
+          req, http::status::ok,
+          dump_json(st.jobs.list(state, static_cast<size_t>(limit), static_cast<size_t>(offset), &who)));
     }
     if (post) {
       rid = RouteId::kJobsSubmit;
@@ -203,7 +259,7 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     rid = RouteId::kJobMetrics;
     if (!get) return method_not_allowed(req, "GET");
     require_reader(req, st, id);
-    return make(req, http::status::ok, st.jobs.metrics(id).dump());
+    return make(req, http::status::ok, dump_json(st.jobs.metrics(id)));
   }
   if (p.size() == 4 && sub == "logs") {
     rid = RouteId::kJobLogs;
@@ -216,7 +272,7 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     rid = RouteId::kJobResult;
     if (!get) return method_not_allowed(req, "GET");
     require_reader(req, st, id);
-    return make(req, http::status::ok, st.jobs.result(id).dump());
+    return make(req, http::status::ok, dump_json(st.jobs.result(id)));
   }
   if (p.size() == 4 && sub == "trace") {
     rid = RouteId::kJobTrace;
@@ -244,7 +300,7 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     // Authenticated by the per-job secret, not a user token; checked before the body is looked at.
     const std::string secret(req["X-Job-Secret"]);
     if (secret.empty()) throw ApiError(401, "unauthorized", "missing X-Job-Secret", "X-Job-Secret");
-    st.jobs.check_job_secret(id, secret);  // 404 / 401 before the body is looked at
+    st.jobs.check_job_secret(id, secret);  // 401 (missing job or wrong secret) before the body is looked at
     const json body = parse_body(req);
     st.jobs.report(id, secret, body);
     return make(req, http::status::accepted, R"({"accepted":true})");
@@ -269,7 +325,7 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
     if (t.param("dataset_size"))
       throw ApiError(400, "invalid_query", "not accepted: the dataset size comes from the job's data",
                      "dataset_size");
-    return make(req, http::status::ok, st.jobs.shard(id, rank, epoch).dump());
+    return make(req, http::status::ok, dump_json(st.jobs.shard(id, rank, epoch)));
   }
   if (p.size() == 6 && sub == "shards" && p[5] == "data") {
     rid = RouteId::kJobShardData;
@@ -307,9 +363,25 @@ Response error_response(int status, const std::string& code, const std::string& 
   if (status == 401) res.set(http::field::www_authenticate, "Bearer");
   res.keep_alive(keep_alive);
   // Messages may quote the request target, which need not be UTF-8: replace rather than throw.
-  res.body() = json{{"error", err}}.dump(-1, ' ', false, json::error_handler_t::replace);
+  res.body() = dump_json(json{{"error", err}});
   res.prepare_payload();
   return res;
+}
+
+bool ServiceState::admit(const boost::asio::ip::address& client) {
+  std::lock_guard<std::mutex> lock(clients_mu_);
+  if (connections.load() >= max_connections) return false;
+  int& n = clients_[client];
+  if (n >= max_connections_per_client) return false;
+  ++n;
+  connections.fetch_add(1);
+  return true;
+}
+
+void ServiceState::release(const boost::asio::ip::address& client) {
+  std::lock_guard<std::mutex> lock(clients_mu_);
+  connections.fetch_sub(1);
+  if (auto it = clients_.find(client); it != clients_.end() && --it->second <= 0) clients_.erase(it);
 }
 
 Response route(const Request& req, ServiceState& st) {

@@ -2,7 +2,10 @@
 // [Router] A pure function from request to response: no sockets, no I/O beyond what JobService does.
 // Sessions call it for every parsed request; tests call it directly with hand-built requests.
 #include <atomic>
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/http.hpp>
+#include <map>
+#include <mutex>
 
 #include "coordinator/http/http_metrics.h"
 #include "coordinator/jobs/job_service.h"
@@ -21,6 +24,19 @@ struct ServiceState {
   HttpMetrics http;
   std::atomic<int> connections{0};  // open sessions (each holds one fd)
   int max_connections = 512;        // serve --max-connections: above it new connections are closed at once
+  // [Per client] serve --max-connections-per-client: one address (an idle-socket flood) cannot take
+  // every connection from the others. admit() counts a new session of `client` unless it would pass a
+  // cap; every admitted session is released once.
+  int max_connections_per_client = 64;
+  bool admit(const boost::asio::ip::address& client);
+  void release(const boost::asio::ip::address& client);
+  // [Cross-site] serve sets it when there are no tokens on a loopback address: every request must then
+  // name a loopback Host (127.0.0.0/8, ::1, localhost), which a DNS-rebound page cannot.
+  bool loopback_host_only = false;
+
+ private:
+  std::mutex clients_mu_;
+  std::map<boost::asio::ip::address, int> clients_;  // open sessions per client address
 };
 
 Response route(const Request& req, ServiceState& state);

@@ -8,12 +8,11 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 
-Session::Session(net::ip::tcp::socket&& socket, ServiceState& state, std::chrono::seconds idle_timeout)
-    : stream_(std::move(socket)), state_(state), idle_timeout_(idle_timeout) {
-  state_.connections.fetch_add(1);
-}
+Session::Session(net::ip::tcp::socket&& socket, ServiceState& state, std::chrono::seconds idle_timeout,
+                 net::ip::address client)
+    : stream_(std::move(socket)), state_(state), idle_timeout_(idle_timeout), client_(std::move(client)) {}
 
-Session::~Session() { state_.connections.fetch_sub(1); }
+Session::~Session() { state_.release(client_); }
 
 void Session::run() {
   net::dispatch(stream_.get_executor(), beast::bind_front_handler(&Session::do_read, shared_from_this()));
@@ -30,7 +29,7 @@ void Session::do_read() {
 
 void Session::on_read(beast::error_code ec, std::size_t) {
   if (ec == http::error::end_of_stream) return do_close();
-  if (ec == http::error::body_limit) {
+  if (ec == http::error::body_limit || ec == http::error::buffer_overflow) {
     state_.http.record(RouteId::kTooLarge, 413, 0);
     return send(error_response(413, "too_large", "body exceeds " + std::to_string(kMaxBodyBytes) + " bytes"));
   }

@@ -19,14 +19,14 @@ using nlohmann::json;
 
 namespace {
 
-// A report comes from the network: its strings go into a log line only printable and bounded, so a
-// report cannot forge further log lines.
+// A report comes from the network, a log line from the job's processes: their strings go into a log
+// line and the job's record only printable, bounded and valid UTF-8 ([Foreign text]), so they can
+// neither forge further log lines nor make the record unwritable.
 std::string clean(const json& v, size_t cap = 120) {
-  std::string s = v.is_string() ? v.get<std::string>() : v.is_null() ? std::string() : v.dump();
-  if (s.size() > cap) s = s.substr(0, cap) + "...";
-  for (char& c : s)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  return s;
+  return printable_utf8(v.is_string() ? v.get<std::string>()
+                        : v.is_null() ? std::string()
+                                      : dump_json(v),
+                        cap);
 }
 
 std::string rank_list(const json& ranks) {
@@ -227,9 +227,10 @@ std::string JobService::first_worker_error(const Job& job) const {
     const auto at = line.find("] [error] ");
     if (at == std::string::npos) continue;
     const auto rank = line.find("[rank ");
-    std::string who =
-        rank != std::string::npos && rank < at ? line.substr(rank + 1, at - rank - 1) + ": " : "";
-    return who + clean(json(line.substr(at + 10)), 400);
+    std::string who = rank != std::string::npos && rank < at
+                          ? printable_utf8(line.substr(rank + 1, at - rank - 1), 40) + ": "
+                          : "";
+    return who + printable_utf8(line.substr(at + 10), 400);
   }
   return std::string();
 }

@@ -4,6 +4,8 @@
 #include <deque>
 #include <fstream>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 #include "coordinator/jobs/api_error.h"
 #include "coordinator/jobs/job_service.h"
@@ -46,10 +48,13 @@ void check_progress_report(const json& b) {
 
 }  // namespace
 
+// A missing job answers as a wrong secret does: the secret routes do not tell a stranger which job ids
+// exist.
 void JobService::check_job_secret(const std::string& id, const std::string& secret) const {
   std::shared_lock lock(mu_);
-  const Job& j = find_or_404(id);
-  if (j.secret_hash.empty() || !ct_equal(sha256_hex(secret), j.secret_hash))
+  const auto it = jobs_.find(id);
+  if (it == jobs_.end() || it->second.secret_hash.empty() ||
+      !ct_equal(sha256_hex(secret), it->second.secret_hash))
     throw ApiError(401, "unauthorized", "missing or wrong X-Job-Secret", "X-Job-Secret");
 }
 
@@ -110,10 +115,16 @@ void JobService::report(const std::string& id, const std::string& secret, const 
 }
 
 json JobService::metrics(const std::string& id) {
-  std::unique_lock lock(mu_);  // the store is single-connection
-  find_or_404(id);
+  std::vector<std::pair<int64_t, std::string>> rows;
+  {
+    // The store is single-connection, so it is read under the lock; the parsing (most of the time for
+    // a job with thousands of reports) is done outside it, where it holds up no other request.
+    std::unique_lock lock(mu_);
+    find_or_404(id);
+    rows = store_->reports(id);
+  }
   json points = json::array();
-  for (const auto& [ms, text] : store_->reports(id)) {
+  for (const auto& [ms, text] : rows) {
     json b = json::parse(text, nullptr, false);
     if (!b.is_object() || b.value("type", "") != "progress") continue;
     b.erase("type");

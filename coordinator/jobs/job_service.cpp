@@ -97,7 +97,8 @@ std::shared_ptr<const std::string> JobService::cancel(const Principal& who, cons
   const std::string& owner = who.name;
   std::unique_lock lock(mu_);
   Job& slot = find_or_404(id);
-  if (!visible(who, slot)) throw ApiError(403, "forbidden", "job '" + id + "' belongs to " + slot.owner);
+  // Someone else's job answers exactly like a missing one, as check_visible(): no owner is named.
+  if (!visible(who, slot)) throw ApiError(404, "not_found", "no job '" + id + "'", "id");
   if (is_terminal(slot.state))
     throw ApiError(409, "conflict", "job '" + id + "' already " + to_string(slot.state));
   Job u = slot;
@@ -151,7 +152,7 @@ std::optional<LaunchSpec> JobService::prepare_launch_locked(Job& slot, bool resu
     std::error_code ec;
     fs::create_directories(dir + "/run", ec);
     if (ec) throw IoError(dir, "cannot create job dir: " + ec.message());
-    write_file_atomic(dir + "/config.json", u.config.dump(2) + "\n");
+    write_file_atomic(dir + "/config.json", dump_json(u.config, 2) + "\n");
     // The plan every rank will compute for epoch 0, written for people debugging a run.
     try {
       json plan = json::array();
@@ -313,13 +314,17 @@ void JobService::tick() {
   // /proc scans, waitid and Slurm commands happen outside the lock; only state changes take it.
   for (const auto& h : to_cancel) launcher_->cancel(h, false);
   for (const auto& r : running) {
-    if (auto ex = launcher_->poll(r.h)) {
-      finish(r.id, *ex);
-      continue;
-    }
-    update_live(r.id, launcher_->live_info(r.h));
-    if (r.cancel_requested && now_ms() - r.cancel_ms > opts_.cancel_grace_ms) {
-      launcher_->cancel(r.h, true);
+    try {  // one job that cannot be updated must not stop the tick for every other job
+      if (auto ex = launcher_->poll(r.h)) {
+        finish(r.id, *ex);
+        continue;
+      }
+      update_live(r.id, launcher_->live_info(r.h));
+      if (r.cancel_requested && now_ms() - r.cancel_ms > opts_.cancel_grace_ms) {
+        launcher_->cancel(r.h, true);
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("job {}: {}", r.id, e.what());
     }
   }
   std::vector<LaunchSpec> pending;

@@ -89,7 +89,8 @@ class JobService {
   std::shared_ptr<const std::string> cancel(const std::string& owner, const std::string& id);
   std::shared_ptr<const std::string> cancel(const Principal& who, const std::string& id);
   void report(const std::string& id, const std::string& secret, const nlohmann::json& body);
-  void check_job_secret(const std::string& id, const std::string& secret) const;  // 404 / 401
+  void check_job_secret(const std::string& id,
+                        const std::string& secret) const;  // 401: no such job or secret
   nlohmann::json metrics(const std::string& id);
   nlohmann::json result(const std::string& id) const;
   std::string logs(const std::string& id, int tail) const;  // at most limits.max_log_bytes (newest kept)

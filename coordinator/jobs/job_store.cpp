@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "common/util/error.h"
+#include "coordinator/util/util.h"
 
 namespace rx::coord {
 namespace {
@@ -98,7 +99,7 @@ void JobStore::bind_job(sqlite3_stmt* st, const Job& j) {
   text(3, j.owner);
   text(4, to_string(j.state));
   sqlite3_bind_int(st, 5, j.world_size);
-  text(6, j.config.dump());
+  text(6, dump_json(j.config));
   text(7, j.idempotency_key);
   sqlite3_bind_int64(st, 8, j.created_ms);
   sqlite3_bind_int64(st, 9, j.started_ms);
@@ -113,13 +114,13 @@ void JobStore::bind_job(sqlite3_stmt* st, const Job& j) {
   text(15, j.secret_hash);
   sqlite3_bind_int(st, 16, j.cancel_requested ? 1 : 0);
   sqlite3_bind_int64(st, 17, j.cancel_ms);
-  text(18, j.last_progress.is_null() ? std::string() : j.last_progress.dump());
-  text(19, j.result.is_null() ? std::string() : j.result.dump());
+  text(18, j.last_progress.is_null() ? std::string() : dump_json(j.last_progress));
+  text(19, j.result.is_null() ? std::string() : dump_json(j.result));
   text(20, j.request_hash);
   sqlite3_bind_int64(st, 21, static_cast<int64_t>(j.proc_start));
-  text(22, j.hang.is_null() ? std::string() : j.hang.dump());
+  text(22, j.hang.is_null() ? std::string() : dump_json(j.hang));
   sqlite3_bind_int(st, 23, j.max_restarts);
-  text(24, j.attempts.dump());
+  text(24, dump_json(j.attempts));  // [Foreign text]
   sqlite3_bind_int64(st, 25, j.restart_due_ms);
   sqlite3_bind_int(st, 26, j.min_ranks);
 }

@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 void JobService::render(const Job& job) {
-  auto body = std::make_shared<const std::string>(job_to_json(job).dump());
+  auto body = std::make_shared<const std::string>(dump_json(job_to_json(job)));  // [Foreign text]
   std::unique_lock lock(cache_mu_);
   cache_[job.id] = std::move(body);
 }

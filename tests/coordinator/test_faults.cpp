@@ -12,6 +12,7 @@
 #include "common/config/job_config.h"
 #include "common/util/sha256.h"
 #include "coordinator/http/router.h"
+#include "coordinator/util/util.h"
 #include "tests/coordinator/test_support.h"
 
 namespace rx::coord {
@@ -211,6 +212,45 @@ TEST_F(FaultsTest, ProcessesEndedWithoutAResultReportTakeTheFolder) {
   EXPECT_EQ(jb["state"], "succeeded");
   EXPECT_DOUBLE_EQ(jb["test_accuracy"].get<double>(), 0.82);
   EXPECT_EQ(jc["state"], "failed");  // no record anywhere: the exit stays unexplained
+}
+
+// [Foreign text] printable_utf8 keeps valid characters whole and turns everything else into '?'.
+TEST(ForeignText, PrintableUtf8) {
+  EXPECT_EQ(printable_utf8("plain", 100), "plain");
+  EXPECT_EQ(printable_utf8("a\nb\x7f", 100), "a?b?");          // control characters
+  EXPECT_EQ(printable_utf8("\xc0\xaf", 100), "??");            // overlong '/'
+  EXPECT_EQ(printable_utf8("\xed\xa0\x80", 100), "???");       // a UTF-16 surrogate
+  EXPECT_EQ(printable_utf8("\xf4\x90\x80\x80", 100), "????");  // past U+10FFFF
+  EXPECT_EQ(printable_utf8("ok\xc3", 100), "ok?");             // cut short
+  EXPECT_EQ(printable_utf8("\xf0\x9f\x98\x80 \xc3\xa9", 100), "\xf0\x9f\x98\x80 \xc3\xa9");  // 4 and 2 bytes
+  EXPECT_EQ(printable_utf8("\xc3\xa9\xc3\xa9\xc3\xa9", 5), "\xc3\xa9\xc3\xa9...");  // never half a character
+  EXPECT_EQ(dump_json(json("x\xff")), "\"x\xef\xbf\xbd\"");  // U+FFFD instead of an exception
+}
+
+// [Foreign text] A job's log may hold any bytes: here a worker error quoting a path of two-byte
+// characters that the 400-byte cut would split, a rank tag and a path with bytes that are not UTF-8.
+// The job fails with a readable error, the next job's exit is still taken in the same tick, and the
+// record is read back after a restart (all three used to throw from nlohmann's dump()).
+TEST_F(FaultsTest, AnErrorLineThatIsNotUtf8FailsOnlyItsJob) {
+  const std::string a = submit(), b = submit();
+  std::string path = "/usr/share/datasets/x";        // odd length: the cut falls inside a character
+  for (int i = 0; i < 250; ++i) path += "\xc3\xa9";  // U+00E9
+  {
+    std::ofstream log(service_->job_dir(a) + "/worker.log", std::ios::app | std::ios::binary);
+    log << "[2026-11-27 10:00:00.000] [rank 0\xff] [error] " << path << "/\xfe: file not found\n";
+  }
+  fake_->exits[service_->get(a)->pid] = ExitInfo::exited(1);
+  write_result(b, record_for(b, 0.8).dump());
+  fake_->exits[service_->get(b)->pid] = ExitInfo::exited(0);
+  service_->tick();
+  const json ja = get(a);  // parse() would refuse a body that is not UTF-8
+  EXPECT_EQ(ja["state"], "failed");
+  const std::string err = ja["error"].get<std::string>();
+  EXPECT_NE(err.find("rank 0?: /usr/share/datasets/x\xc3\xa9"), std::string::npos) << err;
+  EXPECT_NE(err.find("\xc3\xa9..."), std::string::npos) << "cut at a character boundary: " << err;
+  EXPECT_EQ(get(b)["state"], "succeeded");
+  open();  // the coordinator restarts on the same state folder
+  EXPECT_EQ(get(a)["error"], ja["error"]);
 }
 
 }  // namespace

@@ -145,7 +145,8 @@ TEST_F(HardeningTest, ReadsNeedATokenAndUsersSeeTheirOwnJobs) {
   EXPECT_EQ(get_as("atok", "/metrics").result_int(), 200);
   // Cancel: the owner or an admin.
   auto r = call(http::verb::post, "/v1/jobs/" + b + "/cancel", "{}", {{"Authorization", "Bearer atok"}});
-  EXPECT_EQ(r.result_int(), 403);
+  EXPECT_EQ(r.result_int(), 404) << "someone else's job is not confirmed, not even by cancel";
+  EXPECT_EQ(body(r)["error"]["message"], "no job '" + b + "'");
   r = call(http::verb::post, "/v1/jobs/" + b + "/cancel", "{}", {{"Authorization", "Bearer rtok"}});
   EXPECT_EQ(r.result_int(), 202) << r.body();
 }

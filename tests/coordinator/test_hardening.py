@@ -94,6 +94,66 @@ def scenario_conn_cap(binary, state):
     print("test_hardening conn_cap: ok")
 
 
+def scenario_conn_cap_client(binary, state):
+    # [Per client] One address holding its 3 connections idle: its 4th is closed at once, while another
+    # loopback address (127.0.0.2) is still served.
+    c = Coordinator(binary, state, ["--max-connections-per-client", "3", "--idle-timeout-s", "60"])
+    socks = [socket.create_connection(("127.0.0.1", c.port), timeout=5) for _ in range(3)]
+    try:
+        def fourth_closed():
+            with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                try:
+                    return s.recv(100) == b""
+                except ConnectionResetError:
+                    return True
+        wait_for("a 4th connection from the same address to be closed at once", fourth_closed, timeout=15)
+        with socket.create_connection(("127.0.0.1", c.port), timeout=5, source_address=("127.0.0.2", 0)) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            reply = s.recv(100)
+        check(reply.startswith(b"HTTP/1.1 200"), f"another address was not served: {reply!r}")
+    finally:
+        for s in socks:
+            s.close()
+    wait_for("/healthz from the first address once its sockets closed", lambda: healthz_ok(c), timeout=15)
+    c.kill(signal.SIGTERM)
+    print("test_hardening conn_cap_client: ok")
+
+
+def peak_rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def scenario_chunk_ext(binary, state):
+    # A chunked body whose first chunk-size line never ends: neither the header nor the body limit
+    # covers it, so only the bounded read buffer stops it. 16 MiB are offered; the coordinator must
+    # answer 413 (or drop the connection) and its peak RSS must not grow by what was sent.
+    c = Coordinator(binary, state, ["--idle-timeout-s", "30"])
+    before = peak_rss_kib(c.proc.pid)
+    s = socket.create_connection(("127.0.0.1", c.port), timeout=10)
+    s.sendall(b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n1;a=")
+    sent, block = 0, b"a" * (256 << 10)
+    try:
+        while sent < (16 << 20):
+            s.sendall(block)
+            sent += len(block)
+    except OSError:  # the coordinator closed the connection: what is wanted
+        pass
+    try:
+        reply = s.recv(200)
+    except OSError:
+        reply = b""
+    s.close()
+    grown = peak_rss_kib(c.proc.pid) - before
+    check(reply == b"" or reply.startswith(b"HTTP/1.1 413"), f"reply to an endless chunk extension: {reply!r}")
+    check(grown < 8 << 10, f"peak RSS grew by {grown} KiB for {sent >> 10} KiB sent")
+    check(healthz_ok(c), "the coordinator stopped answering")
+    c.kill(signal.SIGTERM)
+    print(f"test_hardening chunk_ext: ok ({sent >> 10} KiB offered, peak RSS +{grown} KiB, reply {reply[:12]!r})")
+
+
 STAND_INS = {
     "sbatch": 'echo $$ >> "$RX_FAKE_DIR/sbatch.calls"; touch "$RX_FAKE_DIR/sbatch.started"; '
               'sleep "${RX_SBATCH_SLEEP:-6}"; echo 4242\n',
@@ -189,7 +249,8 @@ def scenario_slurm_restart(binary, state, source_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["emfile", "conn_cap", "slow_slurm", "slurm_restart"])
+    ap.add_argument("scenario", choices=["emfile", "conn_cap", "conn_cap_client", "chunk_ext", "slow_slurm",
+                                                 "slurm_restart"])
     ap.add_argument("--coordinator", required=True)
     a = ap.parse_args()
     state = tempfile.mkdtemp(prefix="rx_coord_hard_")
@@ -198,6 +259,10 @@ def main():
             scenario_emfile(a.coordinator, state)
         elif a.scenario == "conn_cap":
             scenario_conn_cap(a.coordinator, state)
+        elif a.scenario == "conn_cap_client":
+            scenario_conn_cap_client(a.coordinator, state)
+        elif a.scenario == "chunk_ext":
+            scenario_chunk_ext(a.coordinator, state)
         elif a.scenario == "slow_slurm":
             scenario_slow_slurm(a.coordinator, state, os.environ.get("RX_SOURCE_DIR", "."))
         else:

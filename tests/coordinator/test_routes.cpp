@@ -151,7 +151,7 @@ TEST_F(RoutesTest, AuthRequiredForMutations) {
   const std::string id = submit("atok");
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + id))["owner"], "alice");
   EXPECT_EQ(call(http::verb::post, "/v1/jobs/" + id + "/cancel", "{}").result_int(), 401);
-  EXPECT_EQ(post_as("btok", "/v1/jobs/" + id + "/cancel", json::object()).result_int(), 403);
+  EXPECT_EQ(post_as("btok", "/v1/jobs/" + id + "/cancel", json::object()).result_int(), 404);
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + id))["state"], "running");
   auto r = post_as("atok", "/v1/jobs/" + id + "/cancel", json::object());
   EXPECT_EQ(r.result_int(), 202) << r.body();
@@ -186,6 +186,43 @@ TEST_F(RoutesTest, NotFoundAndMethodNotAllowed) {
   EXPECT_EQ(call(http::verb::get, "/v1/jobs?limit=0").result_int(), 400);
   EXPECT_EQ(call(http::verb::get, "/v1/jobs?limit=abc").result_int(), 400);
   EXPECT_EQ(call(http::verb::get, "/v1/jobs?state=bogus").result_int(), 400);
+}
+
+// [Cross-site] What a page in a browser on the same machine could send: another Origin, a form's
+// Content-Type, and (without tokens, on loopback) a rebound Host. Each is refused before any route;
+// the dashboard's own requests (same Origin and Host, JSON) and clients without an Origin pass.
+TEST_F(RoutesTest, CrossSiteRequestsAreRefused) {
+  const json job = {{"config", "fashion_mnist_small"}, {"ranks", 1}, {"overrides", kTiny}};
+  const std::string auth = "Bearer atok";
+  auto status = [&](std::vector<std::pair<std::string, std::string>> headers, http::verb v = http::verb::post,
+                    const std::string& target = "/v1/jobs") {
+    headers.emplace_back("Authorization", v == http::verb::post ? auth : "Bearer rtok");
+    return call(v, target, v == http::verb::post ? job.dump() : "", headers).result_int();
+  };
+  EXPECT_EQ(status({{"Host", "127.0.0.1:8080"}, {"Origin", "http://attacker.example"}}), 403);
+  EXPECT_EQ(status({{"Host", "127.0.0.1:8080"}, {"Origin", "null"}}), 403);
+  EXPECT_EQ(status({{"Host", "127.0.0.1:8080"}, {"Origin", "http://attacker.example"}}, http::verb::get,
+                   "/v1/jobs"),
+            403);
+  EXPECT_EQ(status({{"Content-Type", "text/plain;charset=UTF-8"}}), 415);
+  EXPECT_EQ(status({{"Content-Type", "application/x-www-form-urlencoded"}}), 415);
+  const auto refused = call(http::verb::post, "/v1/jobs", job.dump(),
+                            {{"Authorization", auth}, {"Origin", "http://attacker.example"}, {"Host", "x"}});
+  EXPECT_EQ(field(refused), "Origin");
+  EXPECT_EQ(body(call(http::verb::get, "/v1/jobs"))["total"], 0) << "a refused request submitted a job";
+  // The dashboard: same origin, JSON. A client without an Origin (curl, the CLI, the workers).
+  EXPECT_EQ(status({{"Host", "127.0.0.1:8080"},
+                    {"Origin", "http://127.0.0.1:8080"},
+                    {"Content-Type", "application/json"}}),
+            201);
+  EXPECT_EQ(status({{"Host", "LOCALHOST:1"}, {"Origin", "http://localhost:1"}}), 201);
+  EXPECT_EQ(status({}), 201);
+  // Without tokens on loopback (serve sets loopback_host_only): only loopback Host names.
+  state_->loopback_host_only = true;
+  EXPECT_EQ(status({{"Host", "rebind.attacker.example:8080"}}, http::verb::get, "/v1/jobs"), 403);
+  EXPECT_EQ(status({{"Host", "rebind.attacker.example"}}), 403);
+  for (const std::string host : {"127.0.0.1:9", "127.5.6.7", "localhost:80", "[::1]:8080", "[::1]"})
+    EXPECT_EQ(status({{"Host", host}}, http::verb::get, "/v1/jobs"), 200) << host;
 }
 
 TEST_F(RoutesTest, IdempotencyKey) {
@@ -226,6 +263,15 @@ TEST_F(RoutesTest, ReportsNeedTheJobSecret) {
   EXPECT_EQ(call(http::verb::post, target, progress.dump(), {{"Authorization", "Bearer atok"}}).result_int(),
             401);
   EXPECT_EQ(call(http::verb::post, target, "{bad", {{"X-Job-Secret", "wrong"}}).result_int(), 401);
+  // A job that does not exist answers as a wrong secret does: no oracle for job ids.
+  const auto missing =
+      call(http::verb::post, "/v1/jobs/j000000000000/reports", progress.dump(), {{"X-Job-Secret", "wrong"}});
+  const auto wrong = call(http::verb::post, target, progress.dump(), {{"X-Job-Secret", "wrong"}});
+  EXPECT_EQ(missing.result_int(), 401);
+  EXPECT_EQ(missing.body(), wrong.body());
+  EXPECT_EQ(call(http::verb::get, "/v1/jobs/j000000000000/shards/0?epoch=0", "", {{"X-Job-Secret", "wrong"}})
+                .result_int(),
+            401);
   EXPECT_EQ(call(http::verb::get, "/v1/jobs/" + id).body(), before);
   EXPECT_EQ(body(call(http::verb::get, "/v1/jobs/" + id + "/metrics"))["points"].size(), 0u);
 

@@ -69,6 +69,11 @@ TEST(Config, BadConfigMatrixNamesTheKey) {
   EXPECT_EQ(field_of(with("/training/lr_schedule/milestones", json{0.5, 1.5})),
             "training.lr_schedule.milestones");
   EXPECT_EQ(field_of(with("/data/augment/std", json{0.5, 0.0, 0.5})), "data.augment.std");
+  json long_list = json::array();  // a list past 64 values (a megabyte of milestones was accepted once)
+  for (int i = 1; i <= 65; ++i) long_list.push_back(i / 66.0);
+  EXPECT_EQ(field_of(with("/training/lr_schedule/milestones", long_list)), "training.lr_schedule.milestones");
+  long_list.erase(long_list.begin());
+  EXPECT_EQ(field_of(with("/training/lr_schedule/milestones", long_list)), "<accepted>") << "64 values";
   auto custom = base();
   custom["model"] = {{"depth", 29}, {"cardinality", 8}};
   EXPECT_EQ(field_of(custom), "model.base_width");
