@@ -81,7 +81,11 @@ std::vector<std::vector<size_t>> plan_buckets(const std::vector<torch::Tensor>& 
 // (DDP's gradient_as_bucket_view). AccumulateGrad adds into an existing .grad in place, so backward
 // writes the gradients straight into the buffer the all-reduce sends, and the averaged result is
 // read by the optimizer through the same aliases: no copy in, no copy out. With compression, `wire`
-// is a separate 16-bit buffer (cast in at launch, cast back and averaged in fp32 at finalize).
+// is a separate 16-bit buffer: cast in at launch, cast back at finalize.
+// [Average first] A compressed bucket is divided by the world size in fp32 before the cast, as
+// PyTorch's fp16 compression hook divides before its all-reduce: the 16-bit sum then never exceeds
+// the largest gradient, where a sum of world-size gradients could pass fp16's 65,504 (loss-scaled
+// fp16 gradients live near that limit) and turn a whole bucket into inf.
 struct Reducer::Bucket {
   std::vector<size_t> params;  // indices into params_, in bucket order
   torch::Tensor buffer;
@@ -237,7 +241,10 @@ void Reducer::launch_ready_buckets() {
   o.timeout = opts_.timeout;
   while (next_launch_ < buckets_.size() && buckets_[next_launch_]->pending == 0) {
     auto& b = *buckets_[next_launch_];
-    if (!b.wire.is_same(b.buffer)) b.wire.copy_(b.buffer);
+    if (!b.wire.is_same(b.buffer)) {  // [Average first]
+      if (comm_.world_size() > 1) b.buffer.div_(comm_.world_size());
+      b.wire.copy_(b.buffer);
+    }
     comm::hang::mark_bucket(comm_, static_cast<int>(next_launch_));  // named in a hang report
     b.launched_at = Clock::now();
     b.work = comm_.allreduce(b.wire, o);
@@ -286,8 +293,10 @@ void Reducer::finalize() {
     b.exposed_ms_sum += ms_between(w0, w1);
     if (!b.finished) b.finished_at = w1;  // NCCL: when the stream was ordered after it (an upper bound)
     previous_.push_back(std::move(b.work));
-    if (!b.wire.is_same(b.buffer)) b.buffer.copy_(b.wire);
-    if (world > 1) b.buffer.div_(world);  // same operation as the flat all-reduce: bit-identical
+    if (!b.wire.is_same(b.buffer))
+      b.buffer.copy_(b.wire);  // averaged before the cast ([Average first])
+    else if (world > 1)
+      b.buffer.div_(world);  // same operation as the flat all-reduce: bit-identical
   }
   const auto t1 = Clock::now();
   ++steps_;

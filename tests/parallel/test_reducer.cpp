@@ -381,6 +381,43 @@ TEST(Reducer, CompressedGradientsAreCloseToFlat) {
   }
 }
 
+// [Average first] Gradients that fit fp16 on each rank (40,000 at most here, as loss-scaled fp16
+// training has them) must not overflow in the all-reduce: their sum over 2 ranks, 80,000, would pass
+// fp16's 65,504. Every rank trains on the same batch, so the average is each rank's own gradient.
+TEST(Reducer, Fp16CompressionAveragesBeforeTheSum) {
+  torch::set_num_threads(1);
+  const int n = 2;
+  auto ref = make_model(7);
+  zero_grads(*ref);
+  const auto xy = batch(0, 0, 3);
+  const auto x = xy.first, y = xy.second;
+  torch::nn::functional::cross_entropy(ref->forward(x), y).backward();
+  double top = 0;
+  for (const auto& p : ref->parameters()) top = std::max(top, p.grad().abs().max().item<double>());
+  const double scale = 40000 / top;
+  auto group = comm::make_thread_group(n);
+  auto models = make_models(n, 7);
+  std::vector<double> rel(n, -1);
+  const auto errors = run_ranks(n, [&](int r) {
+    auto m = models[r];
+    auto o = options(0.05, 0.01);
+    o.compression = parallel::Compression::kFp16;
+    parallel::Reducer red(*m, *group[r], o);
+    zero_grads(*m);
+    red.prepare_for_backward(true);
+    (torch::nn::functional::cross_entropy(m->forward(x), y) * scale).backward();
+    red.finalize();
+    double worst = 0;
+    for (size_t i = 0; i < m->parameters().size(); ++i) {
+      const auto want = ref->parameters()[i].grad() * scale, got = m->parameters()[i].grad();
+      worst = std::max(worst, ((got - want).norm() / want.norm().clamp_min(1e-12)).item<double>());
+    }
+    rel[r] = worst;  // NaN (fails below) where a bucket overflowed to inf
+  });
+  ASSERT_TRUE(all_ranks_ok(errors));
+  for (int r = 0; r < n; ++r) EXPECT_LT(rel[r], 5e-3) << "rank " << r;
+}
+
 // Rank 1 computes on 10x the batch, so its buckets become ready later; the gathered arrival
 // times must name it (the all-reduce itself makes both ranks' step times equal).
 TEST(Reducer, StatsNameTheStragglerRank) {
