@@ -9,11 +9,10 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
+#endif
 
 #include <string>
 #include <utility>
-#include <vector>
-#endif
 
 namespace rx::worker {
 
@@ -21,13 +20,28 @@ namespace {
 bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
   return a.defined() && a.sizes() == b.sizes() && a.strides() == b.strides() && a.dtype() == b.dtype();
 }
+const void* address(const torch::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
 }  // namespace
+
+void FixedAddresses::add_parameter(std::string name, const torch::Tensor& parameter) {
+  entries_.push_back({name, parameter, false, address(parameter)});
+  entries_.push_back({std::move(name) + ".grad", parameter, true, address(parameter.grad())});
+}
+
+void FixedAddresses::add_buffer(std::string name, const torch::Tensor& buffer) {
+  entries_.push_back({std::move(name), buffer, false, address(buffer)});
+}
+
+void FixedAddresses::check() const {
+  for (const auto& e : entries_)
+    if (address(e.grad ? e.tensor.grad() : e.tensor) != e.address)
+      throw Error("training.cuda_graph: " + e.name +
+                  " moved after the step was captured (the graphs would use its old memory)");
+}
 
 #ifdef RX_WITH_CUDA
 
 namespace {
-const void* address(const torch::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
-
 // Orders `after` behind the work queued so far on `before`. Never throws: it also runs in a
 // destructor, possibly after a CUDA error, when the job is failing anyway.
 void order_streams(cudaStream_t before, cudaStream_t after) noexcept {
@@ -84,7 +98,7 @@ struct StepGraph::Impl {
   torch::Tensor images, labels;  // the static inputs
   Outputs outputs;
   at::cuda::CUDAGraph forward, backward;
-  std::vector<std::pair<std::string, const void*>> fixed;  // what must keep its address
+  FixedAddresses fixed;  // what must keep its address
   bool captured = false;
 };
 
@@ -96,7 +110,7 @@ StepGraph::StepGraph(const torch::Device& device) {
 }
 
 void StepGraph::capture(const torch::Tensor& images, const torch::Tensor& labels, const Forward& forward,
-                        const Backward& backward, const NamedTensors& fixed) {
+                        const Backward& backward, FixedAddresses fixed) {
   auto& m = *impl_;
   RX_CHECK(!m.captured, "the training step is captured once");
   RX_CHECK(c10::cuda::getCurrentCUDAStream(m.device.index()) == m.stream,
@@ -107,7 +121,7 @@ void StepGraph::capture(const torch::Tensor& images, const torch::Tensor& labels
   m.images = on_device(images);
   m.labels = on_device(labels);
   load(images, labels);
-  for (const auto& [name, t] : fixed) m.fixed.emplace_back(name, address(t));
+  m.fixed = std::move(fixed);
   // As torch.cuda.graph does: the warm-up's cached blocks go back to the device first, so the
   // graphs' private pool does not come on top of them.
   c10::cuda::device_synchronize();
@@ -130,15 +144,7 @@ void StepGraph::capture(const torch::Tensor& images, const torch::Tensor& labels
   m.captured = true;
 }
 
-void StepGraph::check_fixed(const NamedTensors& now) const {
-  const auto& was = impl_->fixed;
-  RX_CHECK(now.size() == was.size(), "training.cuda_graph: the step was captured with "
-                                         << was.size() << " fixed tensors, now there are " << now.size());
-  for (size_t i = 0; i < was.size(); ++i)
-    if (address(now[i].second) != was[i].second)
-      throw Error("training.cuda_graph: " + now[i].first +
-                  " moved after the step was captured (the graphs would use its old memory)");
-}
+void StepGraph::check_fixed() const { impl_->fixed.check(); }
 
 void StepGraph::replay_forward() { impl_->forward.replay(); }
 void StepGraph::replay_backward() { impl_->backward.replay(); }
@@ -159,10 +165,10 @@ StepGraph::StepGraph(const torch::Device& device) {
 }
 
 void StepGraph::capture(const torch::Tensor&, const torch::Tensor&, const Forward&, const Backward&,
-                        const NamedTensors&) {
+                        FixedAddresses) {
   throw Error("training.cuda_graph: no CUDA in this build");
 }
-void StepGraph::check_fixed(const NamedTensors&) const {}
+void StepGraph::check_fixed() const {}
 void StepGraph::replay_forward() { throw Error("training.cuda_graph: no CUDA in this build"); }
 void StepGraph::replay_backward() { throw Error("training.cuda_graph: no CUDA in this build"); }
 

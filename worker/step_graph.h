@@ -20,8 +20,8 @@
 //   so the gradients accumulate into the bucket buffers and Reducer::mark_all_ready() launches every
 //   all-reduce after the backward graph (no overlap with backward: the price at world size > 1).
 // - Gradients are zeroed outside the graphs with one fill per bucket (Reducer::zero_grads()).
-// - A graph keeps the addresses it was captured with: the trainer checks before every replay that
-//   no parameter, gradient or buffer has moved since (check_fixed), and fails the job if one has.
+// - A graph keeps the addresses it was captured with: before every replay the trainer checks that
+//   no parameter, gradient or buffer has moved since ([Fixed addresses]), and fails the job if one has.
 // - A failed capture is ended and reported as an Error naming training.cuda_graph.
 // - The optimizer steps eagerly (a few operations per flat bucket), so the learning rate schedule,
 //   Adam's step count and checkpoints work as before.
@@ -36,6 +36,30 @@
 
 namespace rx::worker {
 
+// [Fixed addresses] What a captured graph reads and writes in place, with the addresses it had at
+// capture. check() runs before every replay, so it compares pointers only: it keeps the tensors'
+// handles and names from the capture rather than asking the model again, which builds every name
+// anew. Kept handles see every move this program makes, because the flat optimizer layout and
+// checkpoint loading move a parameter's or buffer's data in place (set_data(), set_()), and a
+// gradient is read through its parameter each time. Device-agnostic, so it is tested on CPUs.
+class FixedAddresses {
+ public:
+  void add_parameter(std::string name, const torch::Tensor& parameter);  // it and its .grad
+  void add_buffer(std::string name, const torch::Tensor& buffer);
+  size_t size() const { return entries_.size(); }
+  // Throws an Error naming the first tensor whose memory is not where it was when added.
+  void check() const;
+
+ private:
+  struct Entry {
+    std::string name;
+    torch::Tensor tensor;
+    bool grad;  // the address is that of tensor.grad()
+    const void* address;
+  };
+  std::vector<Entry> entries_;
+};
+
 class StepGraph {
  public:
   struct Outputs {
@@ -44,7 +68,6 @@ class StepGraph {
   };
   using Forward = std::function<Outputs(const torch::Tensor& images, const torch::Tensor& labels)>;
   using Backward = std::function<void(const torch::Tensor& loss)>;
-  using NamedTensors = std::vector<std::pair<std::string, torch::Tensor>>;
 
   // Throws ConfigError naming training.cuda_graph unless this is a CUDA build and `device` a CUDA
   // device. Until destroyed, the calling thread's current device is `device` and its current stream
@@ -60,13 +83,12 @@ class StepGraph {
   // Copies the batch into new static inputs and captures `forward` and `backward` on them (on the
   // thread that built the StepGraph). Nothing runs on the device: replay both next. A failed capture
   // is ended and throws an Error naming training.cuda_graph.
-  // `fixed`: the tensors the graphs use in place (parameters, gradients, buffers), whose addresses
-  // check_fixed() compares later.
+  // `fixed`: the tensors the graphs use in place (parameters, gradients, buffers), as they are now.
   void capture(const torch::Tensor& images, const torch::Tensor& labels, const Forward& forward,
-               const Backward& backward, const NamedTensors& fixed);
-  // Throws an Error naming the first of `now` (the same list as at capture) whose memory moved since:
-  // a replay would read or write its old memory.
-  void check_fixed(const NamedTensors& now) const;
+               const Backward& backward, FixedAddresses fixed);
+  // Throws an Error naming the first of the fixed tensors whose memory moved since the capture: a
+  // replay would read or write its old memory.
+  void check_fixed() const;
   // Copies a batch (pinned host memory) into the static inputs, asynchronously on the current stream.
   void load(const torch::Tensor& images, const torch::Tensor& labels);
   void replay_forward();

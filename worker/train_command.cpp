@@ -150,6 +150,7 @@ int train_command(const std::vector<std::string>& args) {
         if (sender) sender->progress(event);  // best-effort; training goes on
       };
 
+    hooks.vote_comm = boot.get();  // [Stop vote]: on the host, beside the training communicator
     Trainer trainer(spec, *comm, device, hooks);
     std::unique_ptr<metrics::TraceRecorder> trace;  // output.trace ([Trace timeline])
     if (spec.output.trace) {

@@ -7,9 +7,11 @@
 #include <cmath>
 #include <csignal>
 #include <cstdlib>
+#include <optional>
 
 #include "common/comm/hang/traced_communicator.h"
 #include "common/config/job_config.h"
+#include "common/data/device_augment.h"
 #include "common/data/loader.h"
 #include "common/data/shard_plan.h"
 #include "common/metrics/memory.h"
@@ -103,12 +105,6 @@ void Trainer::maybe_inject_fault(int64_t global_step) const {
     throw Error("injected fault (RX_FAULT_RANK/RX_FAULT_STEP) at step " + std::to_string(global_step));
 }
 
-bool Trainer::stop_requested() {
-  auto flag = torch::tensor({static_cast<int64_t>(g_stop_signal)}, torch::kInt64);
-  comm_.allreduce(flag, {comm::ReduceOp::kMax, timeout()})->wait(timeout());
-  return flag.item<int64_t>() != 0;
-}
-
 Trainer::EpochStats Trainer::global_sums(const EpochStats& local) {
   auto sums =
       torch::tensor({local.loss_sum, static_cast<double>(local.correct), static_cast<double>(local.count)},
@@ -153,38 +149,36 @@ StepGraph::Outputs Trainer::forward_loss(const torch::Tensor& images, const torc
   return {loss, logits};
 }
 
-StepGraph::NamedTensors Trainer::graph_fixed_tensors() const {
-  StepGraph::NamedTensors out;
-  for (const auto& p : model_->named_parameters()) {
-    out.emplace_back(p.key(), p.value());
-    out.emplace_back(p.key() + ".grad", p.value().grad());
-  }
-  for (const auto& b : model_->named_buffers()) out.emplace_back(b.key(), b.value());
+FixedAddresses Trainer::graph_fixed_tensors() const {
+  FixedAddresses out;
+  for (const auto& p : model_->named_parameters()) out.add_parameter(p.key(), p.value());
+  for (const auto& b : model_->named_buffers()) out.add_buffer(b.key(), b.value());
   return out;
 }
 
-bool Trainer::graphed_forward_backward(const data::Batch& batch, StepSums& sums) {
+bool Trainer::graphed_forward_backward(const torch::Tensor& images, const torch::Tensor& labels,
+                                       StepSums& sums) {
   if (!graph_) return false;
   auto& reducer = grad_sync_->reducer;
+  const int64_t n = labels.size(0);
   if (!graph_->captured()) {
-    if (graph_warmup_left_ > 0 || batch.labels.size(0) != spec_.training.batch_size) {
+    if (graph_warmup_left_ > 0 || n != spec_.training.batch_size) {
       graph_warmup_left_ = std::max(0, graph_warmup_left_ - 1);
       return false;
     }
     comm::hang::mark_phase(comm_, "capture");
     reducer.prepare_for_backward(false);  // the hooks stay silent while backward is captured
     graph_->capture(
-        batch.images, batch.labels,
+        images, labels,
         [this](const torch::Tensor& images, const torch::Tensor& labels) {
           return forward_loss(images, labels);
         },
         [this](const torch::Tensor& loss) { scaler_->scale_loss(loss).backward(); }, graph_fixed_tensors());
     graph_captured_at_ = global_step_;
-    spdlog::info("training.cuda_graph: step captured at step {} (batch {})", global_step_,
-                 batch.labels.size(0));
-  } else if (graph_->fits(batch.images, batch.labels)) {
-    graph_->check_fixed(graph_fixed_tensors());
-    graph_->load(batch.images, batch.labels);
+    spdlog::info("training.cuda_graph: step captured at step {} (batch {})", global_step_, n);
+  } else if (graph_->fits(images, labels)) {
+    graph_->check_fixed();
+    graph_->load(images, labels);
   } else {
     return false;  // another shape (the epoch's last batch): the eager step
   }
@@ -198,7 +192,7 @@ bool Trainer::graphed_forward_backward(const data::Batch& batch, StepSums& sums)
   reducer.mark_all_ready();  // no hook ran in the replay: every bucket's all-reduce starts now
   timer_.lap(Phase::kBackward);
   const auto& out = graph_->outputs();
-  sums.add(out.loss, out.logits, graph_->labels(), batch.labels.size(0));
+  sums.add(out.loss, out.logits, graph_->labels(), n);
   ++graphed_steps_;
   return true;
 }
@@ -220,9 +214,12 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
   lo.prefetch = d.prefetch;
   lo.channels_last = d.channels_last;
   lo.pin_memory = device_.is_cuda();
+  lo.defer_augment = d.augment.on_device;
   lo.seed = t.seed;
   lo.epoch = epoch;
   data::Loader loader(train_data_, std::move(indices), augment_options(d, true), lo);
+  std::optional<data::DeviceAugmenter> on_device;  // [Device augment]
+  if (lo.defer_augment) on_device.emplace(loader.augmenter(), device_);
 
   model_->train();
   const int64_t log_every = t.log_every_steps;
@@ -242,12 +239,14 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
       auto batch = loader.next();
       RX_CHECK(batch.has_value(), "loader ended before step " << step << " of " << steps_per_epoch_);
       const int64_t n = batch->labels.size(0);
-      if (!graphed_forward_backward(*batch, sums)) {
-        auto images = batch->images.to(device_, /*non_blocking=*/true);
-        auto labels = batch->labels.to(device_, true);
+      // The images on the device, augmented there, or still in (pinned) host memory.
+      const auto images = on_device ? on_device->images(*batch, lo.channels_last) : batch->images;
+      if (!graphed_forward_backward(images, batch->labels, sums)) {
+        auto labels = batch->labels.to(device_, /*non_blocking=*/true);
+        auto x = images.to(device_, true);  // the same tensor when it is on the device already
         timer_.lap(Phase::kData);
         comm::hang::mark_phase(comm_, "forward");
-        auto out = forward_loss(images, labels);
+        auto out = forward_loss(x, labels);
         timer_.lap(Phase::kForward);
         comm::hang::mark_phase(comm_, "backward");
         grad_sync_->reducer.prepare_for_backward(micro + 1 == accumulate);  // earlier micro-batches: no sync
@@ -282,7 +281,7 @@ Trainer::EpochStats Trainer::train_epoch(int epoch, int64_t start_position, Epoc
     }
     const int64_t position = start_position + (step + 1 - first_step) * per_step * comm_.world_size();
     comm::hang::mark_phase(comm_, "end of step");
-    if (stop_requested()) {
+    if (stop_vote_->next(g_stop_signal)) {  // [Stop vote]: every rank after the same step
       sums.store(stats);
       save_checkpoint(epoch, position, stats);
       throw Preempted("stopped by signal after step " + std::to_string(global_step_) +
@@ -358,6 +357,7 @@ json Trainer::run() {
     if (checkpointing_ && (final_epoch || (every_epochs > 0 && (epoch + 1) % every_epochs == 0)))
       save_checkpoint(epoch + 1, 0, {});
   }
+  stop_vote_->finish();                                 // [Stop vote] the last one, cast after the last step
   if (last_eval.is_null() && comm_.world_size() > 0) {  // resumed after the last epoch finished
     last_eval = evaluate();
     last = last_eval["accuracy"].get<double>();

@@ -21,6 +21,7 @@
 #include "common/util/error.h"
 #include "worker/checkpoint.h"
 #include "worker/step_graph.h"
+#include "worker/stop_vote.h"
 
 namespace rx::worker {
 
@@ -42,6 +43,10 @@ struct TrainerHooks {
   // Every rank, for data.source "coordinator": the bytes of this rank's block of `split` ("train" or
   // "test"), `part` "images"/"labels" for IDX data, "" for CIFAR records (checksum already verified).
   std::function<std::string(const std::string& part, const std::string& split)> fetch_shard;
+  // Every rank of a world > 1: a CPU communicator over the same ranks for the per-step stop vote
+  // ([Stop vote] in worker/stop_vote.h), kept off the training communicator (a GPU one would put the
+  // vote on the device; a traced one would count a vote in flight as a hang).
+  comm::Communicator* vote_comm = nullptr;
 };
 
 class Trainer {
@@ -67,12 +72,12 @@ class Trainer {
   StepGraph::Outputs forward_loss(const torch::Tensor& images, const torch::Tensor& labels);
   // [Graphed step] Forward and backward of one batch by CUDA graph replay (capturing first, once the
   // warm-up steps are done); false when this batch must take the eager step instead.
-  bool graphed_forward_backward(const data::Batch& batch, StepSums& sums);
+  // `images`: on the device, or in host memory.
+  bool graphed_forward_backward(const torch::Tensor& images, const torch::Tensor& labels, StepSums& sums);
   // What the captured graphs use in place: every parameter, its gradient and every buffer.
-  StepGraph::NamedTensors graph_fixed_tensors() const;
+  FixedAddresses graph_fixed_tensors() const;
   EpochStats global_sums(const EpochStats& local);
   void save_checkpoint(int epoch, int64_t position, const EpochStats& partial);
-  bool stop_requested();
   // The test-set evaluation of the model, or with training.ema_decay of its weight average (with the
   // model's own figures as raw_accuracy / raw_loss).
   nlohmann::json evaluate();
@@ -103,6 +108,7 @@ class Trainer {
   std::unique_ptr<model::LossScaler> scaler_;
   struct GradSync;
   std::unique_ptr<GradSync> grad_sync_;
+  std::unique_ptr<StopVote> stop_vote_;
   std::unique_ptr<StepGraph> graph_;  // training.cuda_graph
   int graph_warmup_left_ = 0;         // eager steps still to run before the capture
   int64_t graph_captured_at_ = -1;    // global step of the capture

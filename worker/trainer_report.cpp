@@ -3,6 +3,9 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <optional>
+
+#include "common/data/device_augment.h"
 #include "common/data/loader.h"
 #include "common/metrics/memory.h"
 #include "common/parallel/replica_sync.h"
@@ -107,15 +110,19 @@ json Trainer::evaluate_current_weights() {
   lo.num_threads = spec_.data.num_workers;
   lo.prefetch = spec_.data.prefetch;
   lo.channels_last = spec_.data.channels_last;  // as the weights: no layout conversion in each conv
+  lo.defer_augment = spec_.data.augment.on_device;
   auto confusion = torch::zeros({k * k}, torch::kInt64);
   double loss_sum = 0;
   if (!indices.empty()) {
     data::Loader loader(test_data_, std::move(indices), augment_options(spec_.data, false), lo);
+    std::optional<data::DeviceAugmenter> on_device;  // [Device augment]
+    if (lo.defer_augment) on_device.emplace(loader.augmenter(), device_);
     while (auto batch = loader.next()) {
+      const auto images = on_device ? on_device->images(*batch, lo.channels_last) : batch->images.to(device_);
       torch::Tensor logits;
       {
         model::AutocastScope autocast(precision_, device_);
-        logits = model_->forward(batch->images.to(device_));
+        logits = model_->forward(images);
       }
       logits = logits.to(torch::kCPU, torch::kFloat);
       loss_sum +=

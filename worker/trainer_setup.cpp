@@ -168,9 +168,14 @@ Trainer::Trainer(config::JobSpec job, comm::Communicator& comm, torch::Device de
   // A checkpoint load replaces the parameters' storage (with the layout they were saved in).
   if (d.channels_last) model::to_channels_last(*model_);
   // [Sync after load] The gradient sync is built last: it hooks and views the parameters as they will
-  // be trained, and a checkpoint load replaces their storage.
+  // be trained, and a checkpoint load replaces their storage. It also comes after the StepGraph, which
+  // has put this thread on its own stream: autograd's gradient accumulators, which the reducer holds
+  // for the whole run, keep the stream that was current when they were made ([Graphed step]).
   grad_sync_.reset(new GradSync(*model_, comm_, spec_.distributed));
   params_ = model_->parameters();
+  RX_CHECK(comm_.world_size() == 1 || hooks_.vote_comm,
+           "a world of " << comm_.world_size() << " needs TrainerHooks::vote_comm");
+  stop_vote_ = std::make_unique<StopVote>(comm_.world_size() > 1 ? hooks_.vote_comm : nullptr, timeout());
 
   const int64_t shard =
       local_shards_ ? local_shard_len_ : data::shard_length(train_data_.count, comm_.world_size());

@@ -8,8 +8,11 @@ Per case (model, input HxW, batch), one after another so nothing shares the GPU:
   worker  `resnext_worker train` alone (a world of 1) on in-memory synthetic CIFAR data through its
           normal loader (8 threads, 14 at 224x224, where images are resized on the CPU), per variant:
           fp32 (TF32 convolutions) and bf16-cl (training.precision bf16 + data.channels_last), cuDNN
-          autotuning on, the fused SGD; at 32x32 also bf16-cl-graph (the same with training.cuda_graph). Steady images/s = all logged windows but the first (cuDNN
-          warm-up); the run record's whole-run images/s and step split are kept too.
+          autotuning on, the fused SGD; at 32x32 also bf16-cl-graph (the same with training.cuda_graph);
+          at 224x224 with one loader thread, bf16-cl-1thread against bf16-cl-devaug-1thread (the resize
+          and the rest of the augmentation on the GPU, data.augment.on_device). Steady images/s = all
+          logged windows but the first (cuDNN warm-up); the run record's whole-run images/s and step
+          split are kept too.
   peer    bench/gpu/torch_peer.py: PyTorch eager fp32, bf16 autocast, bf16 + channels_last, input
           generated on the GPU, cudnn.benchmark on as in the worker; and last, if the budget allows,
           bf16 + channels_last torch.compile of resnext29_8x64d.
@@ -39,13 +42,17 @@ WINDOW = re.compile(r"step (\d+)/(\d+) loss (\S+) lr \S+ images/s ([0-9.]+) \(to
 ALL = (["fp32", "bf16-cl"], ["fp32", "bf16", "bf16-cl"])  # (worker variants, peer variants) of a case
 GRAPHED = (ALL[0] + ["bf16-cl-graph"], ALL[1])  # and bf16-cl with training.cuda_graph ([Graphed step])
 BF16 = (["bf16-cl"], ["bf16-cl"])
+# [Device augment] One loader thread for the GPU, resizing 32 -> 224 on the host, then on the device.
+LOADER = (["bf16-cl-1thread", "bf16-cl-devaug-1thread"], [])
 GPU = dict(device="cuda", cases=[("resnext29_8x64d", 32, 128, GRAPHED), ("resnext50_32x4d", 32, 128, GRAPHED),
-                                 ("resnext50_32x4d", 224, 64, ALL), ("resnext29_8x64d", 32, 256, BF16),
+                                 ("resnext50_32x4d", 224, 64, ALL), ("resnext50_32x4d", 224, 64, LOADER),
+                                 ("resnext29_8x64d", 32, 256, BF16),
                                  ("resnext29_8x64d", 32, 512, BF16)],
            worker_steps=80, log_every=20, loader_threads=8, loader_threads_large=14, test_samples=256, warmup=10,
            steps=40, compile_model="resnext29_8x64d", compile_batch=128, worker_timeout=90, peer_timeout=120,
            min_start=25, min_compile=75)
-QUICK = dict(device="cpu", cases=[("resnext11_4x16d", 32, 4, ALL), ("resnext50_32x4d", 64, 2, BF16)],
+QUICK = dict(device="cpu", cases=[("resnext11_4x16d", 32, 4, ALL), ("resnext50_32x4d", 64, 2, BF16),
+                                  ("resnext11_4x16d", 64, 4, LOADER)],
              worker_steps=6, log_every=2, loader_threads=1, loader_threads_large=1, test_samples=8, warmup=2,
              steps=3, compile_model="resnext11_4x16d", compile_batch=4, worker_timeout=120, peer_timeout=120,
              min_start=5, min_compile=5)
@@ -104,7 +111,8 @@ def describe(runner, worker, model, hw, out):
 def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
     if runner.left() < cfg["min_start"]:
         return {"status": "skipped", "error": f"budget: {max(0, runner.left()):.0f}s left of {args.budget_s:.0f}s"}
-    bf16, graph = variant.startswith("bf16-cl"), variant.endswith("-graph")
+    bf16, graph, on_device = variant.startswith("bf16-cl"), "-graph" in variant, "-devaug" in variant
+    threads = 1 if variant.endswith("-1thread") else cfg["loader_threads"] if hw == 32 else cfg["loader_threads_large"]
     wdir = os.path.join(case_dir, "worker_" + variant)
     os.makedirs(wdir, exist_ok=True)
     result_path = os.path.join(wdir, "result.json")
@@ -115,8 +123,8 @@ def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
            "model": {"preset": model, "num_classes": 10},
            "data": {"format": "synthetic", "path": "", "max_train_samples": steps * batch,
                     "max_test_samples": cfg["test_samples"],
-                    "num_workers": cfg["loader_threads"] if hw == 32 else cfg["loader_threads_large"],
-                    "channels_last": bf16, "augment": {"resize": hw if hw != 32 else 0}},
+                    "num_workers": threads, "channels_last": bf16,
+                    "augment": {"resize": hw if hw != 32 else 0, "on_device": on_device}},
            "training": {"epochs": 1, "batch_size": batch, "max_steps_per_epoch": steps,
                         "precision": "bf16" if bf16 else "fp32", "cudnn_benchmark": True, "cuda_graph": graph,
                         "log_every_steps": cfg["log_every"], "eval_every_epochs": 0,
@@ -160,6 +168,8 @@ def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
 
 
 def run_peer(runner, args, cfg, model, hw, batch, variants, case_dir, name, timeout):
+    if not variants:  # a worker-only case
+        return {}, None
     if runner.left() < (cfg["min_compile"] if name == "compile" else cfg["min_start"]):
         return {v: {"status": "skipped", "error": f"budget: {max(0, runner.left()):.0f}s left of {args.budget_s:.0f}s"}
                 for v in variants}, None
@@ -248,7 +258,7 @@ def main():
         case["peer"], env = run_peer(runner, args, cfg, model, hw, batch, peer_variants, case_dir, "eager",
                                      cfg["peer_timeout"])
         peer_env = peer_env or env
-        if model == cfg["compile_model"] and batch == cfg["compile_batch"] and not args.no_compile:
+        if model == cfg["compile_model"] and batch == cfg["compile_batch"] and peer_variants and not args.no_compile:
             case["compile_pending"] = case_dir
         report["cases"].append(case)
     for case in report["cases"]:  # last: compilation may take minutes, so it only gets what is left
@@ -277,7 +287,9 @@ def main():
                                                                   peer.get("bf16-cl", {})),
                           "bf16_cl_graph_over_torch_compile": ratio(worker.get("bf16-cl-graph", {}),
                                                                     peer.get("bf16-cl-compile", {})),
-                          "graph_over_eager_worker": ratio(worker.get("bf16-cl-graph", {}), worker.get("bf16-cl", {}))}
+                          "graph_over_eager_worker": ratio(worker.get("bf16-cl-graph", {}), worker.get("bf16-cl", {})),
+                          "device_over_host_augment_1thread": ratio(worker.get("bf16-cl-devaug-1thread", {}),
+                                                                    worker.get("bf16-cl-1thread", {}))}
     first = report["cases"][0]
     ok = first["worker"].get("fp32", {}).get("status") == "ok" and first["peer"].get("fp32", {}).get("status") == "ok"
     report.update(ok=ok, elapsed_s=round(time.monotonic() - runner.start, 1), commands=runner.commands)
@@ -321,6 +333,11 @@ def print_table(report):
               f"| {fmt(r['bf16_cl_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_over_torch_compile'], '.3f')} "
               f"| {fmt(r['bf16_cl_graph_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_graph_over_torch_compile'], '.3f')} "
               f"| {fmt(r['graph_over_eager_worker'], '.3f')} |")
+    for c in report["cases"]:
+        r = c["ratios"]["device_over_host_augment_1thread"]
+        if r is not None:
+            print(f"\n{c['model']} {c['hw']}x{c['hw']} batch {c['batch']}, one loader thread: augmentation on the "
+                  f"device / in the loader = {r:.3f}")
     print(f"\nFLOPs/image = 6 x forward MACs; % of the dense bf16 peak ({fmt(peak, '.1f')} TFLOP/s) for every row, "
           f"fp32 rows included. ok={report['ok']}")
 

@@ -176,6 +176,7 @@ void bind(Io& io, S& s) {
   io("data.augment.erasing", a.erasing);
   io("data.augment.erasing_scale", a.erasing_scale);
   io("data.augment.erasing_ratio", a.erasing_ratio);
+  io("data.augment.on_device", a.on_device);
   auto& t = s.training;
   io("training.epochs", t.epochs);
   io("training.batch_size", t.batch_size);

@@ -43,6 +43,7 @@ struct AugmentSpec {
   double erasing = 0;  // [Random erasing] in common/data/augment.h
   std::array<double, 2> erasing_scale{0.02, 0.4};
   std::array<double, 2> erasing_ratio{0.3, 3.3};
+  bool on_device = false;  // [Device augment] in common/data/device_augment.h
 };
 
 enum class DataSource { kShared, kCoordinator };

@@ -142,6 +142,12 @@ Augmenter::Augmenter(int channels, int height, int width, AugmentOptions o) : o_
   }
 }
 
+void pack(const SampleTransform& t, int32_t* out) {
+  const int32_t v[kTransformFields] = {t.shift_y, t.shift_x, t.flip ? 1 : 0, t.erase_y,
+                                       t.erase_x, t.erase_h, t.erase_w};
+  std::copy(v, v + kTransformFields, out);
+}
+
 SampleTransform Augmenter::draw(uint64_t seed, int64_t epoch, int64_t sample_index) const {
   SampleTransform t;
   if (!o_.train) return t;

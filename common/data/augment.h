@@ -62,6 +62,13 @@ struct SampleTransform {
   int erase_y = 0, erase_x = 0, erase_h = 0, erase_w = 0;
 };
 
+// A SampleTransform as int32 values in this order (shift_y, shift_x, flip, erase_y, erase_x, erase_h,
+// erase_w): one row of a deferred batch's transforms ([Device augment] in device_augment.h).
+constexpr int kTransformFields = 7;
+void pack(const SampleTransform& t, int32_t* out);
+
+class DeviceAugmenter;
+
 class Augmenter {
  public:
   // Validates (see validate()) and precomputes normalisation tables and resize weights.
@@ -87,6 +94,7 @@ class Augmenter {
   void resize_into(const float* chw, float* dst, int64_t cs, int64_t ys, int64_t xs) const;
   void erase(const SampleTransform& t, float* dst, int64_t cs, int64_t ys, int64_t xs) const;
 
+  friend class DeviceAugmenter;  // the same tables and geometry, on a device
   AugmentOptions o_;
   int in_c_, in_h_, in_w_;
   int ph_, pw_;        // after pad_to (crop keeps this size)

@@ -78,20 +78,35 @@ Batch Loader::build_batch(int64_t b) const {
   const int64_t begin = b * opts_.batch_size;
   const int64_t end = std::min<int64_t>(begin + opts_.batch_size, static_cast<int64_t>(indices_.size()));
   const int64_t n = end - begin;
+  Batch batch;
+  batch.labels = torch::empty({n}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pin_));
+  batch.indices.assign(indices_.begin() + begin, indices_.begin() + end);
+  int64_t* labels = batch.labels.data_ptr<int64_t>();
+  const uint8_t* pixels = data_.pixels.data();
+  const int64_t sample_bytes = data_.sample_bytes();
+  if (opts_.defer_augment) {  // [Device augment]: a copy and a draw per sample, no arithmetic
+    const auto bytes = torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin_);
+    batch.pixels = torch::empty({n, data_.channels, data_.height, data_.width}, bytes);
+    batch.transforms =
+        torch::empty({n, kTransformFields}, torch::TensorOptions().dtype(torch::kInt32).pinned_memory(pin_));
+    uint8_t* dst = batch.pixels.data_ptr<uint8_t>();
+    int32_t* ts = batch.transforms.data_ptr<int32_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t idx = batch.indices[i];
+      std::copy_n(pixels + idx * sample_bytes, sample_bytes, dst + i * sample_bytes);
+      pack(augmenter_.draw(opts_.seed, opts_.epoch, idx), ts + i * kTransformFields);
+      labels[i] = data_.labels[idx];
+    }
+    return batch;
+  }
   const auto [c, h, w] = augmenter_.shape();
   auto options = torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(pin_);
-  Batch batch;
   batch.images =
       torch::empty({n, c, h, w}, options,
                    opts_.channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
-  batch.labels = torch::empty({n}, torch::TensorOptions().dtype(torch::kInt64).pinned_memory(pin_));
-  batch.indices.assign(indices_.begin() + begin, indices_.begin() + end);
   // Both memory formats keep each sample in one contiguous block of C*H*W floats (batch stride).
   float* images = batch.images.data_ptr<float>();
-  int64_t* labels = batch.labels.data_ptr<int64_t>();
   const int64_t per_sample = augmenter_.output_size();
-  const uint8_t* pixels = data_.pixels.data();
-  const int64_t sample_bytes = data_.sample_bytes();
   for (int64_t i = 0; i < n; ++i) {
     const int64_t idx = batch.indices[i];
     const SampleTransform t = augmenter_.draw(opts_.seed, opts_.epoch, idx);

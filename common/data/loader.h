@@ -32,6 +32,9 @@ struct Batch {
   torch::Tensor images;  // float [B, C, H, W] (channels-last memory format when requested)
   torch::Tensor labels;  // int64 [B]
   std::vector<int64_t> indices;
+  // With LoaderOptions::defer_augment, `images` is left undefined and these hold what the
+  // DeviceAugmenter needs: uint8 [B, C, H, W] as stored, and int32 [B, kTransformFields].
+  torch::Tensor pixels, transforms;
 };
 
 struct LoaderOptions {
@@ -41,6 +44,8 @@ struct LoaderOptions {
   int prefetch = 4;     // batches built ahead, >= 1
   bool channels_last = false;
   bool pin_memory = false;  // honoured only when CUDA is available
+  // [Device augment] Batches carry pixels and transforms, not images (data.augment.on_device).
+  bool defer_augment = false;
   uint64_t seed = 0;
   int64_t epoch = 0;
 };
@@ -60,6 +65,7 @@ class Loader {
   std::optional<Batch> next();  // nullopt at end of epoch; rethrows a worker thread's exception
   int64_t num_batches() const { return num_batches_; }
   std::array<int64_t, 3> sample_shape() const { return augmenter_.shape(); }
+  const Augmenter& augmenter() const { return augmenter_; }
 
   // Builds batch b on the calling thread (what the workers run); exposed for tests and tools.
   Batch build_batch(int64_t b) const;

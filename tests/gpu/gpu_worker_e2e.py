@@ -136,13 +136,15 @@ def graph(tmp, dev):
     """[Graphed step] training.cuda_graph in fp32 and in bf16 with channels-last, against the same run without
     it: the step is captured after 3 eager warm-up steps, every later full batch replays it (each epoch's
     last, partial batch runs eagerly), the phases are still measured, and training follows the eager run's
-    curve (same data and initial weights; losses within 5%, accuracies within 0.05)."""
+    curve (same data and initial weights; losses within 5%, accuracies within 0.05). The bf16 pair augments
+    on the GPU ([Device augment], data.augment.on_device), so the graphs also replay from batches made there."""
     epochs, samples, batch = 2, 2000, CONFIG["training"]["batch_size"]
     steps = -(-samples // batch)
     full = samples // batch
     common = ["--set", "training.device=cuda", "--set", f"training.epochs={epochs}",
               "--set", f"data.max_train_samples={samples}"]
-    for precision, layout in (("fp32", []), ("bf16", ["--set", "data.channels_last=true"])):
+    for precision, layout in (("fp32", []),
+                              ("bf16", ["--set", "data.channels_last=true", "--set", "data.augment.on_device=true"])):
         runs = {}
         for graphed in ("false", "true"):
             runs[graphed], log = run(tmp, os.path.join(tmp, f"{precision}-{graphed}"),

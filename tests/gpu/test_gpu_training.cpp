@@ -1,6 +1,6 @@
 // One process, one GPU: the model's training step on CUDA against the same step on the CPU, a
-// checkpoint written from the GPU resumed on the GPU and on the CPU, and the training step replayed
-// from CUDA graphs against the eager step.
+// checkpoint written from the GPU resumed on the GPU and on the CPU, the training step replayed
+// from CUDA graphs against the eager step, and the augmentation on the GPU against the loader's.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -8,9 +8,15 @@
 #include <filesystem>
 #include <iostream>
 
+#include "common/comm/staging.h"
+#include "common/comm/thread/thread_communicator.h"
+#include "common/data/device_augment.h"
+#include "common/data/loader.h"
 #include "common/model/precision.h"
 #include "common/model/resnext.h"
+#include "common/parallel/reducer.h"
 #include "common/util/error.h"
+#include "tests/data/data_test_util.h"
 #include "tests/gpu/gpu_test_util.h"
 #include "tests/support/temp_dir.h"
 #include "worker/checkpoint.h"
@@ -190,9 +196,9 @@ TEST(GpuTraining, GraphedStepMatchesEagerStep) {
           p.mutable_grad() = torch::zeros_like(p);
     };
     auto fixed = [](model::ResNeXt& m) {
-      worker::StepGraph::NamedTensors out;
-      for (const auto& p : m->named_parameters()) out.emplace_back(p.key(), p.value());
-      for (const auto& b : m->named_buffers()) out.emplace_back(b.key(), b.value());
+      worker::FixedAddresses out;
+      for (const auto& p : m->named_parameters()) out.add_parameter(p.key(), p.value());
+      for (const auto& b : m->named_buffers()) out.add_buffer(b.key(), b.value());
       return out;
     };
     for (auto* m : {&graphed, &eager}) {
@@ -236,16 +242,153 @@ TEST(GpuTraining, GraphedStepMatchesEagerStep) {
         pe[i].add_(pe[i].grad(), -0.1);
       }
     }
-    EXPECT_NO_THROW(graph.check_fixed(fixed(graphed)));
+    EXPECT_NO_THROW(graph.check_fixed());
     auto moved = graphed->named_parameters()[3];
     moved.value().set_data(moved.value().detach().clone());
     try {
-      graph.check_fixed(fixed(graphed));
+      graph.check_fixed();
       ADD_FAILURE() << "a parameter moved after capture was not caught";
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find(moved.key()), std::string::npos) << e.what();
     }
   }
+}
+
+// A world of two seen from one process: each all-reduce first doubles its tensor (the sum with a second,
+// identical rank), and the reducer then divides by the world size. A bucket reduced exactly once holds
+// its own gradient again; one skipped holds half of it, one reduced twice double.
+class TwinWorld : public comm::Communicator {
+ public:
+  explicit TwinWorld(std::unique_ptr<comm::Communicator> inner) : inner_(std::move(inner)) {}
+  std::string backend_name() const override { return "twin " + inner_->backend_name(); }
+  comm::Capabilities capabilities() const override { return inner_->capabilities(); }
+  int rank() const override { return 0; }
+  int world_size() const override { return 2; }
+  std::shared_ptr<comm::Work> allreduce(torch::Tensor& tensor, const comm::AllreduceOptions& opts) override {
+    {
+      torch::NoGradGuard no_grad;
+      tensor.mul_(2);
+    }
+    return inner_->allreduce(tensor, opts);
+  }
+  void barrier(comm::Millis timeout) override { inner_->barrier(timeout); }
+
+ private:
+  std::unique_ptr<comm::Communicator> inner_;
+};
+
+// [Graphed step] as the trainer runs it, through the Reducer: gradients alias the bucket buffers,
+// Reducer::zero_grads() clears them outside the graphs, the hooks stay silent while backward is
+// captured and do not run in a replay, so mark_all_ready() launches the all-reduces and finalize()
+// orders the stream after them. The thread backend staged through host memory, seen as a world of two
+// (TwinWorld), so a bucket the graphed step left out or reduced twice changes its gradients. Against
+// an eager model with its own Reducer, over three batches with the same SGD update in between; bound
+// 1e-5 relative, as GraphedStepMatchesEagerStep.
+TEST(GpuTraining, GraphedStepThroughTheReducer) {
+  RX_REQUIRE_GPUS(1);
+  const torch::Device gpu(torch::kCUDA, 0);
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
+  torch::manual_seed(6);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
+  for (int b = 0; b < 3; ++b)
+    batches.emplace_back(torch::randn({16, 3, 32, 32}).pin_memory(),
+                         torch::randint(0, 10, {16}, torch::kInt64).pin_memory());
+  auto graphed = make_model(gpu), eager = make_model(gpu);
+  worker::StepGraph graph(gpu);  // first, as in the trainer: the reducer's accumulators keep its stream
+  auto groups = comm::make_thread_group(1), groups2 = comm::make_thread_group(1);
+  TwinWorld comm_g(comm::stage_through(std::move(groups[0]), torch::kCPU));
+  TwinWorld comm_e(comm::stage_through(std::move(groups2[0]), torch::kCPU));
+  parallel::ReducerOptions ro;
+  ro.bucket_mb = 0.5;  // several buckets
+  ro.timeout = comm::Millis(60000);
+  parallel::Reducer red_g(*graphed, comm_g, ro), red_e(*eager, comm_e, ro);
+  auto forward = [](model::ResNeXt& m, const torch::Tensor& x, const torch::Tensor& y) {
+    auto logits = m->forward(x);
+    return worker::StepGraph::Outputs{torch::nn::functional::cross_entropy(logits, y), logits};
+  };
+  auto eager_step = [&](model::ResNeXt& m, parallel::Reducer& red, size_t b) {
+    red.zero_grads();
+    red.prepare_for_backward(true);
+    forward(m, batches[b].first.to(gpu), batches[b].second.to(gpu)).loss.backward();
+    red.finalize();
+  };
+  graphed->train();
+  eager->train();
+  eager_step(graphed, red_g, 0);  // the warm-up step
+  eager_step(eager, red_e, 0);
+  red_g.zero_grads();
+  red_g.prepare_for_backward(false);
+  worker::FixedAddresses fixed;
+  for (const auto& p : graphed->named_parameters()) fixed.add_parameter(p.key(), p.value());
+  graph.capture(
+      batches[0].first, batches[0].second,
+      [&](const torch::Tensor& x, const torch::Tensor& y) { return forward(graphed, x, y); },
+      [](const torch::Tensor& loss) { loss.backward(); }, std::move(fixed));
+  for (size_t b = 0; b < batches.size(); ++b) {
+    red_g.zero_grads();
+    graph.check_fixed();
+    graph.load(batches[b].first, batches[b].second);
+    graph.replay_forward();
+    red_g.prepare_for_backward(true);
+    graph.replay_backward();
+    red_g.mark_all_ready();
+    red_g.finalize();
+    eager_step(eager, red_e, b);
+    const auto pg = graphed->parameters(), pe = eager->parameters();
+    std::vector<torch::Tensor> got, want;
+    for (const auto& p : pg) got.push_back(p.grad());
+    for (const auto& p : pe) want.push_back(p.grad());
+    const double grads = rel_l2(got, want);
+    std::cout << "through the reducer, batch " << b << ": gradients " << grads << " (relative)\n";
+    EXPECT_LT(grads, 1e-5) << "batch " << b;
+    EXPECT_GT(want[0].abs().max().item<double>(), 0) << "the eager step computed no gradient";
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < pg.size(); ++i) {
+      pg[i].add_(pe[i].grad(), -0.1);
+      pe[i].add_(pe[i].grad(), -0.1);
+    }
+  }
+}
+
+// [Device augment] on the GPU: the 224x224 fine-tune's work (crop, flip, bilinear resize 32 -> 224,
+// normalise, random erasing), channels-last, from a deferred batch in pinned memory, against the
+// loader's own augmentation on the CPU. The operations are the CPU's, one rounding each, so the
+// expected difference is 0; the bound allows 1e-6 and the figure is printed.
+TEST(GpuData, DeviceAugmentMatchesLoader) {
+  RX_REQUIRE_GPUS(1);
+  const torch::Device gpu(torch::kCUDA, 0);
+  const auto data = data::test_util::random_dataset(64, 3, 32, 32, 10, 9);
+  std::vector<int64_t> order(64);
+  for (int64_t i = 0; i < 64; ++i) order[static_cast<size_t>(i)] = (i * 37) % 64;
+  data::AugmentOptions a;
+  a.resize = 224;
+  a.erasing = 0.5f;
+  data::LoaderOptions o;
+  o.batch_size = 32;
+  o.num_threads = 0;
+  o.channels_last = true;
+  o.pin_memory = true;
+  o.seed = 4;
+  data::Loader host(data, order, a, o);
+  o.defer_augment = true;
+  data::Loader deferred(data, order, a, o);
+  const data::DeviceAugmenter device(deferred.augmenter(), gpu);
+  int batches = 0;
+  while (auto want = host.next()) {
+    auto got = deferred.next();
+    ASSERT_TRUE(got.has_value());
+    EXPECT_TRUE(got->pixels.is_pinned());
+    const auto images = device.images(*got, true);
+    EXPECT_TRUE(images.is_cuda());
+    EXPECT_EQ(images.strides(), want->images.strides());
+    const double diff = (images.cpu() - want->images).abs().max().item<double>();
+    std::cout << "batch " << batches << ": max |GPU - loader| " << diff
+              << (torch::equal(images.cpu(), want->images) ? " (bitwise equal)" : "") << "\n";
+    EXPECT_LE(diff, 1e-6) << "batch " << batches;
+    ++batches;
+  }
+  EXPECT_EQ(batches, 2);
 }
 
 }  // namespace

@@ -50,6 +50,15 @@ def determinism(tmp):
         r = record(out)
         curves.append([(e["train_loss"], e["test_accuracy"]) for e in r["epochs"]] + [r["ranks"][0]["param_checksum"]])
     check(curves[0] == curves[1], f"same seed gave different runs:\n{curves[0]}\n{curves[1]}")
+    # [Device augment] The augmentation moved out of the loader threads (onto the training device,
+    # here the CPU) gives the same batches bit for bit, so the same run.
+    out = os.path.join(tmp, "on_device")
+    rc, log, _ = run_worker(2, out, QUICK + ["data.augment.on_device=true"], 300)
+    check(rc == 0, f"on-device augmentation run exited {rc}", log)
+    r = record(out)
+    check(r["config"]["data"]["augment"]["on_device"] is True, "the run record lacks data.augment.on_device")
+    moved = [(e["train_loss"], e["test_accuracy"]) for e in r["epochs"]] + [r["ranks"][0]["param_checksum"]]
+    check(moved == curves[0], f"on-device augmentation changed the run:\n{moved}\n{curves[0]}")
     out = os.path.join(tmp, "seed2")
     rc, log, _ = run_worker(2, out, QUICK + ["training.seed=2"], 300)
     check(rc == 0, f"seed-2 run exited {rc}", log)
