@@ -72,19 +72,22 @@ def scenario_emfile(binary, state):
     print("test_hardening emfile: ok")
 
 
+def closed_at_once(port):
+    """Whether a new connection to port is closed without an answer to its request (over a cap)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        try:
+            return s.recv(100) == b""
+        except ConnectionResetError:
+            return True
+
+
 def scenario_conn_cap(binary, state):
     c = Coordinator(binary, state, ["--max-connections", "4", "--idle-timeout-s", "60"])
     socks = [socket.create_connection(("127.0.0.1", c.port), timeout=5) for _ in range(4)]
     try:
         # Each of the 4 is a session once it was accepted: poll until the 5th is refused by a close.
-        def fifth_closed():
-            with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                try:
-                    return s.recv(100) == b""
-                except ConnectionResetError:
-                    return True
-        wait_for("a connection over the cap to be closed at once", fifth_closed, timeout=15)
+        wait_for("a connection over the cap to be closed at once", lambda: closed_at_once(c.port), timeout=15)
     finally:
         socks[0].close()
     wait_for("/healthz once a slot is free", lambda: healthz_ok(c), timeout=15)
@@ -100,14 +103,8 @@ def scenario_conn_cap_client(binary, state):
     c = Coordinator(binary, state, ["--max-connections-per-client", "3", "--idle-timeout-s", "60"])
     socks = [socket.create_connection(("127.0.0.1", c.port), timeout=5) for _ in range(3)]
     try:
-        def fourth_closed():
-            with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-                try:
-                    return s.recv(100) == b""
-                except ConnectionResetError:
-                    return True
-        wait_for("a 4th connection from the same address to be closed at once", fourth_closed, timeout=15)
+        wait_for("a 4th connection from the same address to be closed at once", lambda: closed_at_once(c.port),
+                 timeout=15)
         with socket.create_connection(("127.0.0.1", c.port), timeout=5, source_address=("127.0.0.2", 0)) as s:
             s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             reply = s.recv(100)

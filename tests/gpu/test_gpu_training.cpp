@@ -154,6 +154,21 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
   }
 }
 
+// The graph tests' three batches of 16 CIFAR-shaped images in pinned memory (what the loader hands
+// over), after making cuDNN deterministic and not autotuned, so that the graphed and the eager side
+// pick the same kernels.
+std::vector<std::pair<torch::Tensor, torch::Tensor>> graph_test_batches(int seed,
+                                                                        torch::MemoryFormat format) {
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
+  torch::manual_seed(seed);
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
+  for (int b = 0; b < 3; ++b)
+    batches.emplace_back(torch::randn({16, 3, 32, 32}).contiguous(format).pin_memory(),
+                         torch::randint(0, 10, {16}, torch::kInt64).pin_memory());
+  return batches;
+}
+
 // [Graphed step] Forward and backward captured as CUDA graphs, then replayed, give what the eager step
 // gives from the same weights and batch: the loss, every gradient and BN's running statistics. Three
 // batches: the one the capture saw, then two loaded into the static inputs, with an SGD update of the
@@ -165,14 +180,7 @@ TEST(GpuTraining, CheckpointFromGpuResumesOnGpuAndCpu) {
 TEST(GpuTraining, GraphedStepMatchesEagerStep) {
   RX_REQUIRE_GPUS(1);
   const torch::Device gpu(torch::kCUDA, 0);
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
-  torch::manual_seed(5);
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
-  for (int b = 0; b < 3; ++b)
-    batches.emplace_back(
-        torch::randn({16, 3, 32, 32}).contiguous(torch::MemoryFormat::ChannelsLast).pin_memory(),
-        torch::randint(0, 10, {16}, torch::kInt64).pin_memory());
+  const auto batches = graph_test_batches(5, torch::MemoryFormat::ChannelsLast);
   for (const auto precision : {model::Precision::kFp32, model::Precision::kBf16}) {
     SCOPED_TRACE(model::precision_name(precision));
     auto graphed = make_model(gpu), eager = make_model(gpu);
@@ -287,13 +295,7 @@ class TwinWorld : public comm::Communicator {
 TEST(GpuTraining, GraphedStepThroughTheReducer) {
   RX_REQUIRE_GPUS(1);
   const torch::Device gpu(torch::kCUDA, 0);
-  at::globalContext().setBenchmarkCuDNN(false);
-  at::globalContext().setDeterministicCuDNN(true);
-  torch::manual_seed(6);
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
-  for (int b = 0; b < 3; ++b)
-    batches.emplace_back(torch::randn({16, 3, 32, 32}).pin_memory(),
-                         torch::randint(0, 10, {16}, torch::kInt64).pin_memory());
+  const auto batches = graph_test_batches(6, torch::MemoryFormat::Contiguous);
   auto graphed = make_model(gpu), eager = make_model(gpu);
   worker::StepGraph graph(gpu);  // first, as in the trainer: the reducer's accumulators keep its stream
   auto groups = comm::make_thread_group(1), groups2 = comm::make_thread_group(1);

@@ -87,8 +87,9 @@ TEST_P(SettledStep, KeepsEveryAddressAfterTheFirstStep) {
   EXPECT_GT((m->parameters()[0] - weights).abs().max().item<double>(), 0) << "the steps changed nothing";
 }
 
-INSTANTIATE_TEST_SUITE_P(FixedAddresses, SettledStep, ::testing::Values(false, true),
-                         [](const auto& info) { return std::string(info.param ? "FusedAdamW" : "FusedSGD"); });
+INSTANTIATE_TEST_SUITE_P(FixedAddresses, SettledStep, ::testing::Values(false, true), [](const auto& info) {
+  return std::string(info.param ? "FusedAdamW" : "FusedSGD");
+});
 
 // Each kind of move, caught and named; changes of value in place are not moves.
 TEST(FixedAddresses, NamesWhatMoved) {
