@@ -369,7 +369,8 @@ bool SlurmLauncher::reattach(const LaunchHandle& h) {
 }
 
 std::optional<LaunchHandle> SlurmLauncher::find_launched(const LaunchSpec& spec, int64_t) {
-  const std::vector<std::string> args = {"squeue", "-h", "-o", "%i", "--name=rx-" + spec.job_id};
+  // --me: only this user's jobs; another cluster user's job that took the name is never adopted.
+  const std::vector<std::string> args = {"squeue", "-h", "--me", "-o", "%i", "--name=rx-" + spec.job_id};
   const CommandResult r = run_command(args, opts_.command_timeout_ms);
   if (r.status != 0) {
     spdlog::warn("job {}: cannot ask Slurm for an interrupted launch: {}", spec.job_id, describe(args, r));
