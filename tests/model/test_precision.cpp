@@ -95,12 +95,15 @@ TEST(Precision, Bf16StepTracksFp32) {
   const auto bf = step(m, Precision::kBf16, false);
   // bf16 keeps 8 mantissa bits (relative rounding 2^-9 ~ 0.2% per op): the loss agrees to ~1%. The
   // gradient of a freshly initialised 20-layer model on random data is small and noisy in the early
-  // layers, so bf16 moves it by ~25% in relative L2 (measured 0.24) while its direction holds (cosine
-  // 0.97); gradients equal to fp32's bit for bit would mean autocast did nothing.
+  // layers, so bf16 moves it in relative L2 while its direction holds. How far depends on the CPU's
+  // bf16 kernels (oneDNN): measured 0.24 (cosine 0.97) on the machine this was written on, 0.35
+  // (cosine 0.94) on an AMD EPYC Zen 1 (AVX2, no native bf16), the same test and LibTorch. So the
+  // bounds are 0.5 and 0.9: a wrong cast (weights or gradients in the wrong type) is far outside them.
+  // Gradients equal to fp32's bit for bit would mean autocast did nothing.
   EXPECT_NEAR(bf.loss, ref.loss, 0.01 * ref.loss);
   const double err = rel_l2(bf.grads, ref.grads), cos = cosine(bf.grads, ref.grads);
   std::cout << "bf16 vs fp32 gradients: relative L2 " << err << ", cosine " << cos << "\n";
-  EXPECT_GT(cos, 0.95) << "relative L2 " << err;
+  EXPECT_GT(cos, 0.9) << "relative L2 " << err;
   EXPECT_LT(err, 0.5);
   EXPECT_GT(err, 1e-6) << "bf16 gradients equal fp32 ones bit for bit: autocast was not applied";
 }
