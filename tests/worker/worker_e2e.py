@@ -67,7 +67,9 @@ def determinism(tmp):
 
 def learns(tmp):
     # The README's main job as is: 2 ranks, 24,000 Fashion-MNIST training images, the full test set.
-    rc, log, secs = run_worker(2, tmp, [], 300)
+    # 2-4 minutes where it was written; an AMD EPYC Zen 1 VM trains at half that speed (the same
+    # binary's images/s, measured side by side with the previous commit's), so the bound is 540 s.
+    rc, log, secs = run_worker(2, tmp, [], 540)
     check(rc == 0, f"worker exited {rc}", log)
     r = record(tmp)
     check(r["dataset"]["train_samples"] <= 24000 and r["dataset"]["test_samples"] == 10000,
@@ -280,10 +282,12 @@ def recipe(tmp):
     check(loss != plain["epochs"][0]["train_loss"], f"erasing did not change training (loss {loss})")
 
 
-# configs/fashion_mnist_fast.json's first epoch (of 5) gave 0.7903 here (0.8208 without channels-last: the
-# first epoch at lr 0.2 is noisy; bench/README.md "## Accuracy"). The guard leaves room for other CPUs'
-# arithmetic, not for a broken recipe, data path or optimizer (those land far below).
-FAST_EPOCH1_MIN = 0.75
+# configs/fashion_mnist_fast.json's first epoch (of 5) gave 0.7903 where this was written (0.8208 without
+# channels-last: the first epoch at lr 0.2 is noisy; bench/README.md "## Accuracy") and 0.7034 on an AMD
+# EPYC Zen 1 (AVX2) VM, with the same commit's numerics as the previous one bit for bit on that machine
+# (equal losses side by side). The guard leaves room for other CPUs' arithmetic, not for a broken
+# recipe, data path or optimizer (those land far below: chance is 0.1).
+FAST_EPOCH1_MIN = 0.65
 
 
 def fast_recipe(tmp):
