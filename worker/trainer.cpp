@@ -372,7 +372,8 @@ json Trainer::run() {
                      {"channels_last", spec_.data.channels_last},
                      {"fused_bn_relu", spec_.model.fused_bn_relu},
                      {"host_allocator", host_allocator_policy()},
-                     {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark}};
+                     {"cudnn_benchmark", device_.is_cuda() && spec_.training.cudnn_benchmark},
+                     {"cudnn_deterministic", device_.is_cuda() && spec_.training.cudnn_deterministic}};
   out["numerics"]["cuda_graph"] = json(false);
   if (graph_)
     out["numerics"]["cuda_graph"] = {

@@ -127,7 +127,10 @@ Trainer::Trainer(config::JobSpec job, comm::Communicator& comm, torch::Device de
   }
   if (d.channels_last) model::to_channels_last(*model_);
 #ifdef RX_WITH_CUDA
-  if (device_.is_cuda()) at::globalContext().setBenchmarkCuDNN(t.cudnn_benchmark);
+  if (device_.is_cuda()) {
+    at::globalContext().setBenchmarkCuDNN(t.cudnn_benchmark);
+    at::globalContext().setDeterministicCuDNN(t.cudnn_deterministic);
+  }
 #endif
   // [Identical start] Rank 0's parameters and buffers win, then every rank proves it holds them.
   parallel::broadcast_module_state(*model_, comm_, 0, timeout());

@@ -205,6 +205,7 @@ void bind(Io& io, S& s) {
   io.choice("training.device", t.device, kDevices);
   io("training.precision", t.precision);
   io("training.cudnn_benchmark", t.cudnn_benchmark);
+  io("training.cudnn_deterministic", t.cudnn_deterministic);
   io("training.cuda_graph", t.cuda_graph);
   io("training.threads", t.threads);
   auto& x = s.distributed;

@@ -105,7 +105,8 @@ struct TrainingSpec {
   DeviceChoice device = DeviceChoice::kAuto;
   std::string precision;  // fp32 | bf16 | fp16 (model::parse_precision)
   bool cudnn_benchmark = true;
-  bool cuda_graph = false;  // [Graphed step] in worker/step_graph.h
+  bool cudnn_deterministic = false;  // with cudnn_benchmark false: the same bits run to run
+  bool cuda_graph = false;           // [Graphed step] in worker/step_graph.h
   int threads = 0;
 };
 

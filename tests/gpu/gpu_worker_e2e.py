@@ -10,6 +10,7 @@ Every process has a timeout; a failure prints what was seen and exits 1.
 """
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -136,35 +137,53 @@ def graph(tmp, dev):
     """[Graphed step] training.cuda_graph in fp32 and in bf16 with channels-last, against the same run without
     it: the step is captured after 3 eager warm-up steps, every later full batch replays it (each epoch's
     last, partial batch runs eagerly), the phases are still measured, and training follows the eager run's
-    curve (same data and initial weights; losses within 5%, accuracies within 0.05). The bf16 pair augments
-    on the GPU ([Device augment], data.augment.on_device), so the graphs also replay from batches made there."""
+    curve. cuDNN autotuning off and deterministic cuDNN (training.cudnn_deterministic) on both sides, so
+    both pick the same kernels and the runs must agree to 1e-4 relative in every epoch's train loss and
+    test accuracy (GpuTraining.GraphedStepMatchesEagerStep found the graphed step bit-identical; with
+    autotuning the two runs may pick different kernels and drift apart: 7% in epoch 2's loss on an H200).
+    Whether the final parameters are bit-identical is printed. The bf16 pair augments on the GPU
+    ([Device augment], data.augment.on_device), so the graphs also replay from batches made there."""
     epochs, samples, batch = 2, 2000, CONFIG["training"]["batch_size"]
     steps = -(-samples // batch)
     full = samples // batch
     common = ["--set", "training.device=cuda", "--set", f"training.epochs={epochs}",
-              "--set", f"data.max_train_samples={samples}"]
+              "--set", f"data.max_train_samples={samples}", "--set", "training.cudnn_benchmark=false",
+              "--set", "training.cudnn_deterministic=true"]
+    window = re.compile(r"step (\d+)/\d+ loss (\S+)")
+
+    def rel(a, b):
+        return abs(a - b) / max(abs(b), 1e-12)
+
     for precision, layout in (("fp32", []),
                               ("bf16", ["--set", "data.channels_last=true", "--set", "data.augment.on_device=true"])):
-        runs = {}
+        runs, logs = {}, {}
         for graphed in ("false", "true"):
-            runs[graphed], log = run(tmp, os.path.join(tmp, f"{precision}-{graphed}"),
-                                     extra=common + layout + ["--set", f"training.precision={precision}",
-                                                              "--set", f"training.cuda_graph={graphed}"])
+            runs[graphed], logs[graphed] = run(tmp, os.path.join(tmp, f"{precision}-{graphed}"),
+                                               extra=common + layout + ["--set", f"training.precision={precision}",
+                                                                        "--set", f"training.cuda_graph={graphed}"])
         n = runs["true"]["numerics"]["cuda_graph"]
         check(runs["false"]["numerics"]["cuda_graph"] is False, f"{precision}: graphs off, yet {runs['false']}")
+        check(runs["true"]["numerics"]["cudnn_deterministic"] and not runs["true"]["numerics"]["cudnn_benchmark"],
+              f"{precision}: numerics {runs['true']['numerics']}")
         want = {"captured_at_step": 3, "graphed_steps": epochs * full - 3, "eager_steps": epochs * steps - (epochs * full - 3)}
-        check(n == want, f"{precision}: cuda_graph {n}, expected {want}", log)
+        check(n == want, f"{precision}: cuda_graph {n}, expected {want}", logs["true"])
         split = runs["true"]["ranks"][0]["step_time_ms"]
         for phase in ("data_wait", "forward", "backward", "optimizer"):
             check(split[phase] > 0, f"{precision}: phase {phase} not measured with graphs: {split}")
-        for e, f in zip(runs["true"]["epochs"], runs["false"]["epochs"]):
-            check(abs(e["train_loss"] - f["train_loss"]) <= 0.05 * f["train_loss"],
-                  f"{precision} epoch {e['epoch']}: train loss {e['train_loss']} graphed vs {f['train_loss']} eager")
+        curves = {g: [(e["train_loss"], e["test_accuracy"]) for e in runs[g]["epochs"]] for g in runs}
+        windows = {g: window.findall(logs[g]) for g in logs}
+        worst = max(rel(a, b) for e, f in zip(curves["true"], curves["false"]) for a, b in zip(e, f))
+        check(len(curves["true"]) == epochs and worst <= 1e-4,
+              f"{precision}: graphed run left the eager run's curve (worst relative difference {worst:.3g}); "
+              f"(train loss, test accuracy) per epoch graphed {curves['true']} eager {curves['false']}; "
+              f"logged windows graphed {windows['true']} eager {windows['false']}")
         acc = [runs[g]["final_test_accuracy"] for g in ("true", "false")]
-        check(acc[0] > 0.5 and abs(acc[0] - acc[1]) <= 0.05, f"{precision}: accuracy graphed/eager {acc}", log)
+        check(acc[0] > 0.5, f"{precision}: accuracy graphed/eager {acc}", logs["true"])
+        sums = [runs[g]["ranks"][0]["param_checksum"] for g in ("true", "false")]
         ips = [runs[g]["ranks"][0]["images_per_sec"] for g in ("true", "false")]
-        print(f"graph {precision}: {n}, accuracy graphed/eager {acc}, images/s {ips[0]:.0f} / {ips[1]:.0f}, "
-              f"split {split}")
+        print(f"graph {precision}: {n}, worst relative difference {worst:.3g}, final parameters "
+              f"{'bit-identical' if sums[0] == sums[1] else 'differ'}, accuracy graphed/eager {acc}, "
+              f"images/s {ips[0]:.0f} / {ips[1]:.0f}, split {split}")
 
 
 def with_devices(scenario):
