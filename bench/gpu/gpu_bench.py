@@ -20,7 +20,7 @@ The last cases are a batch sweep of resnext29_8x64d (bf16-cl, worker and eager) 
 FLOPs/image = 3 (forward + backward) x 2 x MACs of one forward (`resnext_worker describe --json`).
 Writes <out>/gpu_bench.json and prints a markdown table. Every subprocess has a timeout; once the
 budget is spent the remaining steps are recorded as skipped. Exit 0 when the first case's worker and
-eager fp32 peer both produced a figure, else 1. --quick: a CPU-sized smoke run (tiny batches, few steps).
+eager peer both produced a figure for their first shared variant (fp32 unless --variants drops it), else 1. --quick: a CPU-sized smoke run (tiny batches, few steps).
 """
 import argparse
 import json
@@ -235,6 +235,9 @@ def main():
                     help="skip the torch.compile variant (also RX_BENCH_NO_COMPILE=1)")
     ap.add_argument("--cases", default=os.environ.get("RX_BENCH_CASES", ""),
                     help="comma list of 1-based case numbers to run (also RX_BENCH_CASES); default all")
+    ap.add_argument("--variants", default=os.environ.get("RX_BENCH_VARIANTS", ""),
+                    help="comma list: keep only these worker and peer variants, e.g. bf16-cl,bf16-cl-graph "
+                         "(also RX_BENCH_VARIANTS); default all")
     args = ap.parse_args()
     cfg = dict(QUICK if args.quick else GPU)
     if args.cases:  # a subset, e.g. for a short rerun: 1-based indices into the case list
@@ -243,6 +246,13 @@ def main():
         if bad:
             ap.error(f"--cases {args.cases}: no case {bad[0]} (1..{len(cfg['cases'])})")
         cfg["cases"] = [cfg["cases"][i - 1] for i in picked]
+    if args.variants:  # a short rerun of a few rows; torch.compile still follows when bf16-cl is kept
+        keep = set(args.variants.split(","))
+        cfg["cases"] = [(m, hw, b, ([v for v in w if v in keep], [v for v in p if v in keep]))
+                        for m, hw, b, (w, p) in cfg["cases"]]
+        cfg["cases"] = [c for c in cfg["cases"] if c[3][0] or c[3][1]]
+        if not cfg["cases"]:
+            ap.error(f"--variants {args.variants}: no case runs any of them")
     os.makedirs(args.out, exist_ok=True)
     runner = Runner(args.budget_s)
     report = {"schema": "gpu_bench/1", "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -290,8 +300,9 @@ def main():
                           "graph_over_eager_worker": ratio(worker.get("bf16-cl-graph", {}), worker.get("bf16-cl", {})),
                           "device_over_host_augment_1thread": ratio(worker.get("bf16-cl-devaug-1thread", {}),
                                                                     worker.get("bf16-cl-1thread", {}))}
-    first = report["cases"][0]
-    ok = first["worker"].get("fp32", {}).get("status") == "ok" and first["peer"].get("fp32", {}).get("status") == "ok"
+    first = report["cases"][0]  # its first variant run on both sides: fp32 unless --variants left it out
+    both = [v for v in first["worker"] if v in first["peer"]]
+    ok = bool(both) and all(first[side][both[0]].get("status") == "ok" for side in ("worker", "peer"))
     report.update(ok=ok, elapsed_s=round(time.monotonic() - runner.start, 1), commands=runner.commands)
     with open(os.path.join(args.out, "gpu_bench.json"), "w") as f:
         json.dump(report, f, indent=2)
