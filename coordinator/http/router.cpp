@@ -206,8 +206,8 @@ Response dispatch(const Request& req, ServiceState& st, RouteId& rid) {
   if (p.size() == 1 && p[0] == "metrics") {
     rid = RouteId::kMetrics;
     if (!get) return method_not_allowed(req, "GET");
-    require_user(req, st);  // job ids and throughput are not for strangers
-    return make(req, http::status::ok, st.jobs.prometheus() + st.http.prometheus(),
+    const Principal who = require_user(req, st);  // job ids and throughput are not for strangers
+    return make(req, http::status::ok, st.jobs.prometheus(who) + st.http.prometheus(),
                 "text/plain; version=0.0.4");
   }
   if (p.empty() || p[0] == "ui") {  // [Dashboard] static pages, no token needed to load them

@@ -1,5 +1,6 @@
 // [JobService: metrics text] Job and slot gauges in the Prometheus text format (GET /metrics; the
-// router appends the HTTP metrics).
+// router appends the HTTP metrics). A job's own series (its id, its speed) go only to those who may
+// read the job, as everywhere else in the API; the totals are for every user.
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -11,7 +12,7 @@ namespace rx::coord {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-std::string JobService::prometheus() const {
+std::string JobService::prometheus(const Principal& who) const {
   std::shared_lock lock(mu_);
   std::map<std::string, int> by_state;
   for (auto st : {JobState::kQueued, JobState::kLaunching, JobState::kRunning, JobState::kRestarting,
@@ -27,7 +28,7 @@ std::string JobService::prometheus() const {
   os << "# HELP rx_job_images_per_second Sum over ranks of the last reported images/s of a running job.\n"
         "# TYPE rx_job_images_per_second gauge\n";
   for (const auto& [id, j] : jobs_) {
-    if (j.state != JobState::kRunning) continue;
+    if (j.state != JobState::kRunning || !visible(who, j)) continue;
     double ips = 0;
     if (j.last_progress.is_object() && j.last_progress.contains("ranks") &&
         j.last_progress["ranks"].is_array())

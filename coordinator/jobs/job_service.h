@@ -109,7 +109,9 @@ class JobService {
   // Reaps finished jobs, escalates overdue cancels, starts queued jobs that fit. Call periodically.
   void tick();
 
-  std::string prometheus() const;  // job/slot gauges (HTTP metrics are appended by the router)
+  // Job and slot gauges (the router appends the HTTP metrics). The per-job series cover only the jobs
+  // `who` may read; the totals by state and slot use name no job.
+  std::string prometheus(const Principal& who) const;
 
  private:
   Job& find_or_404(const std::string& id);

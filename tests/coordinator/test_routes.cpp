@@ -333,6 +333,16 @@ TEST_F(RoutesTest, ListHealthAndPrometheus) {
   EXPECT_NE(m.body().find("rx_slots{state=\"busy\"} 4"), std::string::npos) << m.body();
   EXPECT_NE(m.body().find("rx_http_requests_total{route=\"GET /v1/jobs\",code=\"2xx\"}"), std::string::npos);
   EXPECT_NE(m.body().find("rx_http_request_duration_seconds_bucket"), std::string::npos);
+  // A running job's own series: for its owner and admins, not for another user.
+  const std::string series_a = "rx_job_images_per_second{job=\"" + a + "\"}";
+  EXPECT_NE(m.body().find(series_a), std::string::npos) << m.body();  // root, an admin
+  m = call(http::verb::get, "/metrics", "", {{"Authorization", "Bearer atok"}});
+  EXPECT_NE(m.body().find(series_a), std::string::npos) << m.body();
+  m = call(http::verb::get, "/metrics", "", {{"Authorization", "Bearer btok"}});
+  EXPECT_EQ(m.result_int(), 200);
+  EXPECT_EQ(m.body().find(series_a), std::string::npos) << m.body();
+  EXPECT_EQ(m.body().find("rx_job_images_per_second{"), std::string::npos) << m.body();
+  EXPECT_NE(m.body().find("rx_slots{state=\"busy\"} 4"), std::string::npos) << m.body();
 }
 
 TEST_F(RoutesTest, ShardsMatchTheSharedPlan) {
