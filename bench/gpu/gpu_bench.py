@@ -20,7 +20,8 @@ The last cases are a batch sweep of resnext29_8x64d (bf16-cl, worker and eager) 
 FLOPs/image = 3 (forward + backward) x 2 x MACs of one forward (`resnext_worker describe --json`).
 Writes <out>/gpu_bench.json and prints a markdown table. Every subprocess has a timeout; once the
 budget is spent the remaining steps are recorded as skipped. Exit 0 when the first case's worker and
-eager peer both produced a figure for their first shared variant (fp32 unless --variants drops it), else 1. --quick: a CPU-sized smoke run (tiny batches, few steps).
+eager peer both produced a figure for their first shared variant (fp32 unless --variants drops it),
+else 1. --quick: a CPU-sized smoke run (tiny batches, few steps).
 """
 import argparse
 import json

@@ -110,7 +110,7 @@ class JobService {
   void tick();
 
   // Job and slot gauges (the router appends the HTTP metrics). The per-job series cover only the jobs
-  // `who` may read; the totals by state and slot use name no job.
+  // `who` may read; the totals by state and slot name no job, so every user gets them.
   std::string prometheus(const Principal& who) const;
 
  private:
