@@ -3,6 +3,7 @@
 #   launch/run_fuzz.sh                  build build-fuzz, coordinator tests under ASan+UBSan, every fuzzer
 #   launch/run_fuzz.sh --fuzz-only router idx   only the named fuzzers (no test run)
 #   RX_FUZZ_SECONDS=600 launch/run_fuzz.sh --fuzz-only config   a longer local session
+#   launch/run_fuzz.sh --build-only     only build build-fuzz (launch/run_tests.sh, [Overlapped builds])
 # build-fuzz is one Clang build with RX_SANITIZE=address,undefined and RX_FUZZ=ON: the coordinator, its
 # tests and the torch-free data/config tests are built with ASan+UBSan (and libFuzzer's coverage
 # instrumentation, harmless outside a fuzzer) and run under CTest; then each fuzz_<name> runs for
@@ -15,8 +16,12 @@ cd "$(dirname "$0")/.."
 SECONDS_EACH=${RX_FUZZ_SECONDS:-30}
 ALL=(router json_guard config idx cifar)
 only=0
+build_only=0
 targets=("${ALL[@]}")
-if [ "${1:-}" = --fuzz-only ]; then
+if [ "${1:-}" = --build-only ]; then
+  build_only=1
+  shift
+elif [ "${1:-}" = --fuzz-only ]; then
   only=1
   shift
   [ $# -gt 0 ] && targets=("$@")
@@ -43,6 +48,7 @@ for t in "${ALL[@]}"; do build+=("fuzz_$t" "fuzz_${t}_replay"); done
 cmake --build build-fuzz -j "$(nproc)" --target "${build[@]}" "${TESTS[@]}"
 t1=$(date +%s)
 echo "run_fuzz: build-fuzz built in $((t1 - t0)) s"
+[ "$build_only" = 1 ] && exit 0
 
 # halt_on_error + abort: a sanitizer report fails the test that caused it.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:strict_string_checks=1}

@@ -27,12 +27,14 @@ static std::string utc_now() {
   return buf;
 }
 
+#ifdef RX_WITH_CUDA
 namespace {
 // 13000 -> "13.0" (CUDA's major*1000 + minor*10).
 std::string cuda_version_string(int v) {
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
 }  // namespace
+#endif
 
 json runtime_versions() {
   char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = {};

@@ -75,6 +75,9 @@ TEST(TraceMerge, CapDropsTheRestAndSaysSo) {
   const json m = json::parse(rx::read_file(dir.path() + "/trace.json"));
   EXPECT_EQ(m["otherData"]["capped_ranks_dropped_events"], json({{"0", 8}}));
   EXPECT_EQ(m["otherData"]["hosts"], json::array({"hostA", "hostB"}));
-  for (const auto& e : m["traceEvents"])
-    if (e["ph"] == "b") EXPECT_NEAR(e["ts"].get<double>(), 0.0, 1.0) << e.dump();  // both barrier-aligned
+  for (const auto& e : m["traceEvents"]) {
+    if (e["ph"] == "b") {
+      EXPECT_NEAR(e["ts"].get<double>(), 0.0, 1.0) << e.dump();  // both barrier-aligned
+    }
+  }
 }

@@ -21,6 +21,10 @@ CONFIG = os.path.join(source_dir(), "configs", "fashion_mnist_small.json")
 
 QUICK = ["data.max_train_samples=1024", "data.max_test_samples=512", "training.epochs=2",
          "training.log_every_steps=4"]
+# For checks of equality between runs and of a failing rank, not of learning: 4 steps an epoch. (The
+# preemption tests keep QUICK: a signal after step 2 must land well before the run's last step.)
+SMALL = ["data.max_train_samples=512", "data.max_test_samples=128", "training.epochs=2",
+         "training.log_every_steps=2"]
 
 
 def replicas(tmp):
@@ -45,7 +49,7 @@ def determinism(tmp):
     curves = []
     for i in range(2):
         out = os.path.join(tmp, f"run{i}")
-        rc, log, _ = run_worker(2, out, QUICK, 300)
+        rc, log, _ = run_worker(2, out, SMALL, 300)
         check(rc == 0, f"run {i} exited {rc}", log)
         r = record(out)
         curves.append([(e["train_loss"], e["test_accuracy"]) for e in r["epochs"]] + [r["ranks"][0]["param_checksum"]])
@@ -53,44 +57,55 @@ def determinism(tmp):
     # [Device augment] The augmentation moved out of the loader threads (onto the training device,
     # here the CPU) gives the same batches bit for bit, so the same run.
     out = os.path.join(tmp, "on_device")
-    rc, log, _ = run_worker(2, out, QUICK + ["data.augment.on_device=true"], 300)
+    rc, log, _ = run_worker(2, out, SMALL + ["data.augment.on_device=true"], 300)
     check(rc == 0, f"on-device augmentation run exited {rc}", log)
     r = record(out)
     check(r["config"]["data"]["augment"]["on_device"] is True, "the run record lacks data.augment.on_device")
     moved = [(e["train_loss"], e["test_accuracy"]) for e in r["epochs"]] + [r["ranks"][0]["param_checksum"]]
     check(moved == curves[0], f"on-device augmentation changed the run:\n{moved}\n{curves[0]}")
     out = os.path.join(tmp, "seed2")
-    rc, log, _ = run_worker(2, out, QUICK + ["training.seed=2"], 300)
+    rc, log, _ = run_worker(2, out, SMALL + ["training.seed=2"], 300)
     check(rc == 0, f"seed-2 run exited {rc}", log)
     check(record(out)["epochs"][0]["train_loss"] != curves[0][0][0], "a different seed gave the same loss")
 
 
 def learns(tmp):
-    # The README's main job as is: 2 ranks, 24,000 Fashion-MNIST training images, the full test set.
-    # 2-4 minutes where it was written; an AMD EPYC Zen 1 VM trains at half that speed (the same
-    # binary's images/s, measured side by side with the previous commit's), so the bound is 540 s.
-    rc, log, secs = run_worker(2, tmp, [], 540)
+    # The README's main job (configs/fashion_mnist_small.json: 2 ranks, its model, optimizer and 3-epoch
+    # schedule) on a quarter of its training images and 2,000 test images: 0.78 where this was written,
+    # in 2 minutes on an AMD EPYC Zen 1 VM (the whole job, 8 minutes there, is what launch/demo.sh runs
+    # and prints: 0.88). Chance is 0.1; a broken data path, reducer or optimizer lands far below the guard.
+    rc, log, secs = run_worker(2, tmp, ["data.max_train_samples=6000", "data.max_test_samples=2000"], 400)
     check(rc == 0, f"worker exited {rc}", log)
     r = record(tmp)
-    check(r["dataset"]["train_samples"] <= 24000 and r["dataset"]["test_samples"] == 10000,
+    check(r["dataset"]["train_samples"] == 6000 and r["dataset"]["test_samples"] == 2000,
           f"wrong data sizes {r['dataset']}")
     acc = r["final_test_accuracy"]
     print(f"final test accuracy {acc:.4f} in {secs:.0f}s")
-    check(acc >= 0.85, f"accuracy {acc:.4f} < 0.85", log)
+    check(acc >= 0.7, f"accuracy {acc:.4f} < 0.7", log)
 
 
 def mixed_precision(tmp):
-    # bf16 autocast with channels-last weights and inputs on 2 ranks: the trainer's own replica checks
-    # pass, the run record says what ran, and fp16 or CUDA graphs on a CPU are refused naming the key.
-    rc, log, _ = run_worker(2, tmp, QUICK + ["training.precision=bf16", "data.channels_last=true"], 300)
-    check(rc == 0, f"worker exited {rc}", log)
-    r = record(tmp)
+    # bf16 autocast with channels-last weights and inputs on 2 ranks, against the same run in fp32: the
+    # trainer's own replica checks pass, the run record says what ran, and the first epoch's training
+    # loss (4 steps, 512 images) is the fp32 run's within 2% (1e-4 where this was written; a bf16 path
+    # that skipped an update or mis-cast a layer moves it by far more). bf16 on a CPU without native bf16
+    # is 6x slower than fp32, hence the small run. fp16 or CUDA graphs on a CPU are refused naming the key.
+    small = ["data.max_train_samples=512", "data.max_test_samples=128", "training.epochs=1",
+             "training.log_every_steps=2", "data.channels_last=true"]
+    runs = {}
+    for precision in ("bf16", "fp32"):
+        out = os.path.join(tmp, precision)
+        rc, log, _ = run_worker(2, out, small + [f"training.precision={precision}"], 300)
+        check(rc == 0, f"{precision} run exited {rc}", log)
+        runs[precision] = record(out)
+    r = runs["bf16"]
     check(r["numerics"]["precision"] == "bf16" and r["numerics"]["channels_last"] is True, f"numerics {r['numerics']}")
     check(r["numerics"]["fused_optimizer"]["groups"] > 0, f"the fused optimizer did not group: {r['numerics']}")
     sums = [x["param_checksum"] for x in r["ranks"]]
     check(sums[0] == sums[1], f"replicas differ: {sums}")
-    losses = [e["train_loss"] for e in r["epochs"]]
-    check(all(0 < x < 10 for x in losses) and losses[1] < losses[0], f"bf16 training did not learn: {losses}")
+    check(sums[0] != runs["fp32"]["ranks"][0]["param_checksum"], "bf16 gave fp32's weights bit for bit: no autocast")
+    bf16, fp32 = (runs[p]["epochs"][0]["train_loss"] for p in ("bf16", "fp32"))
+    check(0 < bf16 < 10 and abs(bf16 - fp32) <= 0.02 * fp32, f"bf16 loss {bf16} vs fp32 {fp32}")
     rc, log, _ = run_worker(0, os.path.join(tmp, "fp16"), ["training.precision=fp16", "data.max_train_samples=64"], 120)
     check(rc == 2 and "training.precision" in log, f"fp16 on a CPU: rc={rc}", log)
     # [Graphed step] CUDA graphs on a CPU: refused at set-up, naming the key (the GPU check runs them).
@@ -145,7 +160,7 @@ def single(tmp):
 
 
 def fault(tmp):
-    rc, log, secs = run_worker(2, tmp, QUICK, 120, env={"RX_FAULT_RANK": "1", "RX_FAULT_STEP": "3"})
+    rc, log, secs = run_worker(2, tmp, SMALL, 120, env={"RX_FAULT_RANK": "1", "RX_FAULT_STEP": "3"})
     check(rc != 0, "a failing rank did not fail the job", log)
     check("injected fault" in log and "rank 1" in log, "the failure is not logged with its rank", log)
     check(secs < 60, f"the job took {secs:.0f}s to end after a rank failed")
@@ -282,26 +297,22 @@ def recipe(tmp):
     check(loss != plain["epochs"][0]["train_loss"], f"erasing did not change training (loss {loss})")
 
 
-# configs/fashion_mnist_fast.json's first epoch (of 5) gave 0.7903 where this was written (0.8208 without
-# channels-last: the first epoch at lr 0.2 is noisy; bench/README.md "## Accuracy") and 0.7034 on an AMD
-# EPYC Zen 1 (AVX2) VM, with the same commit's numerics as the previous one bit for bit on that machine
-# (equal losses side by side). The guard leaves room for other CPUs' arithmetic, not for a broken
-# recipe, data path or optimizer (those land far below: chance is 0.1).
-FAST_EPOCH1_MIN = 0.65
-
-
 def fast_recipe(tmp):
-    """The fast recipe's first epoch as shipped (full 60,000 / 10,000 images, np=2, its 5-epoch
-    schedule), stopped by a preemption signal after the epoch-1 evaluation: a regression guard for the
-    recipe, the data path and the optimizer, not the full run."""
+    """configs/fashion_mnist_fast.json as shipped (fused BatchNorm+ReLU, channels-last, lr 0.2, one
+    gradient bucket, one thread per rank) on 12,000 training and 2,000 test images over 2 epochs: 0.80
+    where this was written, in 100 s on an AMD EPYC Zen 1 VM. A regression guard for the recipe's own
+    code paths; the whole recipe's accuracy (0.92 in 5 epochs) is a benchmark (bench/README.md,
+    "## Accuracy"). Chance is 0.1, and a broken recipe, data path or optimizer lands far below 0.7."""
     config = os.path.join(source_dir(), "configs", "fashion_mnist_fast.json")
-    cmd = MPIEXEC + ["-np", "2", WORKER, "train", "--config", config, "--out", tmp]
-    rc, log, line = _preempt_at(cmd, "epoch 1/5 done", 540)
-    check(rc == 85, f"the stopped job must exit 85, got {rc}", log)
-    check("60000 train / 10000 test samples" in log, "not the full data set", log)
-    acc = float(line.rsplit("test acc", 1)[1])
-    print(f"fast recipe, epoch 1 of 5: test accuracy {acc:.4f} (guard {FAST_EPOCH1_MIN})")
-    check(acc >= FAST_EPOCH1_MIN, f"epoch-1 accuracy {acc:.4f} < {FAST_EPOCH1_MIN}", log)
+    rc, log, secs = run_worker(2, tmp, ["data.max_train_samples=12000", "data.max_test_samples=2000",
+                                        "training.epochs=2"], 300, config=config)
+    check(rc == 0, f"worker exited {rc}", log)
+    r = record(tmp)
+    check(r["config"]["model"]["fused_bn_relu"] is True and r["numerics"]["channels_last"] is True,
+          f"not the fast recipe: {r['config']['model']} {r['numerics']}")
+    acc = r["final_test_accuracy"]
+    print(f"fast recipe on 12,000 images, 2 epochs: test accuracy {acc:.4f} in {secs:.0f}s")
+    check(acc >= 0.7, f"accuracy {acc:.4f} < 0.7", log)
 
 
 def resume_corrupt(tmp):
