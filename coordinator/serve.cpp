@@ -71,6 +71,7 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
           "configs-dir",
           "threads",
           "idle-timeout-s",
+          "header-timeout-s",
           "cancel-grace-s",
           "mpirun",
           "log-level",
@@ -153,7 +154,9 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
   Tokens tokens = a.get("token-file") ? Tokens::load(*a.get("token-file")) : Tokens();
   const bool tokens_enabled = tokens.enabled();
   const int threads = a.get_int("threads", 2, 1, 256);
-  const auto idle = std::chrono::seconds(a.get_int("idle-timeout-s", 30, 1, 3600));
+  SessionTimeouts timeouts;  // [Header deadline]
+  timeouts.idle = std::chrono::seconds(a.get_int("idle-timeout-s", 30, 1, 3600));
+  timeouts.header = std::chrono::seconds(a.get_int("header-timeout-s", 10, 1, 3600));
 
   ::signal(SIGPIPE, SIG_IGN);
   std::unique_ptr<Launcher> job_launcher;
@@ -184,7 +187,7 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
 
   net::io_context ioc{threads};
   auto listener = std::make_shared<Listener>(
-      ioc, net::ip::tcp::endpoint{address, static_cast<unsigned short>(port)}, state, idle);
+      ioc, net::ip::tcp::endpoint{address, static_cast<unsigned short>(port)}, state, timeouts);
   const std::string self_host = address.is_unspecified() ? "127.0.0.1" : host;
   const std::string url = "http://" + self_host + ":" + std::to_string(listener->port());
   service.set_self_url(url);

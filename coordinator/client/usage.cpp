@@ -17,7 +17,8 @@ const Entry kCommands[] = {
     {"serve",
      "usage: resnext_coordinator serve --state-dir DIR [--listen 127.0.0.1:8080] [--slots N]\n"
      "        [--launcher local|slurm] [--token-file F] [--worker PATH] [--configs-dir DIR]\n"
-     "        [--threads N] [--idle-timeout-s S] [--cancel-grace-s S] [--mpirun PATH] [--log-level L]\n"
+     "        [--threads N] [--idle-timeout-s S] [--header-timeout-s S] [--cancel-grace-s S]\n"
+     "        [--mpirun PATH] [--log-level L]\n"
      "        [--slurm-template FILE] [--sbatch-arg FLAG]...   (with --launcher slurm)\n"
      "Runs the job service: the REST API under /v1, Prometheus /metrics, and the dashboard at\n"
      "http://<listen>/ui/ (the page asks for a token when --token-file is set).\n"},

@@ -17,11 +17,11 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
 Listener::Listener(net::io_context& ioc, const tcp::endpoint& endpoint, ServiceState& state,
-                   std::chrono::seconds idle_timeout)
+                   SessionTimeouts timeouts)
     : ioc_(ioc),
       acceptor_(net::make_strand(ioc)),
       state_(state),
-      idle_timeout_(idle_timeout),
+      timeouts_(timeouts),
       retry_(acceptor_.get_executor()) {
   beast::error_code ec;
   const std::string where = endpoint.address().to_string() + ":" + std::to_string(endpoint.port());
@@ -71,7 +71,7 @@ void Listener::on_accept(beast::error_code ec, tcp::socket socket) {
     socket.close(ec);  // gone already, or over a cap: refuse by closing, keep serving the others
   } else {
     socket.set_option(tcp::no_delay(true), ec);
-    std::make_shared<Session>(std::move(socket), state_, idle_timeout_, client)->run();
+    std::make_shared<Session>(std::move(socket), state_, timeouts_, client)->run();
   }
   do_accept();
 }

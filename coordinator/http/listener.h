@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "coordinator/http/router.h"
+#include "coordinator/http/session.h"
 
 namespace rx::coord {
 
@@ -16,7 +17,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
  public:
   // Throws rx::IoError naming the endpoint when it cannot bind.
   Listener(boost::asio::io_context& ioc, const boost::asio::ip::tcp::endpoint& endpoint, ServiceState& state,
-           std::chrono::seconds idle_timeout);
+           SessionTimeouts timeouts);
   void run();
   void stop();
   unsigned short port() const;
@@ -28,7 +29,7 @@ class Listener : public std::enable_shared_from_this<Listener> {
   boost::asio::io_context& ioc_;
   boost::asio::ip::tcp::acceptor acceptor_;
   ServiceState& state_;
-  std::chrono::seconds idle_timeout_;
+  SessionTimeouts timeouts_;
   // [Accept backoff] A failed accept (EMFILE when every fd is taken) waits before the next try, doubling
   // up to 1 s and logging once per failure streak, instead of spinning and logging forever.
   boost::asio::steady_timer retry_;

@@ -1,5 +1,6 @@
 #include "coordinator/http/session.h"
 
+#include <algorithm>
 #include <boost/asio/dispatch.hpp>
 
 namespace rx::coord {
@@ -8,9 +9,9 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace net = boost::asio;
 
-Session::Session(net::ip::tcp::socket&& socket, ServiceState& state, std::chrono::seconds idle_timeout,
+Session::Session(net::ip::tcp::socket&& socket, ServiceState& state, SessionTimeouts timeouts,
                  net::ip::address client)
-    : stream_(std::move(socket)), state_(state), idle_timeout_(idle_timeout), client_(std::move(client)) {}
+    : stream_(std::move(socket)), state_(state), timeouts_(timeouts), client_(std::move(client)) {}
 
 Session::~Session() { state_.release(client_); }
 
@@ -22,7 +23,28 @@ void Session::do_read() {
   parser_.emplace();
   parser_->header_limit(kMaxHeaderBytes);
   parser_->body_limit(kMaxBodyBytes);
-  stream_.expires_after(idle_timeout_);
+  if (buffer_.size() > 0) return read_header();  // a pipelined request is already here
+  // [Header deadline] Wait for the first byte under the idle timeout.
+  stream_.expires_after(timeouts_.idle);
+  stream_.async_read_some(buffer_.prepare(std::min<std::size_t>(4096, buffer_.max_size() - buffer_.size())),
+                          beast::bind_front_handler(&Session::on_first_bytes, shared_from_this()));
+}
+
+void Session::on_first_bytes(beast::error_code ec, std::size_t bytes) {
+  if (ec) return;  // closed between requests (EOF), or idle past the timeout: tcp_stream closed it
+  buffer_.commit(bytes);
+  read_header();
+}
+
+void Session::read_header() {
+  stream_.expires_after(std::min(timeouts_.header, timeouts_.idle));  // never longer than the idle timeout
+  http::async_read_header(stream_, buffer_, *parser_,
+                          beast::bind_front_handler(&Session::on_header, shared_from_this()));
+}
+
+void Session::on_header(beast::error_code ec, std::size_t bytes) {
+  if (ec) return on_read(ec, bytes);  // limits, bad requests and timeouts are answered there
+  stream_.expires_after(timeouts_.idle);
   http::async_read(stream_, buffer_, *parser_,
                    beast::bind_front_handler(&Session::on_read, shared_from_this()));
 }
@@ -58,7 +80,7 @@ void Session::on_read(beast::error_code ec, std::size_t) {
 void Session::send(Response&& res) {
   auto sp = std::make_shared<Response>(std::move(res));
   res_ = sp;
-  stream_.expires_after(idle_timeout_);
+  stream_.expires_after(timeouts_.idle);
   http::async_write(stream_, *sp,
                     beast::bind_front_handler(&Session::on_write, shared_from_this(), sp->need_eof()));
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Issue 13 findings that need the real binary: accept under EMFILE (2), the connection cap, and a slow
-Slurm (15) with stand-in sbatch/scontrol/sacct that sleep. Usage: test_hardening.py SCENARIO --coordinator BIN"""
+"""Issue 13 findings that need the real binary: accept under EMFILE (2), the connection cap, the header
+deadline, and a slow Slurm (15) with stand-in sbatch/scontrol/sacct that sleep. Usage: test_hardening.py SCENARIO --coordinator BIN"""
 import argparse
 import os
 import resource
@@ -115,6 +115,60 @@ def scenario_conn_cap_client(binary, state):
     wait_for("/healthz from the first address once its sockets closed", lambda: healthz_ok(c), timeout=15)
     c.kill(signal.SIGTERM)
     print("test_hardening conn_cap_client: ok")
+
+
+def closed_within(s, seconds):
+    """Seconds until the peer closed s (what it sends is read and dropped), or None if it is still open
+    after `seconds`."""
+    s.settimeout(seconds)
+    t0 = time.monotonic()
+    try:
+        while s.recv(4096):
+            pass
+    except socket.timeout:
+        return None
+    except OSError:  # reset: closed as well
+        pass
+    return time.monotonic() - t0
+
+
+def read_response(s):
+    """One HTTP response from s (status line, headers, Content-Length body); returns its status line."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(4096)
+        check(chunk, f"the connection closed mid-response: {data!r}")
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    while len(body) < length:
+        body += s.recv(4096)
+    return head.split(b"\r\n")[0]
+
+
+def scenario_header_timeout(binary, state):
+    # [Header deadline] With --header-timeout-s 2 under --idle-timeout-s 60: a request whose headers
+    # never end loses its connection within seconds (it held it for the idle timeout before), while a
+    # connection that idles before its first byte, or between two keep-alive requests, is kept.
+    c = Coordinator(binary, state, ["--idle-timeout-s", "60", "--header-timeout-s", "2"])
+    with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the blank line never comes
+        took = closed_within(s, 30)
+    check(took is not None, "a request with unfinished headers held its connection for 30 s (idle timeout: 60)")
+    with socket.create_connection(("127.0.0.1", c.port), timeout=5) as s:
+        check(closed_within(s, 4) is None, "a connection idle before its first byte was closed within 4 s")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        s.settimeout(10)
+        first = read_response(s)
+        check(first.startswith(b"HTTP/1.1 200"), f"first request: {first!r}")
+        check(closed_within(s, 4) is None, "a keep-alive connection was closed within 4 s of its first answer")
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        s.settimeout(10)
+        second = read_response(s)
+        check(second.startswith(b"HTTP/1.1 200"), f"second request on the same connection: {second!r}")
+    check(healthz_ok(c), "the coordinator stopped answering")
+    c.kill(signal.SIGTERM)
+    print(f"test_hardening header_timeout: ok (unfinished headers closed after {took:.1f} s)")
 
 
 def peak_rss_kib(pid):
@@ -246,8 +300,8 @@ def scenario_slurm_restart(binary, state, source_dir):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("scenario", choices=["emfile", "conn_cap", "conn_cap_client", "chunk_ext", "slow_slurm",
-                                                 "slurm_restart"])
+    ap.add_argument("scenario", choices=["emfile", "conn_cap", "conn_cap_client", "chunk_ext", "header_timeout",
+                                         "slow_slurm", "slurm_restart"])
     ap.add_argument("--coordinator", required=True)
     a = ap.parse_args()
     state = tempfile.mkdtemp(prefix="rx_coord_hard_")
@@ -260,6 +314,8 @@ def main():
             scenario_conn_cap_client(a.coordinator, state)
         elif a.scenario == "chunk_ext":
             scenario_chunk_ext(a.coordinator, state)
+        elif a.scenario == "header_timeout":
+            scenario_header_timeout(a.coordinator, state)
         elif a.scenario == "slow_slurm":
             scenario_slow_slurm(a.coordinator, state, os.environ.get("RX_SOURCE_DIR", "."))
         else:

@@ -31,9 +31,9 @@ class ReportClientTest : public ::testing::Test {
     o.paths.data_roots.push_back("/tmp");  // tests write datasets under /tmp
     service_ = std::make_unique<JobService>(o, std::make_unique<FakeLauncher>(fake_));
     state_ = std::make_unique<ServiceState>(*service_);
-    listener_ =
-        std::make_shared<Listener>(ioc_, net::ip::tcp::endpoint{net::ip::make_address("127.0.0.1"), 0},
-                                   *state_, std::chrono::seconds(5));
+    listener_ = std::make_shared<Listener>(
+        ioc_, net::ip::tcp::endpoint{net::ip::make_address("127.0.0.1"), 0}, *state_,
+        SessionTimeouts{std::chrono::seconds(5), std::chrono::seconds(5)});
     url_ = "http://127.0.0.1:" + std::to_string(listener_->port());
     service_->set_self_url(url_);
     listener_->run();
