@@ -1,6 +1,6 @@
 # Compile time of the LibTorch half of the build, which is most of CI's time on 2 cores.
 #
-# [Torch PCH] Parsing LibTorch's headers is most of the compile time of every unit that includes them:
+# [Torch PCH] Parsing LibTorch's headers is a large part of the compile time of every unit that includes them:
 # about 15 of a 40-second compile on a CI core, and more for the CUDA LibTorch. About 70 units do.
 # rx_common precompiles <torch/torch.h>, nlohmann_json and spdlog once per build folder; every other
 # target that links rx_common or rx_worker_lib directly reuses that file (REUSE_FROM), so the headers
