@@ -8,7 +8,9 @@ Per case (model, input HxW, batch), one after another so nothing shares the GPU:
   worker  `resnext_worker train` alone (a world of 1) on in-memory synthetic CIFAR data through its
           normal loader (8 threads, 14 at 224x224, where images are resized on the CPU), per variant:
           fp32 (TF32 convolutions) and bf16-cl (training.precision bf16 + data.channels_last), cuDNN
-          autotuning on, the fused SGD; at 32x32 also bf16-cl-graph (the same with training.cuda_graph);
+          autotuning on, the fused SGD; at 32x32 also bf16-cl-graph (the same with training.cuda_graph),
+          bf16-cl-fused and bf16-cl-fused-graph (those two with model.fused_bn_relu: BN, the residual
+          add and ReLU in the worker's own CUDA kernels);
           at 224x224 with one loader thread, bf16-cl-1thread against bf16-cl-devaug-1thread (the resize
           and the rest of the augmentation on the GPU, data.augment.on_device). Steady images/s = all
           logged windows but the first (cuDNN warm-up); the run record's whole-run images/s and step
@@ -41,14 +43,17 @@ BF16_PEAK = 989.4
 WINDOW = re.compile(r"step (\d+)/(\d+) loss (\S+) lr \S+ images/s ([0-9.]+) \(total ([0-9.]+)\)")
 
 ALL = (["fp32", "bf16-cl"], ["fp32", "bf16", "bf16-cl"])  # (worker variants, peer variants) of a case
-GRAPHED = (ALL[0] + ["bf16-cl-graph"], ALL[1])  # and bf16-cl with training.cuda_graph ([Graphed step])
+# and bf16-cl with training.cuda_graph ([Graphed step]), then both with model.fused_bn_relu ([BN-ReLU traffic])
+GRAPHED = (ALL[0] + ["bf16-cl-graph", "bf16-cl-fused", "bf16-cl-fused-graph"], ALL[1])
 BF16 = (["bf16-cl"], ["bf16-cl"])
+SWEEP = (["bf16-cl", "bf16-cl-fused-graph"], ["bf16-cl"])  # the batch sweep: plain and fastest worker
+LARGE = (ALL[0] + ["bf16-cl-fused"], ALL[1])  # 224x224: launches matter little, so no graph
 # [Device augment] One loader thread for the GPU, resizing 32 -> 224 on the host, then on the device.
 LOADER = (["bf16-cl-1thread", "bf16-cl-devaug-1thread"], [])
 GPU = dict(device="cuda", cases=[("resnext29_8x64d", 32, 128, GRAPHED), ("resnext50_32x4d", 32, 128, GRAPHED),
-                                 ("resnext50_32x4d", 224, 64, ALL), ("resnext50_32x4d", 224, 64, LOADER),
-                                 ("resnext29_8x64d", 32, 256, BF16),
-                                 ("resnext29_8x64d", 32, 512, BF16)],
+                                 ("resnext50_32x4d", 224, 64, LARGE), ("resnext50_32x4d", 224, 64, LOADER),
+                                 ("resnext29_8x64d", 32, 256, SWEEP),
+                                 ("resnext29_8x64d", 32, 512, SWEEP)],
            worker_steps=80, log_every=20, loader_threads=8, loader_threads_large=14, test_samples=256, warmup=10,
            steps=40, compile_model="resnext29_8x64d", compile_batch=128, worker_timeout=90, peer_timeout=120,
            min_start=25, min_compile=75)
@@ -113,6 +118,7 @@ def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
     if runner.left() < cfg["min_start"]:
         return {"status": "skipped", "error": f"budget: {max(0, runner.left()):.0f}s left of {args.budget_s:.0f}s"}
     bf16, graph, on_device = variant.startswith("bf16-cl"), "-graph" in variant, "-devaug" in variant
+    fused = "-fused" in variant
     threads = 1 if variant.endswith("-1thread") else cfg["loader_threads"] if hw == 32 else cfg["loader_threads_large"]
     wdir = os.path.join(case_dir, "worker_" + variant)
     os.makedirs(wdir, exist_ok=True)
@@ -121,7 +127,7 @@ def run_worker(runner, args, cfg, model, hw, batch, variant, case_dir):
         os.remove(result_path)  # never read a stale record from an earlier run
     steps = cfg["worker_steps"]
     job = {"name": f"gpu_bench_{model}_{hw}_b{batch}",
-           "model": {"preset": model, "num_classes": 10},
+           "model": {"preset": model, "num_classes": 10, "fused_bn_relu": fused},
            "data": {"format": "synthetic", "path": "", "max_train_samples": steps * batch,
                     "max_test_samples": cfg["test_samples"],
                     "num_workers": threads, "channels_last": bf16,
@@ -299,6 +305,14 @@ def main():
                           "bf16_cl_graph_over_torch_compile": ratio(worker.get("bf16-cl-graph", {}),
                                                                     peer.get("bf16-cl-compile", {})),
                           "graph_over_eager_worker": ratio(worker.get("bf16-cl-graph", {}), worker.get("bf16-cl", {})),
+                          "bf16_cl_fused_over_torch_eager": ratio(worker.get("bf16-cl-fused", {}),
+                                                                  peer.get("bf16-cl", {})),
+                          "bf16_cl_fused_graph_over_torch_eager": ratio(worker.get("bf16-cl-fused-graph", {}),
+                                                                        peer.get("bf16-cl", {})),
+                          "bf16_cl_fused_graph_over_torch_compile": ratio(worker.get("bf16-cl-fused-graph", {}),
+                                                                          peer.get("bf16-cl-compile", {})),
+                          "fused_over_unfused_graphed_worker": ratio(worker.get("bf16-cl-fused-graph", {}),
+                                                                     worker.get("bf16-cl-graph", {})),
                           "device_over_host_augment_1thread": ratio(worker.get("bf16-cl-devaug-1thread", {}),
                                                                     worker.get("bf16-cl-1thread", {}))}
     first = report["cases"][0]  # its first variant run on both sides: fp32 unless --variants left it out
@@ -309,6 +323,10 @@ def main():
         json.dump(report, f, indent=2)
     print_table(report)
     return 0 if ok else 1
+
+
+FUSED_RATIOS = ("bf16_cl_fused_over_torch_eager", "bf16_cl_fused_graph_over_torch_eager",
+                "bf16_cl_fused_graph_over_torch_compile", "fused_over_unfused_graphed_worker")
 
 
 def print_table(report):
@@ -345,6 +363,14 @@ def print_table(report):
               f"| {fmt(r['bf16_cl_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_over_torch_compile'], '.3f')} "
               f"| {fmt(r['bf16_cl_graph_over_torch_eager'], '.3f')} | {fmt(r['bf16_cl_graph_over_torch_compile'], '.3f')} "
               f"| {fmt(r['graph_over_eager_worker'], '.3f')} |")
+    fused = [c for c in report["cases"] if any(c["ratios"][k] is not None for k in FUSED_RATIOS)]
+    if fused:
+        print("\n| model | input | batch | fused worker / eager, bf16+CL | fused graphed worker / eager "
+              "| fused graphed worker / torch.compile | fused / unfused, graphed worker |")
+        print("|---|---|---|---|---|---|---|")
+        for c in fused:
+            print(f"| {c['model']} | {c['hw']}x{c['hw']} | {c['batch']} | "
+                  + " | ".join(fmt(c["ratios"][k], ".3f") for k in FUSED_RATIOS) + " |")
     for c in report["cases"]:
         r = c["ratios"]["device_over_host_augment_1thread"]
         if r is not None:

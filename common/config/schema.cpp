@@ -31,7 +31,7 @@ const std::vector<Field>& schema() {
        0,
        {},
        false,
-       "BN + residual add + ReLU in two passes (CPU, channels-last)"},
+       "BN + residual add + ReLU in two passes (channels-last; CPU float32, CUDA float32/bf16/fp16)"},
       {"model.pretrained", Kind::kString, "", 0, 0, {}, false, "torchvision state_dict to start from"},
       {"model.replace_head", Kind::kBool, false, 0, 0, {}, false, "skip fc.* when loading pretrained"},
       // data

@@ -6,6 +6,8 @@
 #include <cmath>
 #include <vector>
 
+#include "common/model/fused_bn_relu_cuda.h"
+
 namespace rx::model {
 namespace {
 using torch::Tensor;
@@ -290,17 +292,22 @@ Tensor unfused(const Tensor& x, torch::nn::BatchNorm2dImpl& bn, const Tensor& re
 
 bool fused_bn_relu_applies(const Tensor& x, const torch::nn::BatchNorm2dImpl& bn, const Tensor& residual) {
   // The layout first: the checks after it read x.size(1).
-  if (x.dim() != 4 || !x.device().is_cpu() || x.scalar_type() != torch::kFloat32 ||
-      !x.is_contiguous(at::MemoryFormat::ChannelsLast) || x.numel() == 0)
-    return false;
+  if (x.dim() != 4 || !x.is_contiguous(at::MemoryFormat::ChannelsLast) || x.numel() == 0) return false;
+  // CPU: float32; CUDA: what the kernels of bn_relu_cuda.cu take (float32, bf16 or fp16 under autocast).
+  const bool cpu = x.device().is_cpu();
+  if (cpu ? x.scalar_type() != torch::kFloat32 : !cuda_bn_relu_supports(x)) return false;
   const auto& o = bn.options;
   const bool residual_ok =
       !residual.defined() ||
-      (residual.sizes() == x.sizes() && residual.scalar_type() == torch::kFloat32 &&
-       residual.device().is_cpu() && residual.is_contiguous(at::MemoryFormat::ChannelsLast));
+      (residual.sizes() == x.sizes() && residual.scalar_type() == x.scalar_type() &&
+       residual.device() == x.device() &&
+       (cpu ? residual.is_contiguous(at::MemoryFormat::ChannelsLast) : cuda_bn_relu_supports(residual)));
+  const auto on_device_f32 = [&](const Tensor& t) {
+    return t.defined() && t.scalar_type() == torch::kFloat32 && t.device() == x.device() && t.is_contiguous();
+  };
   const bool bn_ok = o.num_features() == x.size(1) && o.affine() && o.track_running_stats() &&
-                     o.momentum().has_value() && bn.weight.scalar_type() == torch::kFloat32 &&
-                     bn.weight.device().is_cpu();
+                     o.momentum().has_value() && on_device_f32(bn.weight) && on_device_f32(bn.bias) &&
+                     on_device_f32(bn.running_mean) && on_device_f32(bn.running_var);
   // Eval mode with gradients wanted (e.g. a frozen-statistics fine-tune) has no fused backward. Training
   // on one value per channel is LibTorch's error to raise ("Expected more than 1 value per channel"), and
   // it guarantees the rows > 1 that the unbiased running variance divides by.
@@ -310,6 +317,8 @@ bool fused_bn_relu_applies(const Tensor& x, const torch::nn::BatchNorm2dImpl& bn
 
 Tensor bn_relu(const Tensor& x, torch::nn::BatchNorm2dImpl& bn, const Tensor& residual, bool fused) {
   if (!fused || !fused_bn_relu_applies(x, bn, residual)) return unfused(x, bn, residual);
+  if (x.is_cuda())
+    return bn.is_training() ? cuda_bn_relu_train(x, bn, residual) : cuda_bn_relu_eval(x, bn, residual);
   if (bn.is_training()) {
     return residual.defined() ? BnAddReluFunction::apply(x, bn.weight, bn.bias, residual, &bn)
                               : BnReluFunction::apply(x, bn.weight, bn.bias, &bn);

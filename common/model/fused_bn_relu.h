@@ -11,9 +11,15 @@
 // first pass). Running statistics, momentum and eps follow torch::nn::BatchNorm2d exactly; results
 // equal the unfused composition up to float rounding (test_fused_bn_relu), not bit for bit.
 //
-// It applies to float32 channels-last contiguous CPU tensors with an affine BatchNorm2d that tracks
-// running statistics and a fixed momentum; anything else (CUDA, bf16 activations under autocast, NCHW, eval
-// mode with gradients wanted) runs the unfused modules, so turning it on never changes what can be trained.
+// On a GPU the same passes are what eager PyTorch spends around cuDNN's convolutions; the CUDA kernels
+// (bn_relu_cuda.cu, [BN-ReLU traffic]) do the same two-pass forward and backward on float32, bf16 or
+// fp16 activations (autocast), with per-channel sums in a fixed order (deterministic, capturable in a
+// CUDA graph).
+//
+// It applies to channels-last contiguous tensors (float32 on a CPU; float32, bf16 or fp16 on CUDA,
+// 16-byte aligned, C a multiple of 16 bytes) with an affine BatchNorm2d that tracks running statistics
+// and a fixed momentum; anything else (bf16 on a CPU, NCHW, eval mode with gradients wanted) runs the
+// unfused modules, so turning it on never changes what can be trained.
 #include <torch/torch.h>
 
 namespace rx::model {

@@ -91,6 +91,12 @@ def run(args):
     t0 = time.monotonic()
     with open(man) as f:
         tests = json.load(f)["tests"]
+    only = [n for n in os.environ.get("RX_GPU_TESTS", "").split(",") if n]
+    if only:  # a short device call: just these tests (by CTest name), in the manifest's order
+        unknown = sorted(set(only) - {t["name"] for t in tests})
+        if unknown:
+            sys.exit(f"gpu_check: RX_GPU_TESTS names no test {unknown}; the manifest has {[t['name'] for t in tests]}")
+        tests = [t for t in tests if t["name"] in only]
     results = []
     for t in tests:
         r = run_one(t, build, src)

@@ -109,16 +109,20 @@ def shared_gpu(tmp, dev):
 
 def mixed(tmp, dev):
     """bf16 and fp16 (loss scaling) autocast with channels-last, cuDNN autotuning and the fused optimizer on
-    the GPU (SGD, and AdamW in bf16: [Fused Adam]'s tensor-operation path): the run record says so,
+    the GPU (SGD, and AdamW in bf16: [Fused Adam]'s tensor-operation path), the last two with the fused
+    BN-ReLU kernels (model.fused_bn_relu): the run record says so,
     training still learns, and the step split comes from CUDA events (every phase measured, their sum close
     to the whole run's training time)."""
     adamw = ["--set", "training.optimizer.name=adamw", "--set", "training.optimizer.lr=0.002"]
-    for name, precision, optimizer in (("bf16", "bf16", []), ("fp16", "fp16", []), ("bf16-adamw", "bf16", adamw)):
+    fused_bn = ["--set", "model.fused_bn_relu=true"]  # the CUDA kernels of [Fused BN-ReLU], in 16-bit types
+    for name, precision, optimizer in (("bf16", "bf16", []), ("fp16-fused-bn", "fp16", fused_bn),
+                                       ("bf16-adamw-fused-bn", "bf16", adamw + fused_bn)):
         r, log = run(tmp, os.path.join(tmp, name),
                      extra=["--set", "training.device=cuda", "--set", f"training.precision={precision}",
                             "--set", "data.channels_last=true", "--set", "training.cudnn_benchmark=true"] + optimizer)
         n = r["numerics"]
         check(n["precision"] == precision and n["channels_last"] and n["cudnn_benchmark"], f"numerics {n}")
+        check(n["fused_bn_relu"] == ("fused-bn" in name), f"{name}: fused_bn_relu {n['fused_bn_relu']}")
         check(n.get("fused_optimizer", {}).get("groups", 0) >= 1, f"the fused optimizer was not used: {n}")
         if precision == "fp16":
             check(n["loss_scale"] > 0 and 0 <= n["skipped_steps"] < 8, f"fp16 loss scaler: {n}", log)

@@ -26,9 +26,11 @@ using namespace rx;
 
 namespace {
 
-model::ResNeXt make_model(torch::Device device) {
+model::ResNeXt make_model(torch::Device device, bool fused_bn_relu = false) {
   torch::manual_seed(11);
-  model::ResNeXt m(model::preset("resnext11_4x16d"));
+  auto spec = model::preset("resnext11_4x16d");
+  spec.fused_bn_relu = fused_bn_relu;
+  model::ResNeXt m(spec);
   m->to(device);
   return m;
 }
@@ -173,7 +175,8 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> graph_test_batches(int seed
 // gives from the same weights and batch: the loss, every gradient and BN's running statistics. Three
 // batches: the one the capture saw, then two loaded into the static inputs, with an SGD update of the
 // weights in place between them (a replay that ignored its inputs, or that had kept copies of the
-// weights, fails). fp32 and bf16 autocast, channels-last, as training.cuda_graph runs, with the
+// weights, fails). fp32 and bf16 autocast, and bf16 with model.fused_bn_relu (its CUDA kernels must be
+// capturable and deterministic), channels-last, as training.cuda_graph runs, with the
 // StepGraph (and its stream) in place before the warm-up step, as in the trainer; cuDNN deterministic
 // and not autotuned, so both sides pick the same kernels (bound 1e-5 relative; the measured figures
 // are printed). Last, a parameter moved after capture is caught by check_fixed, by name.
@@ -181,9 +184,11 @@ TEST(GpuTraining, GraphedStepMatchesEagerStep) {
   RX_REQUIRE_GPUS(1);
   const torch::Device gpu(torch::kCUDA, 0);
   const auto batches = graph_test_batches(5, torch::MemoryFormat::ChannelsLast);
-  for (const auto precision : {model::Precision::kFp32, model::Precision::kBf16}) {
-    SCOPED_TRACE(model::precision_name(precision));
-    auto graphed = make_model(gpu), eager = make_model(gpu);
+  for (const auto& [precision, fused] :
+       {std::pair{model::Precision::kFp32, false}, std::pair{model::Precision::kBf16, false},
+        std::pair{model::Precision::kBf16, true}}) {
+    SCOPED_TRACE(std::string(model::precision_name(precision)) + (fused ? " fused BN-ReLU" : ""));
+    auto graphed = make_model(gpu, fused), eager = make_model(gpu, fused);
     worker::StepGraph graph(gpu);
     auto step = [&](model::ResNeXt& m, const torch::Tensor& x, const torch::Tensor& y) {
       torch::Tensor logits;
@@ -238,8 +243,9 @@ TEST(GpuTraining, GraphedStepMatchesEagerStep) {
       for (const auto& t : eager->buffers()) want_bufs.push_back(t.to(torch::kDouble));
       const double loss = rel_diff(graph.outputs().loss, out.loss), grads = rel_l2(got, want),
                    stats = rel_l2(got_bufs, want_bufs);
-      std::cout << model::precision_name(precision) << " batch " << b << ": loss " << loss << ", gradients "
-                << grads << ", BN statistics " << stats << " (relative)\n";
+      std::cout << model::precision_name(precision) << (fused ? " fused BN-ReLU" : "") << " batch " << b
+                << ": loss " << loss << ", gradients " << grads << ", BN statistics " << stats
+                << " (relative)\n";
       EXPECT_LT(loss, 1e-5) << "batch " << b;
       EXPECT_LT(grads, 1e-5) << "batch " << b;
       EXPECT_LT(stats, 1e-5) << "batch " << b;
