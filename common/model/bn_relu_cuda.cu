@@ -79,8 +79,10 @@ __device__ __forceinline__ void load_channels(const float* p, float* out) {
 }
 
 // The ReLU and its mask. z < 0 ? 0 : z keeps a NaN a NaN (as torch::relu does), so a diverged step
-// still shows as a non-finite loss; the gradient passes where the output is > 0, as in torch.
+// still shows as a non-finite loss; the gradient is blocked only where the output is <= 0 (a NaN output
+// passes it, as torch's threshold_backward does).
 __device__ __forceinline__ float relu(float z) { return z < 0.f ? 0.f : z; }
+__device__ __forceinline__ bool passes(float out) { return !(out <= 0.f); }
 
 struct Grid {
   int vectors = 0;  // channel vectors per row: C / N
@@ -206,7 +208,8 @@ __global__ void stats_kernel(const T* __restrict__ x, int64_t rows, int64_t C, i
     q += partial[static_cast<int64_t>(k) * 2 * C + C + c];
   }
   const double m = s / static_cast<double>(rows);
-  const double var = fmax(q / static_cast<double>(rows) - m * m, 0.0);
+  const double v = q / static_cast<double>(rows) - m * m;
+  const double var = v < 0 ? 0.0 : v;  // not fmax: a NaN batch leaves a NaN running_var, as in torch
   const float mean = static_cast<float>(static_cast<double>(to_float(x[c])) + m);
   const float invstd = static_cast<float>(1.0 / sqrt(var + eps));
   const float scale = weight[c] * invstd;
@@ -305,7 +308,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int u = 0; u < U; ++u) {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-          const bool pass = kResidual ? out[u][i] > 0.f : fmaf(xv[u][i], scale[i], shift[i]) > 0.f;
+          const bool pass = passes(kResidual ? out[u][i] : fmaf(xv[u][i], scale[i], shift[i]));
           const float g = pass ? d[u][i] : 0.f;
           d[u][i] = g;
           sg[i] += g;
@@ -380,7 +383,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int i = 0; i < N; ++i) {
         float gi = g[u][i];
-        if constexpr (!kResidual) gi = fmaf(xv[u][i], scale[i], shift[i]) > 0.f ? gi : 0.f;
+        if constexpr (!kResidual) gi = passes(fmaf(xv[u][i], scale[i], shift[i])) ? gi : 0.f;
         g[u][i] = fmaf(gi, a[i], fmaf(xv[u][i] - mean[i], b[i], k[i]));
       }
       store(dx + ru * C + c0, g[u]);

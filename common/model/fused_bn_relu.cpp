@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "common/model/bn_relu_autograd.h"
 #include "common/model/fused_bn_relu_cuda.h"
 
 namespace rx::model {
@@ -155,9 +156,8 @@ const float* f32(const Tensor& t) { return t.data_ptr<float>(); }
 float* f32_mut(Tensor& t) { return t.data_ptr<float>(); }
 
 // [Fused BN-ReLU] training mode: batch statistics, running-statistics update, and a backward that
-// recomputes the mask (no residual) or reads the saved output (residual). Shared by the two autograd
-// functions below, which differ only in whether the residual is an input (autograd takes no undefined
-// inputs).
+// recomputes the mask (no residual) or reads the saved output (residual), for the two autograd
+// functions of bn_relu_autograd.h.
 template <bool kResidual>
 struct TrainingKernels {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
@@ -264,26 +264,6 @@ struct TrainingKernels {
   }
 };
 
-struct BnReluFunction : public torch::autograd::Function<BnReluFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                        torch::nn::BatchNorm2dImpl* bn) {
-    return TrainingKernels<false>::forward(ctx, x, weight, bias, Tensor(), bn);
-  }
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    return TrainingKernels<false>::backward(ctx, std::move(grads));
-  }
-};
-
-struct BnAddReluFunction : public torch::autograd::Function<BnAddReluFunction> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                        const Tensor& residual, torch::nn::BatchNorm2dImpl* bn) {
-    return TrainingKernels<true>::forward(ctx, x, weight, bias, residual, bn);
-  }
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    return TrainingKernels<true>::backward(ctx, std::move(grads));
-  }
-};
-
 Tensor unfused(const Tensor& x, torch::nn::BatchNorm2dImpl& bn, const Tensor& residual) {
   Tensor y = bn.forward(x);
   return torch::relu(residual.defined() ? y + residual : y);
@@ -319,10 +299,7 @@ Tensor bn_relu(const Tensor& x, torch::nn::BatchNorm2dImpl& bn, const Tensor& re
   if (!fused || !fused_bn_relu_applies(x, bn, residual)) return unfused(x, bn, residual);
   if (x.is_cuda())
     return bn.is_training() ? cuda_bn_relu_train(x, bn, residual) : cuda_bn_relu_eval(x, bn, residual);
-  if (bn.is_training()) {
-    return residual.defined() ? BnAddReluFunction::apply(x, bn.weight, bn.bias, residual, &bn)
-                              : BnReluFunction::apply(x, bn.weight, bn.bias, &bn);
-  }
+  if (bn.is_training()) return bn_relu_train<TrainingKernels>(x, bn, residual);
   // Eval, no gradients: the running statistics make BN one affine map, applied with the ReLU in one pass.
   Tensor invstd = (bn.running_var + bn.options.eps()).rsqrt();
   auto [scale, shift] = affine(bn.weight, bn.bias, bn.running_mean, invstd);

@@ -1,11 +1,13 @@
 #include "common/model/fused_bn_relu_cuda.h"
 
 #ifdef RX_WITH_CUDA
+#include <ATen/cuda/CUDAContextLight.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <cstdint>
 
+#include "common/model/bn_relu_autograd.h"
 #include "common/model/bn_relu_cuda.h"
 #endif
 
@@ -41,9 +43,10 @@ Tensor floats(const Tensor& like, at::IntArrayRef sizes) {
 const float* f32(const Tensor& t) { return t.data_ptr<float>(); }
 float* f32_mut(Tensor& t) { return t.data_ptr<float>(); }
 
-// [Fused BN-ReLU] on CUDA: the same two autograd functions as on the CPU (fused_bn_relu.cpp), over the
-// kernels of bn_relu_cuda.cu. Forward saves x, the [4, C] statistics (mean, invstd, scale, shift) and,
-// with a residual, the output, whose sign is the ReLU's mask; backward recomputes nothing else.
+// [Fused BN-ReLU] on CUDA: the kernel set of bn_relu_autograd.h's two autograd functions (as on the CPU,
+// fused_bn_relu.cpp), over the kernels of bn_relu_cuda.cu. Forward saves x, the [4, C] statistics (mean,
+// invstd, scale, shift) and, with a residual, the output, whose sign is the ReLU's mask; backward recomputes
+// nothing else.
 template <bool kResidual>
 struct CudaKernels {
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
@@ -80,8 +83,10 @@ struct CudaKernels {
     const Tensor& x = saved[0];
     const Tensor& stats = saved[1];
     const c10::cuda::CUDAGuard guard(x.device());
-    // Autograd hands the output's gradient in the output's dtype, usually channels-last already.
-    const Tensor dy = grads[0].to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
+    // Autograd hands the output's gradient in the output's dtype, usually channels-last already; a view at
+    // an odd offset (the output flattened, concatenated and split again) gets a fresh, aligned copy.
+    Tensor dy = grads[0].to(x.scalar_type()).contiguous(at::MemoryFormat::ChannelsLast);
+    if (!cuda_bn_relu_supports(dy)) dy = dy.clone(at::MemoryFormat::ChannelsLast);
     const auto shape = shape_of(x);
     Tensor dx = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
     Tensor dr = kResidual ? torch::empty_like(x, at::MemoryFormat::ChannelsLast) : Tensor();
@@ -98,31 +103,15 @@ struct CudaKernels {
   }
 };
 
-struct CudaBnRelu : public torch::autograd::Function<CudaBnRelu> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                        torch::nn::BatchNorm2dImpl* bn) {
-    return CudaKernels<false>::forward(ctx, x, weight, bias, Tensor(), bn);
-  }
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    return CudaKernels<false>::backward(ctx, std::move(grads));
-  }
-};
-
-struct CudaBnAddRelu : public torch::autograd::Function<CudaBnAddRelu> {
-  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight, const Tensor& bias,
-                        const Tensor& residual, torch::nn::BatchNorm2dImpl* bn) {
-    return CudaKernels<true>::forward(ctx, x, weight, bias, residual, bn);
-  }
-  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    return CudaKernels<true>::backward(ctx, std::move(grads));
-  }
-};
 }  // namespace
 
 bool cuda_bn_relu_supports(const torch::Tensor& t) {
   if (!t.is_cuda() || t.dim() != 4 || !t.is_contiguous(at::MemoryFormat::ChannelsLast)) return false;
   const auto type = t.scalar_type();
   if (type != torch::kFloat32 && type != torch::kBFloat16 && type != torch::kHalf) return false;
+  // bn_relu_cuda.cu is built for sm_80 and sm_90 (plus sm_90 PTX): an older card has no kernel image, and
+  // runs the modules instead.
+  if (at::cuda::getDeviceProperties(t.get_device())->major < 8) return false;
   const int64_t per_vector = cuda_bn::kVectorBytes / static_cast<int64_t>(t.element_size());
   return t.size(1) % per_vector == 0 &&
          reinterpret_cast<std::uintptr_t>(t.data_ptr()) % cuda_bn::kVectorBytes == 0;
@@ -130,8 +119,7 @@ bool cuda_bn_relu_supports(const torch::Tensor& t) {
 
 torch::Tensor cuda_bn_relu_train(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& bn,
                                  const torch::Tensor& residual) {
-  return residual.defined() ? CudaBnAddRelu::apply(x, bn.weight, bn.bias, residual, &bn)
-                            : CudaBnRelu::apply(x, bn.weight, bn.bias, &bn);
+  return bn_relu_train<CudaKernels>(x, bn, residual);
 }
 
 torch::Tensor cuda_bn_relu_eval(const torch::Tensor& x, const torch::nn::BatchNorm2dImpl& bn,

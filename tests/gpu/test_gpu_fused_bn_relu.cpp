@@ -195,3 +195,30 @@ TEST(GpuFusedBnRelu, UnsupportedInputsRunTheModules) {
   b->train();
   EXPECT_TRUE(torch::equal(model::bn_relu(odd, *a, {}, true), model::bn_relu(odd, *b, {}, false)));
 }
+
+// An incoming gradient that is a channels-last view at an odd offset (the output flattened,
+// concatenated behind 3 other values and split again by autograd) is not 16-byte aligned: backward
+// copies it instead of handing the kernels a misaligned pointer (a sticky CUDA error). fp16 is where
+// 3 elements are 6 bytes.
+TEST(GpuFusedBnRelu, MisalignedGradientIsCopied) {
+  RX_REQUIRE_GPUS(1);
+  const torch::Device gpu(torch::kCUDA, 0);
+  const auto half = torch::TensorOptions().device(gpu).dtype(torch::kHalf);
+  torch::manual_seed(8);
+  const auto x = torch::randn({2, 8, 3, 1}).to(half).contiguous(at::MemoryFormat::ChannelsLast);
+  auto run = [&](bool fused) {
+    auto bn = make_bn(8, gpu, 6);
+    bn->train();
+    auto xg = x.clone(at::MemoryFormat::ChannelsLast).requires_grad_(true);
+    const auto y = model::bn_relu(xg, *bn, {}, fused);
+    const auto flat = y.permute({0, 2, 3, 1}).reshape(-1);  // a view: channels-last is NHWC in memory
+    const auto z = torch::cat({torch::zeros({3}, half), flat});
+    const auto w = torch::linspace(-1, 1, z.numel(), half);
+    (z * w).sum().backward();
+    return xg.grad();
+  };
+  ASSERT_TRUE(model::fused_bn_relu_applies(x, *make_bn(8, gpu, 6), {}));
+  const auto got = run(true), want = run(false);
+  EXPECT_LT(rel_diff(got, want), 1e-2);
+  EXPECT_GT(want.abs().max().item<double>(), 0);
+}
