@@ -153,6 +153,15 @@ __device__ void block_sums(const float (&a)[N], const float (&b)[N], float* part
   }
 }
 
+// Channel c's two sums over the chunks of block_sums, in chunk order, in double ([Deterministic sums]).
+__device__ __forceinline__ void chunk_sums(const float* __restrict__ partial, int64_t C, int chunks,
+                                           int64_t c, double& a, double& b) {
+  for (int k = 0; k < chunks; ++k) {
+    a += partial[static_cast<int64_t>(k) * 2 * C + c];
+    b += partial[static_cast<int64_t>(k) * 2 * C + C + c];
+  }
+}
+
 // Pass 1 of the forward: sums of (x - pivot) and (x - pivot)^2 per channel, the pivot being row 0, so
 // that a mean large against the spread does not cancel the variance in float.
 template <class T>
@@ -194,7 +203,7 @@ __global__ void __launch_bounds__(kThreads) moments_kernel(const T* __restrict__
   block_sums<N>(s, q, partial, C, c0, valid);
 }
 
-// One thread per channel: the chunks' sums in chunk order (in double), then the statistics.
+// One thread per channel: the chunks' sums, then the statistics.
 template <class T>
 __global__ void stats_kernel(const T* __restrict__ x, int64_t rows, int64_t C, int chunks,
                              const float* __restrict__ partial, const float* __restrict__ weight,
@@ -203,10 +212,7 @@ __global__ void stats_kernel(const T* __restrict__ x, int64_t rows, int64_t C, i
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
   double s = 0, q = 0;
-  for (int k = 0; k < chunks; ++k) {
-    s += partial[static_cast<int64_t>(k) * 2 * C + c];
-    q += partial[static_cast<int64_t>(k) * 2 * C + C + c];
-  }
+  chunk_sums(partial, C, chunks, c, s, q);
   const double m = s / static_cast<double>(rows);
   const double v = q / static_cast<double>(rows) - m * m;
   const double var = v < 0 ? 0.0 : v;  // not fmax: a NaN batch leaves a NaN running_var, as in torch
@@ -334,10 +340,7 @@ __global__ void grad_coeff_kernel(int64_t rows, int64_t C, int chunks, const flo
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= C) return;
   double sg = 0, sgx = 0;
-  for (int k = 0; k < chunks; ++k) {
-    sg += partial[static_cast<int64_t>(k) * 2 * C + c];
-    sgx += partial[static_cast<int64_t>(k) * 2 * C + C + c];
-  }
+  chunk_sums(partial, C, chunks, c, sg, sgx);
   const double is = stats[kInvstd * C + c], a = stats[kScale * C + c];
   const double n = static_cast<double>(rows);
   coeff[c] = static_cast<float>(a);
