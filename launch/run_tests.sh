@@ -23,25 +23,49 @@ CUDA_TARGETS="resnext_worker mpi_comm_test test_thread_comm test_data_parallel t
 
 # [Overlapped builds] The CPU suite leaves about a quarter of the two cores idle (measured: 28.5 of 46
 # core-minutes busy; its fault, Slurm and multinode tests wait on heartbeats, deadlines and the
-# scheduler). The instrumented build (build-fuzz) and the CUDA build are made meanwhile under Linux's
-# idle scheduling class (chrt --idle; nice 19 where chrt is missing), so they run only when the tests
-# leave a core idle; their output goes to build-background.log, and the stages after the suite wait
-# for them. The job stays in this session: with autogroup scheduling a new session (setsid) is a new
-# group with an equal share of the CPU whatever its priority, which slowed the suite's tests twofold to
-# eightfold in a first try. It gets its own process group (set -m), killed if this script exits early.
+# scheduler). The instrumented build (build-fuzz) and the CUDA build are made meanwhile, and must take
+# only that idle time. A per-task priority is not enough: with autogroup scheduling every session is a
+# scheduling group with an equal share of the CPU whatever its tasks' priorities, and the tests' jobs
+# run in sessions of their own (the coordinator, Slurm and mpirun start them with setsid). Under
+# `chrt --idle` alone the builds still took half a core from such a job: a 1-rank worker's two
+# OpenMP threads then wait on each other at every barrier, and coordinator_faults_matrix_fewer_ranks
+# took 388 s instead of 25 (reproduced with two idle-class busy loops). So the builds go into a cpu
+# cgroup with cpu.idle=1 (idle_cgroup below; the whole group is then scheduled only when nothing else
+# wants a core: 25 s with the same busy loops), with chrt --idle and nice 19 as well, or alone where
+# no cgroup can be made. The job gets its own process group (set -m), killed if this script exits
+# early; its output goes to build-background.log, and the stages after the suite wait for it.
+# Prints a new cpu cgroup directory with cpu.idle=1 (cgroup v1's cpu hierarchy, or v2 where its cpu
+# controller is on), or nothing. cpu.idle must exist before it is written: on a tmpfs that is not a
+# cgroup file system, mkdir and the write would both succeed and mean nothing.
+idle_cgroup() {
+  local root dir
+  for root in /sys/fs/cgroup/cpu /sys/fs/cgroup; do
+    dir=$root/resnext-ci-$$
+    mkdir "$dir" 2>/dev/null || continue
+    if [ -e "$dir/cpu.idle" ] && echo 1 > "$dir/cpu.idle" 2>/dev/null; then
+      echo "$dir"
+      return 0
+    fi
+    rmdir "$dir" 2>/dev/null || true
+  done
+}
 bg=""
+cg=""
 if [ $fuzz = 1 ] || [ $cuda = 1 ]; then
   idle=(nice -n 19)
   if command -v chrt >/dev/null && chrt --idle 0 true 2>/dev/null; then idle+=(chrt --idle 0); fi
+  cg=$(idle_cgroup || true)
+  echo "run_tests: background builds in ${cg:-no cgroup (no writable cpu cgroup with cpu.idle)}, ${idle[*]}"
   set -m
   "${idle[@]}" bash -c '
     set -euo pipefail
+    if [ -n "$4" ] && ! echo $$ > "$4/cgroup.procs"; then echo "run_tests: could not join $4"; fi
     if [ "$1" = 1 ]; then launch/run_fuzz.sh --build-only; fi
-    if [ "$2" = 1 ]; then launch/build_cuda.sh --targets "$3"; fi' _ "$fuzz" "$cuda" "$CUDA_TARGETS" \
+    if [ "$2" = 1 ]; then launch/build_cuda.sh --targets "$3"; fi' _ "$fuzz" "$cuda" "$CUDA_TARGETS" "$cg" \
     > build-background.log 2>&1 &
   bg=$!
   set +m
-  trap 'if [ -n "$bg" ]; then kill -- -"$bg" 2>/dev/null || true; fi' EXIT
+  trap 'if [ -n "$bg" ]; then kill -- -"$bg" 2>/dev/null || true; fi; if [ -n "$cg" ]; then rmdir "$cg" 2>/dev/null || true; fi' EXIT
 fi
 
 # e2e tests reserve both cores (PROCESSORS 2), so -j2 only overlaps the light ones.
@@ -55,6 +79,8 @@ if [ -n "$bg" ]; then
     exit 1
   fi
   bg=""
+  if [ -n "$cg" ]; then rmdir "$cg" 2>/dev/null || true; fi
+  cg=""
   grep -E "^run_fuzz: build-fuzz built|^build_cuda: " build-background.log | sed 's/^/run_tests: background: /' || true
 fi
 # The instrumented half (build-fuzz, Clang): coordinator tests under ASan+UBSan, then every libFuzzer
