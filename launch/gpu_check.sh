@@ -20,7 +20,8 @@
 # own LibTorch with sysroot/. RX_GPU_CHECK_REBUILD=1 forces that path. RX_GPU_CHECK_NO_GPU=1 lets
 # --run go on without a GPU (every GPU test then skips): how the script is tried on a CPU machine.
 # RX_GPU_TESTS=a,b runs only those gpu tests (CTest names); RX_BENCH_BUDGET, RX_BENCH_CASES,
-# RX_BENCH_VARIANTS and RX_BENCH_NO_COMPILE size the benchmark (bench/gpu/gpu_bench.py).
+# RX_BENCH_VARIANTS and RX_BENCH_NO_COMPILE size the benchmark (bench/gpu/gpu_bench.py);
+# RX_BENCH_WORKER=PATH benchmarks another worker binary (an A/B of two builds in one call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)

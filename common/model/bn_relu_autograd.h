@@ -4,11 +4,31 @@
 //   static Tensor forward(AutogradContext*, x, weight, bias, residual, BatchNorm2dImpl*)
 //   static tensor_list backward(AutogradContext*, tensor_list grads)
 // The two functions differ only in whether the residual is an input: autograd takes no undefined ones.
+// Also the pieces both kernel sets use around their kernels: BN's affine map and float pointers.
 #include <torch/torch.h>
 
 #include <utility>
 
 namespace rx::model {
+
+// scale = gamma * invstd and shift = beta - mean * scale, computed the same way in forward and
+// backward (and in eval, from the running statistics) so that backward's recomputed ReLU mask is
+// forward's.
+inline std::pair<torch::Tensor, torch::Tensor> bn_affine(const torch::Tensor& weight,
+                                                         const torch::Tensor& bias, const torch::Tensor& mean,
+                                                         const torch::Tensor& invstd) {
+  torch::Tensor scale = weight.detach() * invstd;
+  torch::Tensor shift = bias.detach() - mean * scale;
+  return {scale.contiguous(), shift.contiguous()};
+}
+
+// Eval: the running statistics' inverse standard deviation, 1 / sqrt(running_var + eps).
+inline torch::Tensor running_invstd(const torch::nn::BatchNorm2dImpl& bn) {
+  return (bn.running_var + bn.options.eps()).rsqrt();
+}
+
+inline const float* f32(const torch::Tensor& t) { return t.data_ptr<float>(); }
+inline float* f32_mut(torch::Tensor& t) { return t.data_ptr<float>(); }
 
 template <template <bool> class Kernels>
 struct BnReluAutograd : public torch::autograd::Function<BnReluAutograd<Kernels>> {

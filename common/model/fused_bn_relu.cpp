@@ -143,18 +143,6 @@ void normalize_relu(const float* x, const float* residual, float* y, int64_t row
   });
 }
 
-// scale = gamma * invstd and shift = beta - mean * scale, computed the same way in forward and
-// backward so that backward's recomputed ReLU mask is forward's.
-std::pair<Tensor, Tensor> affine(const Tensor& weight, const Tensor& bias, const Tensor& mean,
-                                 const Tensor& invstd) {
-  Tensor scale = weight.detach() * invstd;
-  Tensor shift = bias.detach() - mean * scale;
-  return {scale.contiguous(), shift.contiguous()};
-}
-
-const float* f32(const Tensor& t) { return t.data_ptr<float>(); }
-float* f32_mut(Tensor& t) { return t.data_ptr<float>(); }
-
 // [Fused BN-ReLU] training mode: batch statistics, running-statistics update, and a backward that
 // recomputes the mask (no residual) or reads the saved output (residual), for the two autograd
 // functions of bn_relu_autograd.h.
@@ -190,7 +178,7 @@ struct TrainingKernels {
       bn->running_var.mul_(1 - momentum).add_(var_t, momentum * unbias);
       bn->num_batches_tracked.add_(1);
     }
-    auto [scale, shift] = affine(weight, bias, mean, invstd);
+    auto [scale, shift] = bn_affine(weight, bias, mean, invstd);
     Tensor y = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
     normalize_relu(xp, kResidual ? f32(residual) : nullptr, f32_mut(y), rows, C, f32(scale), f32(shift));
     if constexpr (kResidual)
@@ -213,7 +201,7 @@ struct TrainingKernels {
     const Tensor dy = grads[0].contiguous(at::MemoryFormat::ChannelsLast);
     const int64_t C = x.size(1);
     const int64_t rows = x.numel() / C;
-    auto [scale, shift] = affine(weight, saved[2], mean, invstd);
+    auto [scale, shift] = bn_affine(weight, saved[2], mean, invstd);
     const float *xp = f32(x), *dyp = f32(dy), *sp = f32(scale), *tp = f32(shift), *mp = f32(mean);
 
     // Pass 1: g = dy where the output was positive; sums of g and g * (x - mean) per channel. With a
@@ -301,8 +289,7 @@ Tensor bn_relu(const Tensor& x, torch::nn::BatchNorm2dImpl& bn, const Tensor& re
     return bn.is_training() ? cuda_bn_relu_train(x, bn, residual) : cuda_bn_relu_eval(x, bn, residual);
   if (bn.is_training()) return bn_relu_train<TrainingKernels>(x, bn, residual);
   // Eval, no gradients: the running statistics make BN one affine map, applied with the ReLU in one pass.
-  Tensor invstd = (bn.running_var + bn.options.eps()).rsqrt();
-  auto [scale, shift] = affine(bn.weight, bn.bias, bn.running_mean, invstd);
+  auto [scale, shift] = bn_affine(bn.weight, bn.bias, bn.running_mean, running_invstd(bn));
   Tensor y = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
   const int64_t C = x.size(1);
   normalize_relu(f32(x), residual.defined() ? f32(residual) : nullptr, f32_mut(y), x.numel() / C, C,

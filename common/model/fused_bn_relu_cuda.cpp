@@ -40,9 +40,6 @@ Tensor floats(const Tensor& like, at::IntArrayRef sizes) {
                       like.options().dtype(torch::kFloat32).memory_format(at::MemoryFormat::Contiguous));
 }
 
-const float* f32(const Tensor& t) { return t.data_ptr<float>(); }
-float* f32_mut(Tensor& t) { return t.data_ptr<float>(); }
-
 // [Fused BN-ReLU] on CUDA: the kernel set of bn_relu_autograd.h's two autograd functions (as on the CPU,
 // fused_bn_relu.cpp), over the kernels of bn_relu_cuda.cu. Forward saves x, the [4, C] statistics (mean,
 // invstd, scale, shift) and, with a residual, the output, whose sign is the ReLU's mask; backward recomputes
@@ -126,10 +123,9 @@ torch::Tensor cuda_bn_relu_eval(const torch::Tensor& x, const torch::nn::BatchNo
                                 const torch::Tensor& residual) {
   const c10::cuda::CUDAGuard guard(x.device());
   torch::NoGradGuard no_grad;
-  const Tensor invstd = (bn.running_var + bn.options.eps()).rsqrt();
-  const Tensor scale = bn.weight * invstd;
-  const Tensor stats =
-      torch::stack({bn.running_mean, invstd, scale, bn.bias - bn.running_mean * scale}).contiguous();
+  const Tensor invstd = running_invstd(bn);
+  const auto [scale, shift] = bn_affine(bn.weight, bn.bias, bn.running_mean, invstd);
+  const Tensor stats = torch::stack({bn.running_mean, invstd, scale, shift}).contiguous();
   Tensor y = torch::empty_like(x, at::MemoryFormat::ChannelsLast);
   check(cuda_bn::normalize_relu(shape_of(x), x.data_ptr(), residual.defined() ? residual.data_ptr() : nullptr,
                                 y.data_ptr(), f32(stats), stream_of(x)),

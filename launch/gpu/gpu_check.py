@@ -108,8 +108,10 @@ def run(args):
     budget = float(opts.get("--bench-budget", "200"))
     if budget > 0:
         bench_out = os.path.join(outdir, "bench")
-        cmd = [sys.executable, os.path.join(src, "bench", "gpu", "gpu_bench.py"), "--worker",
-               os.path.join(build, "worker", "resnext_worker"), "--out", bench_out, "--budget-s", str(int(budget))]
+        # RX_BENCH_WORKER: another worker binary for the benchmark (an A/B of two builds in one device call).
+        worker = os.environ.get("RX_BENCH_WORKER") or os.path.join(build, "worker", "resnext_worker")
+        cmd = [sys.executable, os.path.join(src, "bench", "gpu", "gpu_bench.py"), "--worker", worker,
+               "--out", bench_out, "--budget-s", str(int(budget))]
         print("bench: " + " ".join(cmd), flush=True)
         try:
             p = subprocess.run(cmd, text=True, timeout=budget + 90, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
