@@ -3,17 +3,20 @@
 "What bounds the fraction of peak").
 
     PYTHONPATH=bench/python python3 bench/gpu/conv_share.py [--model resnext29_8x64d] [--hw 32] [--batch 128]
-        [--out conv_share.json] [--quick]
+        [--benchmark-limit N] [--out conv_share.json] [--quick]
 
 1. The whole eager PyTorch step (autocast bf16, channels_last, cudnn.benchmark, SGD), timed with CUDA
    events: its ms and its FLOP rate as a share of the card's dense bf16 peak (gpu_bench.BF16_PEAK).
 2. Every convolution of the model alone, at the shape it has in the step: bf16 weights and input,
-   channels_last, forward, then forward + backward (input and weight gradients; the stem's input needs
-   none), each the median of repeated CUDA-event timings. Grouped by kind (grouped 3x3, 1x1, the dense
+   channels_last; its forward, input gradient (dgrad; the stem's input needs none) and weight gradient
+   (wgrad), each the median of repeated CUDA-event timings. Grouped by kind (grouped 3x3, 1x1, the dense
    stem), with ms per step, TFLOP/s and share of peak.
 3. The bound: the model's convolution FLOPs over the convolutions' summed time. A step cannot reach a
    larger share of peak than this however little the rest (BN, ReLU, adds, the optimizer) costs.
 4. The grouped 3x3 layers again in fp16 and in NCHW, to see whether a layout or type would lift them.
+--benchmark-limit sets torch.backends.cudnn.benchmark_limit (how many cuDNN engine configurations
+cudnn.benchmark tries per shape; PyTorch's default is 10, 0 tries all). cuDNN keeps its choice per
+shape for the life of the process, so compare limits in separate runs.
 Prints a table and one "RESULT {json}" line; --out also writes the JSON. --quick: CPU smoke run
 (tiny model and batch, wall-clock timing). Exit 1 if a timing failed.
 """
@@ -79,11 +82,12 @@ def conv_layers(model, x, dtype):
 
 
 def time_conv(timer, conv, in_shape, out_shape, dtype, fmt, needs_dgrad, reps):
-    """(forward ms, backward ms) of one convolution alone with conv's parameters."""
+    """(forward, input-gradient, weight-gradient) ms of one convolution alone with conv's parameters;
+    each gradient is a forward + backward computing only it, less the forward."""
     dev = conv.weight.device
     c = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                   groups=conv.groups, bias=False).to(dev, dtype).to(memory_format=fmt)
-    x = torch.randn(in_shape, device=dev, dtype=dtype).contiguous(memory_format=fmt).requires_grad_(needs_dgrad)
+    x = torch.randn(in_shape, device=dev, dtype=dtype).contiguous(memory_format=fmt)
     gy = torch.randn(out_shape, device=dev, dtype=dtype).contiguous(memory_format=fmt)
 
     def fwd():
@@ -96,7 +100,15 @@ def time_conv(timer, conv, in_shape, out_shape, dtype, fmt, needs_dgrad, reps):
         c(x).backward(gy)
 
     f = timer(fwd, reps)
-    return f, max(0.0, timer(fwd_bwd, reps) - f)
+    times = []
+    for x_grad, w_grad in [(True, False), (False, True)]:
+        if x_grad and not needs_dgrad:
+            times.append(0.0)
+            continue
+        x.requires_grad_(x_grad)
+        c.weight.requires_grad_(w_grad)
+        times.append(max(0.0, timer(fwd_bwd, reps) - f))
+    return f, times[0], times[1]
 
 
 def time_step(timer, model, x, y, dtype, steps):
@@ -119,6 +131,8 @@ def main():
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--reps", type=int, default=20, help="timings per measurement (the median is kept)")
+    ap.add_argument("--benchmark-limit", type=int, default=None,
+                    help="torch.backends.cudnn.benchmark_limit (default: torch's, 10; 0 = try every engine)")
     ap.add_argument("--out", default="", help="also write the JSON here")
     ap.add_argument("--quick", action="store_true", help="CPU smoke run: resnext11_4x16d, batch 2, 2 reps")
     args = ap.parse_args()
@@ -130,6 +144,8 @@ def main():
     else:
         device = torch.device("cuda")
         torch.backends.cudnn.benchmark = True
+        if args.benchmark_limit is not None:
+            torch.backends.cudnn.benchmark_limit = args.benchmark_limit
     timer, bf16, cl = Timer(device), torch.bfloat16, torch.channels_last
     torch.manual_seed(0)
     model = build_model(args.model, args.classes).to(device).to(memory_format=cl).train()
@@ -148,13 +164,17 @@ def main():
         key = (conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.groups, in_shape, i == 0)
         if key not in cache:  # repeated blocks share a timing
             cache[key] = time_conv(timer, conv, in_shape, out_shape, bf16, cl, i > 0, args.reps)
-        f, b = cache[key]
-        k = kinds.setdefault(kind_of(conv, i == 0), {"layers": 0, "flops": 0, "fwd_ms": 0.0, "bwd_ms": 0.0})
+        f, dg, wg = cache[key]
+        k = kinds.setdefault(kind_of(conv, i == 0), {"layers": 0, "flops": 0, "fwd_ms": 0.0, "dgrad_ms": 0.0,
+                                                     "wgrad_ms": 0.0})
         k["layers"] += 1
         k["flops"] += flops
         k["fwd_ms"] += f
-        k["bwd_ms"] += b
-    conv_ms = sum(k["fwd_ms"] + k["bwd_ms"] for k in kinds.values())
+        k["dgrad_ms"] += dg
+        k["wgrad_ms"] += wg
+    for k in kinds.values():
+        k["ms"] = k["fwd_ms"] + k["dgrad_ms"] + k["wgrad_ms"]
+    conv_ms = sum(k["ms"] for k in kinds.values())
     conv_flops = sum(k["flops"] for k in kinds.values())
 
     def share(flops, ms):
@@ -167,28 +187,30 @@ def main():
                              ("bf16 NCHW", bf16, torch.contiguous_format)]:
         total = 0.0
         for c, i_s, o_s in grouped:
-            f, b = time_conv(timer, c, i_s, o_s, dtype, fmt, True, args.reps)
-            total += f + b
+            total += sum(time_conv(timer, c, i_s, o_s, dtype, fmt, True, args.reps))
         alternatives[name] = total
 
     report = {
         "model": args.model, "hw": args.hw, "batch": args.batch, "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "bf16_peak_tflops": BF16_PEAK,
+        "cudnn_benchmark_limit": getattr(torch.backends.cudnn, "benchmark_limit", None),
         "step_ms": step_ms, "step_share_of_peak": share(model_flops, step_ms),
         "conv_ms": conv_ms, "conv_share_of_step": conv_ms / step_ms if step_ms > 0 else None,
         "conv_bound_share_of_peak": share(conv_flops, conv_ms),
         "kinds": {n: {"layers": k["layers"], "gflop_per_step": k["flops"] / 1e9, "fwd_ms": k["fwd_ms"],
-                      "bwd_ms": k["bwd_ms"], "tflops": k["flops"] / ((k["fwd_ms"] + k["bwd_ms"]) * 1e-3) / 1e12
-                      if k["fwd_ms"] + k["bwd_ms"] > 0 else None,
-                      "share_of_peak": share(k["flops"], k["fwd_ms"] + k["bwd_ms"])} for n, k in kinds.items()},
+                      "dgrad_ms": k["dgrad_ms"], "wgrad_ms": k["wgrad_ms"],
+                      "tflops": k["flops"] / (k["ms"] * 1e-3) / 1e12 if k["ms"] > 0 else None,
+                      "share_of_peak": share(k["flops"], k["ms"])} for n, k in kinds.items()},
         "grouped_alternatives_ms": alternatives,
     }
     print(f"{args.model} {args.hw}x{args.hw} batch {args.batch}, {report['device_name']}, torch {torch.__version__}")
     print(f"eager bf16-cl step: {step_ms:.2f} ms, {100 * (report['step_share_of_peak'] or 0):.1f}% of bf16 peak")
-    print("| kind | layers | GFLOP/step | fwd ms | bwd ms | TFLOP/s | % of peak |\n|---|---|---|---|---|---|---|")
+    print("| kind | layers | GFLOP/step | fwd ms | dgrad ms | wgrad ms | TFLOP/s | % of peak |\n"
+          "|---|---|---|---|---|---|---|---|")
     for n, k in report["kinds"].items():
-        print(f"| {n} | {k['layers']} | {k['gflop_per_step']:.1f} | {k['fwd_ms']:.2f} | {k['bwd_ms']:.2f} | "
+        print(f"| {n} | {k['layers']} | {k['gflop_per_step']:.1f} | {k['fwd_ms']:.2f} | {k['dgrad_ms']:.2f} | "
+              f"{k['wgrad_ms']:.2f} | "
               f"{k['tflops'] or 0:.1f} | {100 * (k['share_of_peak'] or 0):.1f} |")
     print(f"convolutions alone: {conv_ms:.2f} ms = {100 * (report['conv_share_of_step'] or 0):.0f}% of the step; "
           f"bound on the step's share of peak: {100 * (report['conv_bound_share_of_peak'] or 0):.1f}%")
