@@ -128,24 +128,21 @@ void write_records(const std::string& path, const Dataset& d, int64_t begin, int
   detail::write_file(path, reinterpret_cast<const uint8_t*>(out.data()), out.size());
 }
 
-std::string file_in(const std::string& dir, const std::string& name) {
-  return (fs::path(dir) / name).string();
-}
-
 }  // namespace
 
 namespace {
 std::vector<std::string> cifar10_files(const std::string& dir, Split split) {
   std::vector<std::string> paths;
   if (split == Split::kTrain) {
-    for (int i = 1; i <= 5; ++i) paths.push_back(file_in(dir, "data_batch_" + std::to_string(i) + ".bin"));
+    for (int i = 1; i <= 5; ++i)
+      paths.push_back(detail::file_in(dir, "data_batch_" + std::to_string(i) + ".bin"));
   } else {
-    paths.push_back(file_in(dir, "test_batch.bin"));
+    paths.push_back(detail::file_in(dir, "test_batch.bin"));
   }
   return paths;
 }
 std::string cifar100_file(const std::string& dir, Split split) {
-  return file_in(dir, split == Split::kTrain ? "train.bin" : "test.bin");
+  return detail::file_in(dir, split == Split::kTrain ? "train.bin" : "test.bin");
 }
 }  // namespace
 
@@ -203,9 +200,10 @@ void write_cifar10(const std::string& dir, const Dataset& train, const Dataset& 
                              std::to_string(train.count) + " and " + std::to_string(test.count));
   for (int f = 0; f < 5; ++f) {
     const int64_t begin = train.count * f / 5, end = train.count * (f + 1) / 5;
-    write_records(file_in(dir, "data_batch_" + std::to_string(f + 1) + ".bin"), train, begin, end, false);
+    write_records(detail::file_in(dir, "data_batch_" + std::to_string(f + 1) + ".bin"), train, begin, end,
+                  false);
   }
-  write_records(file_in(dir, "test_batch.bin"), test, 0, test.count, false);
+  write_records(detail::file_in(dir, "test_batch.bin"), test, 0, test.count, false);
 }
 
 void write_cifar100(const std::string& dir, const Dataset& train, const Dataset& test) {
@@ -213,8 +211,8 @@ void write_cifar100(const std::string& dir, const Dataset& train, const Dataset&
   check_writable(dir, test, 100);
   if (train.count < 1 || test.count < 1)
     throw DataError(dir, "CIFAR-100 needs >= 1 train and >= 1 test sample");
-  write_records(file_in(dir, "train.bin"), train, 0, train.count, true);
-  write_records(file_in(dir, "test.bin"), test, 0, test.count, true);
+  write_records(detail::file_in(dir, "train.bin"), train, 0, train.count, true);
+  write_records(detail::file_in(dir, "test.bin"), test, 0, test.count, true);
 }
 
 }  // namespace rx::data

@@ -133,4 +133,8 @@ void write_file(const std::string& path, const uint8_t* data, size_t n, bool gzi
   if (std::fclose(f.release()) != 0) throw IoError(path, "close failed: " + errno_text());
 }
 
+std::string file_in(const std::string& dir, const std::string& name) {
+  return (std::filesystem::path(dir) / name).string();
+}
+
 }  // namespace rx::data::detail

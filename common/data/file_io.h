@@ -23,5 +23,7 @@ std::vector<uint8_t> read_prefix_maybe_gzip(const std::string& path, size_t n);
 void check_block(const Dataset& d, int64_t begin, int64_t end);
 // Writes `n` bytes (gzip-compressed when `gzip`), creating parent directories. IoError on failure.
 void write_file(const std::string& path, const uint8_t* data, size_t n, bool gzip = false);
+// dir/name, as the readers name a dataset's files.
+std::string file_in(const std::string& dir, const std::string& name);
 
 }  // namespace rx::data::detail

@@ -83,13 +83,9 @@ IdxFile parse_idx_file(std::vector<uint8_t> bytes, const std::string& path, int 
   return f;
 }
 
-std::string file_in(const std::string& dir, const std::string& name) {
-  return (fs::path(dir) / name).string();
-}
-
 // Prefers name.gz, falls back to the plain name; IoError naming both if neither exists.
 std::string find_gz_or_plain(const std::string& dir, const std::string& name) {
-  const std::string gz = file_in(dir, name + ".gz"), plain = file_in(dir, name);
+  const std::string gz = detail::file_in(dir, name + ".gz"), plain = detail::file_in(dir, name);
   std::error_code ec;
   if (fs::exists(gz, ec)) return gz;
   if (fs::exists(plain, ec)) return plain;
