@@ -6,6 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libtorch-dev                       # LibTorch 1.13 (CPU)
+  libopenblas0-openmp                # the BLAS LibTorch recommends, on its OpenMP threads ([BLAS])
   libopenmpi-dev openmpi-bin         # MPI ranks and the CPU all-reduce
   libboost-dev                       # Boost.Asio / Boost.Beast (header-only)
   nlohmann-json3-dev libspdlog-dev libgtest-dev libgmock-dev
@@ -21,6 +22,12 @@ PACKAGES=(
   clang libclang-rt-14-dev           # libFuzzer + ASan/UBSan runtimes (launch/run_fuzz.sh, build-fuzz)
   python3-venv                       # the contract tests' cached PyPI venv (tests/contract/pydeps.py)
 )
+# [BLAS] libtorch-dev needs a libblas.so.3 and recommends OpenBLAS, which --no-install-recommends
+# leaves out: Debian's reference BLAS then serves it. LibTorch's float32 convolutions mostly run in
+# oneDNN, but its GEMMs (linear layers, the convolutions oneDNN declines, float64, python3-torch's
+# too) call libblas.so.3: the `unit` tests took 150 s with the reference BLAS and 67 s with OpenBLAS
+# on a 2-core CI-class VM. The OpenMP build shares LibTorch's OpenMP threads, so a rank's
+# torch::set_num_threads bounds both.
 
 missing=()
 for p in "${PACKAGES[@]}"; do
