@@ -85,45 +85,30 @@ function(_rx_pch_skip_torch_free target)
   endforeach()
 endfunction()
 
-# Walks the directory tree below `dir` once every target exists, so a new target needs no call of
-# its own.
-function(_rx_pch_reuse dir)
+# Sets `out` to every target defined in `dir` and below. rx_build_speed walks the tree once every
+# target exists, so a new target needs no call of its own.
+function(_rx_targets_below dir out)
   get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
-  foreach(t ${targets})
-    get_target_property(type ${t} TYPE)
-    get_target_property(libs ${t} LINK_LIBRARIES)
-    if(NOT t STREQUAL rx_common AND type MATCHES "^(EXECUTABLE|STATIC_LIBRARY)$" AND libs
-       AND ("rx_common" IN_LIST libs OR "rx_worker_lib" IN_LIST libs))
-      target_precompile_headers(${t} REUSE_FROM rx_common)
-      _rx_pch_skip_torch_free(${t})
-    endif()
-  endforeach()
   get_property(subdirs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
   foreach(sub ${subdirs})
-    _rx_pch_reuse(${sub})
+    _rx_targets_below(${sub} more)
+    list(APPEND targets ${more})
   endforeach()
-endfunction()
-
-# Every executable defined in the tests/ tree, at or below `dir`, compiles at -O1 in Release builds.
-function(_rx_tests_o1 dir)
-  get_property(targets DIRECTORY ${dir} PROPERTY BUILDSYSTEM_TARGETS)
-  string(FIND "${dir}/" "${PROJECT_SOURCE_DIR}/tests/" at)
-  foreach(t ${targets})
-    get_target_property(type ${t} TYPE)
-    if(type STREQUAL "EXECUTABLE" AND at EQUAL 0)
-      target_compile_options(${t} PRIVATE $<$<CONFIG:Release>:-O1>)
-    endif()
-  endforeach()
-  get_property(subdirs DIRECTORY ${dir} PROPERTY SUBDIRECTORIES)
-  foreach(sub ${subdirs})
-    _rx_tests_o1(${sub})
-  endforeach()
+  set(${out} ${targets} PARENT_SCOPE)
 endfunction()
 
 # Called at the end of the top-level CMakeLists.txt.
 function(rx_build_speed)
-  if(RX_TEST_O1)
-    _rx_tests_o1(${PROJECT_SOURCE_DIR})
+  _rx_targets_below(${PROJECT_SOURCE_DIR} all)
+  if(RX_TEST_O1)  # [Tests at -O1]: the executables defined in the tests/ tree
+    foreach(t ${all})
+      get_target_property(type ${t} TYPE)
+      get_target_property(dir ${t} SOURCE_DIR)
+      string(FIND "${dir}/" "${PROJECT_SOURCE_DIR}/tests/" at)
+      if(type STREQUAL "EXECUTABLE" AND at EQUAL 0)
+        target_compile_options(${t} PRIVATE $<$<CONFIG:Release>:-O1>)
+      endif()
+    endforeach()
   endif()
   if(RX_UNITY)
     set_target_properties(rx_common rx_worker_lib PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 6)
@@ -136,5 +121,14 @@ function(rx_build_speed)
   set_source_files_properties(${PROJECT_SOURCE_DIR}/common/data/augment.cpp
                               ${PROJECT_SOURCE_DIR}/common/optim/flat_kernels.cpp
                               TARGET_DIRECTORY rx_common PROPERTIES SKIP_PRECOMPILE_HEADERS ON)
-  _rx_pch_reuse(${PROJECT_SOURCE_DIR})
+  # Every other target that links rx_common or rx_worker_lib directly reuses rx_common's header.
+  foreach(t ${all})
+    get_target_property(type ${t} TYPE)
+    get_target_property(libs ${t} LINK_LIBRARIES)
+    if(NOT t STREQUAL rx_common AND type MATCHES "^(EXECUTABLE|STATIC_LIBRARY)$" AND libs
+       AND ("rx_common" IN_LIST libs OR "rx_worker_lib" IN_LIST libs))
+      target_precompile_headers(${t} REUSE_FROM rx_common)
+      _rx_pch_skip_torch_free(${t})
+    endif()
+  endforeach()
 endfunction()

@@ -36,7 +36,10 @@ CUDA_TARGETS="resnext_worker mpi_comm_test test_data_parallel test_fused_optimiz
 # cgroup with cpu.idle=1 (idle_cgroup below; the whole group is then scheduled only when nothing else
 # wants a core: 25 s with the same busy loops), with chrt --idle and nice 19 as well, or alone where
 # no cgroup can be made. The job gets its own process group (set -m), killed if this script exits
-# early; its output goes to build-background.log, and the stages after the suite wait for it.
+# early; its output goes to build-background.log, and the stages after the suite wait for it. That
+# idle time is roughly 12 core-minutes in a 23-minute suite, so what the builds cost decides how long
+# the run waits for them after the suite: with build-fuzz at -O0 ([Fuzz build level] in
+# run_fuzz.sh) they were done 3.5 min after it, against 8 min at -O1.
 # Prints a new cpu cgroup directory with cpu.idle=1 (cgroup v1's cpu hierarchy, or v2 where its cpu
 # controller is on), or nothing. cpu.idle must exist before it is written: on a tmpfs that is not a
 # cgroup file system, mkdir and the write would both succeed and mean nothing.
