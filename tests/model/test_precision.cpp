@@ -124,11 +124,11 @@ TEST(Precision, ChannelsLastStepEqualsContiguous) {
   EXPECT_NEAR(rb.loss, ra.loss, 1e-5 * std::abs(ra.loss));
   // Both steps are fp32, but they sum in different orders (oneDNN's channels-last kernels, the BLAS
   // behind the contiguous ones). Against the same model in float64, each fp32 step lands either within
-  // 1e-6 or about 5e-4 away in relative L2, the latter spread evenly over every parameter: a
-  // rounding-sensitive decision in this fresh model's forward goes one way or the other. Which step
-  // lands where changes with the BLAS (reference or OpenBLAS) and with oneDNN on or off; measured on an
-  // AMD EPYC Zen 1. A wrong layout (weights or activations read in the wrong order) moves the
-  // gradients by order 1.
+  // 1e-6 or about 5e-4 away in relative L2, the latter spread evenly over every parameter. Two outcomes
+  // and nothing between suggest a rounding-sensitive decision in this fresh model's forward (not traced
+  // to its layer). Which step lands where changes with the BLAS (reference or OpenBLAS) and with oneDNN
+  // on or off; measured on an AMD EPYC Zen 1. A wrong layout (weights or activations read in the wrong
+  // order) moves the gradients by order 1.
   EXPECT_LT(rel_l2(rb.grads, ra.grads), 2e-3);
 }
 
