@@ -18,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/parallel/thread_budget.h"
 #include "common/util/args.h"
 #include "common/util/error.h"
 #include "coordinator/http/listener.h"
@@ -177,7 +178,13 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
     spdlog::info("slurm launcher: template {}", so.template_path);
     job_launcher = std::make_unique<SlurmLauncher>(std::move(so));
   } else {
-    job_launcher = std::make_unique<LocalLauncher>(worker, a.get_or("mpirun", "mpirun"));
+    // [Slot threads] A slot is a 1/slots share of the CPUs this coordinator may use; each rank of a
+    // job gets that many intra-op threads (OMP_NUM_THREADS, which the worker's [Thread budget] obeys).
+    const int cpus = rx::parallel::CpuMask::of_this_thread().count();
+    const int threads_per_rank = std::max(1, cpus / opts.slots);
+    spdlog::info("local launcher: {} CPUs over {} slots, {} thread(s) per rank (OMP_NUM_THREADS{})", cpus,
+                 opts.slots, threads_per_rank, std::getenv("OMP_NUM_THREADS") ? ": yours, kept" : "");
+    job_launcher = std::make_unique<LocalLauncher>(worker, a.get_or("mpirun", "mpirun"), threads_per_rank);
   }
   JobService service(opts, std::move(job_launcher), std::move(tokens));
   ServiceState state(service);

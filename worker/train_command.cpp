@@ -1,8 +1,10 @@
 // `resnext_worker train`: one rank of a data-parallel job (mpirun/srun/alone).
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -10,6 +12,7 @@
 #include "common/comm/factory.h"
 #include "common/comm/mpi/mpi_communicator.h"
 #include "common/config/job_spec.h"
+#include "common/parallel/thread_budget.h"
 #include "common/report/report_client.h"
 #include "common/util/error.h"
 #include "common/util/file_util.h"
@@ -32,17 +35,38 @@ constexpr int kExitConfig = 2;
 // and `--resume` continues from it. launch/slurm/train.sbatch requeues the job on this code.
 constexpr int kExitPreempted = 85;
 
-// Sets LibTorch's thread pools explicitly (it does not divide cores between local ranks by itself;
-// pytorch/pytorch#20156): `threads` per rank, or the machine's cores split across local ranks.
-void setup_threads(int requested, int local_size) {
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  const int n = requested > 0 ? requested : std::max(1, cores / std::max(1, local_size));
-  torch::set_num_threads(n);
+// Sets LibTorch's thread pools explicitly, to the [Thread budget] (common/parallel/thread_budget.h):
+// every rank shares its host and CPU mask over the boot communicator, so it can count the ranks whose
+// masks overlap its own. A host-side collective before any other, bounded like the config agreement.
+parallel::ThreadBudget setup_threads(int requested, comm::Communicator& boot) {
+  char host[64] = {};
+  gethostname(host, sizeof host - 1);
+  const parallel::CpuMask mine = parallel::CpuMask::of_this_thread();
+  constexpr int kWords = CPU_SETSIZE / 64;
+  std::vector<int64_t> row(1 + kWords, 0);
+  row[0] = static_cast<int64_t>(std::hash<std::string>{}(host));
+  std::memcpy(row.data() + 1, mine.words.data(), std::min<size_t>(mine.words.size(), kWords) * 8);
+  auto in = torch::tensor(row, torch::kInt64);
+  auto all = torch::empty({boot.world_size() * (1 + kWords)}, torch::kInt64);
+  comm::AllgatherOptions opts;
+  opts.timeout = comm::Millis(120000);
+  boot.allgather(in, all, opts)->wait(opts.timeout);
+  std::vector<parallel::RankCpus> ranks(static_cast<size_t>(boot.world_size()));
+  for (int r = 0; r < boot.world_size(); ++r) {
+    const int64_t* v = all.data_ptr<int64_t>() + r * (1 + kWords);
+    ranks[static_cast<size_t>(r)].host = v[0];
+    ranks[static_cast<size_t>(r)].mask.words.resize(kWords);
+    std::memcpy(ranks[static_cast<size_t>(r)].mask.words.data(), v + 1, kWords * 8);
+  }
+  auto budget = parallel::thread_budget(requested, std::getenv("OMP_NUM_THREADS"), ranks, boot.rank());
+  if (!budget.warning.empty()) spdlog::warn("{}", budget.warning);
+  torch::set_num_threads(budget.threads);
   try {
     torch::set_num_interop_threads(1);
   } catch (const c10::Error&) {
     // already set (only possible when embedded); keep LibTorch's value
   }
+  return budget;
 }
 
 // training.device: "auto" takes cuda:<local rank mod GPUs> when this build and node have a GPU (ranks
@@ -109,7 +133,7 @@ int train_command(const std::vector<std::string>& args) {
   }
 
   try {
-    setup_threads(spec.training.threads, boot->local_size());
+    const parallel::ThreadBudget threads = setup_threads(spec.training.threads, *boot);
     const torch::Device device = pick_device(spec.training.device, boot->local_rank());
     // Every rank may fetch its shard from the coordinator and may have to send a hang report; rank 0
     // sends progress and the result.
@@ -129,8 +153,8 @@ int train_command(const std::vector<std::string>& args) {
                                           spec, *boot, sender.get());
     comm::Communicator* comm = guard.comm.get();
     if (rank == 0)
-      spdlog::info("world {} backend {} device {} threads/rank {} config {}", comm->world_size(),
-                   comm->backend_name(), device.str(), torch::get_num_threads(),
+      spdlog::info("world {} backend {} device {} threads/rank {} ({}) config {}", comm->world_size(),
+                   comm->backend_name(), device.str(), torch::get_num_threads(), threads.source,
                    config::config_hash(spec).substr(0, 12));
 
     const std::string dir = spec.output.dir;

@@ -166,8 +166,9 @@ json Trainer::gather_rank_stats() {
                               static_cast<double>(cuda.peak_allocated),
                               static_cast<double>(cuda.peak_reserved),
                               static_cast<double>(parallel::parameter_checksum(*model_) >> 11),
-                              static_cast<double>(comm_.local_rank())};
-  constexpr int kPhases = 6;  // index of the first phase time in `mine`
+                              static_cast<double>(comm_.local_rank()),
+                              static_cast<double>(at::get_num_threads())};  // [Thread budget]
+  constexpr int kPhases = 7;  // index of the first phase time in `mine`
   for (int p = 0; p < static_cast<int>(Phase::kCount); ++p)
     mine.push_back(timer_.total_ms(static_cast<Phase>(p)) / steps);
   const int width = static_cast<int>(mine.size());
@@ -192,6 +193,7 @@ json Trainer::gather_rank_stats() {
     ranks.push_back({{"rank", r},
                      {"host", hosts[r]},
                      {"local_rank", static_cast<int>(s[5])},
+                     {"threads", static_cast<int>(s[6])},
                      {"images_per_sec", s[0]},
                      {"step_time_ms", split},
                      {"peak_memory_bytes", static_cast<int64_t>(on_gpu ? s[2] : s[1])},

@@ -162,7 +162,8 @@ const std::vector<Field>& schema() {
        1024,
        {},
        false,
-       "intra-op threads per rank; 0 = cores / local ranks"},
+       "intra-op threads per rank; 0 = OMP_NUM_THREADS if set, else the CPUs of the rank's "
+       "affinity mask over the local ranks sharing them"},
       // distributed
       {"distributed.backend", Kind::kString, "auto", 0, 0, {"auto", "mpi", "nccl"}},
       {"distributed.bucket_mb", Kind::kNumber, 25, 0, 4096, {}, false, "0 = one all-reduce per parameter"},

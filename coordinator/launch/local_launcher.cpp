@@ -19,8 +19,8 @@ extern char** environ;
 
 namespace rx::coord {
 
-LocalLauncher::LocalLauncher(std::string worker, std::string mpirun)
-    : worker_(std::move(worker)), mpirun_(std::move(mpirun)) {}
+LocalLauncher::LocalLauncher(std::string worker, std::string mpirun, int threads_per_rank)
+    : worker_(std::move(worker)), mpirun_(std::move(mpirun)), threads_per_rank_(threads_per_rank) {}
 
 std::vector<int> LocalLauncher::session_members(int sid) {
   std::vector<int> out;
@@ -72,9 +72,14 @@ LaunchHandle LocalLauncher::start(const LaunchSpec& spec) {
   argv.push_back(nullptr);
   // The environment is built before fork: only async-signal-safe calls are allowed in the child.
   std::vector<std::string> env_strings;
-  for (char** e = environ; *e; ++e)
+  bool has_omp_threads = false;
+  for (char** e = environ; *e; ++e) {
     if (std::strncmp(*e, "RX_JOB_SECRET=", 14) != 0) env_strings.emplace_back(*e);
+    if (std::strncmp(*e, "OMP_NUM_THREADS=", 16) == 0) has_omp_threads = true;
+  }
   env_strings.push_back("RX_JOB_SECRET=" + spec.secret);
+  if (threads_per_rank_ > 0 && !has_omp_threads)  // [Slot threads]
+    env_strings.push_back("OMP_NUM_THREADS=" + std::to_string(threads_per_rank_));
   std::vector<char*> envp;
   for (auto& s : env_strings) envp.push_back(s.data());
   envp.push_back(nullptr);

@@ -17,7 +17,10 @@ namespace rx::coord {
 class LocalLauncher : public Launcher {
  public:
   // worker: path to resnext_worker (or a stand-in script); mpirun: program name or path.
-  LocalLauncher(std::string worker, std::string mpirun = "mpirun");
+  // threads_per_rank > 0: each job's environment gets OMP_NUM_THREADS=threads_per_rank unless the
+  // coordinator's own environment sets it ([Slot threads]: a slot is a share of this host's cores,
+  // and jobs side by side must not each take all of them).
+  LocalLauncher(std::string worker, std::string mpirun = "mpirun", int threads_per_rank = 0);
   LaunchHandle start(const LaunchSpec& spec) override;
   std::optional<ExitInfo> poll(const LaunchHandle& h) override;
   void cancel(const LaunchHandle& h, bool force) override;
@@ -30,6 +33,7 @@ class LocalLauncher : public Launcher {
  private:
   std::string worker_;
   std::string mpirun_;
+  int threads_per_rank_ = 0;
   std::mutex mu_;
   std::map<int64_t, std::optional<ExitInfo>> children_;  // our own children: exit once known
 };

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """End to end with the REAL resnext_worker: a 2-rank fashion_mnist_small job made tiny by overrides,
 submitted over HTTP, polled until it finishes; then test_accuracy and both ranks' images_per_sec and
-peak_memory_bytes are read back from GET /v1/jobs/{id}. Label: e2e."""
+peak_memory_bytes are read back from GET /v1/jobs/{id}, and each rank's thread count (its slot's share
+of the CPUs) from the run record. Label: e2e."""
 import argparse
 import os
 import shutil
@@ -43,6 +44,11 @@ def main():
             assert isinstance(r["peak_memory_bytes"], int) and r["peak_memory_bytes"] > 0, r
         status, res = c.json("GET", f"/v1/jobs/{jid}/result")
         assert status == 200 and res.get("world_size") == 2, (status, res)
+        # [Slot threads]: 2 slots share this test's CPUs; the launcher says so through OMP_NUM_THREADS.
+        share = max(1, len(os.sched_getaffinity(0)) // 2)
+        assert [r["threads"] for r in res["ranks"]] == [share, share], res["ranks"]
+        _, _, logs = c.request("GET", f"/v1/jobs/{jid}/logs?tail=200")
+        assert f"threads/rank {share} (OMP_NUM_THREADS)" in logs, logs[-2000:]
         status, m = c.json("GET", f"/v1/jobs/{jid}/metrics")
         assert status == 200 and len(m["points"]) >= 1, m
         print(f"test_e2e: ok: test_accuracy={acc:.4f}, images/s={[r['images_per_sec'] for r in ranks]}, "

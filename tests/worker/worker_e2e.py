@@ -159,6 +159,47 @@ def single(tmp):
         check("resnext11_2x32d" in f.read(), "plots.svg does not name the model's shape")
 
 
+def threads(tmp):
+    """[Thread budget]: the intra-op thread count each placement gets, from the log and the run record."""
+    tiny = ["data.max_train_samples=128", "data.max_test_samples=64", "training.epochs=1"]
+    mask = len(os.sched_getaffinity(0))
+
+    def run(name, prefix=(), np=0, env=None, sets=()):
+        out = os.path.join(tmp, name)
+        if prefix:  # a launcher of our own in front of a world of 1
+            cmd = list(prefix) + [WORKER, "train", "--config", CONFIG, "--out", out]
+            for s in tiny + list(sets):
+                cmd += ["--set", s]
+            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
+                               env=dict(os.environ, **(env or {})))
+            rc, log = p.returncode, p.stdout
+        else:
+            rc, log, _ = run_worker(np, out, tiny + list(sets), 300, env=env)
+        check(rc == 0, f"{name}: exit {rc}", log)
+        return [r["threads"] for r in record(out)["ranks"]], log
+
+    got, log = run("unbound", env={"OMP_NUM_THREADS": ""})
+    check(got == [mask], f"alone and unbound: threads {got}, expected this test's {mask} CPUs", log)
+    check("(OMP_NUM_THREADS)" not in log and "is not a positive integer" in log,
+          "an empty OMP_NUM_THREADS was not reported as ignored", log)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    got, log = run("taskset", prefix=["taskset", "-c", str(min(os.sched_getaffinity(0)))], env=env)
+    check(got == [1] and "threads/rank 1 (affinity)" in log, f"bound to one CPU by taskset: threads {got}", log)
+    mpirun_core = os.environ.get("RX_MPIEXEC", "mpiexec").split() + ["--allow-run-as-root", "--bind-to", "core",
+                                                                    "-np", "1"]
+    got, log = run("mpirun_bind_core", prefix=mpirun_core, env=env)
+    check(got == [1], f"mpirun -np 1 --bind-to core: threads {got}, expected 1 (two threads on one core "
+                      "spin at every OpenMP barrier)", log)
+    got, log = run("two_unbound", np=2, env=env)
+    check(got == [max(1, mask // 2)] * 2, f"2 unbound ranks: threads {got}, expected {max(1, mask // 2)} each", log)
+    got, log = run("omp", env={"OMP_NUM_THREADS": "3"})
+    check(got == [3] and "threads/rank 3 (OMP_NUM_THREADS)" in log, f"OMP_NUM_THREADS=3: threads {got}", log)
+    got, log = run("config", env={"OMP_NUM_THREADS": "3"}, sets=["training.threads=2"])
+    check(got == [2], f"training.threads=2 over OMP_NUM_THREADS=3: threads {got}", log)
+    print(f"threads: {mask} CPUs here; unbound {mask}, bound 1, 2 ranks {max(1, mask // 2)} each, "
+          "OMP_NUM_THREADS and training.threads obeyed")
+
+
 def fault(tmp):
     rc, log, secs = run_worker(2, tmp, SMALL, 120, env={"RX_FAULT_RANK": "1", "RX_FAULT_STEP": "3"})
     check(rc != 0, "a failing rank did not fail the job", log)
@@ -393,7 +434,7 @@ def trace(tmp):
 
 SCENARIOS = {name: globals()[name] for name in (
     "replicas", "determinism", "learns", "single", "fault", "bad_config", "resume", "resume_corrupt",
-    "resume_other_world", "describe", "mixed_precision", "fused_adam", "trace", "recipe", "fast_recipe")}
+    "resume_other_world", "describe", "mixed_precision", "fused_adam", "trace", "recipe", "fast_recipe", "threads")}
 
 if __name__ == "__main__":
     sys.exit(main(SCENARIOS, __doc__))
