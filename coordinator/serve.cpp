@@ -182,8 +182,11 @@ int serve_main(const std::vector<std::string>& argv, const std::string& exe_dir)
     // job gets that many intra-op threads (OMP_NUM_THREADS, which the worker's [Thread budget] obeys).
     const int cpus = rx::parallel::CpuMask::of_this_thread().count();
     const int threads_per_rank = std::max(1, cpus / opts.slots);
-    spdlog::info("local launcher: {} CPUs over {} slots, {} thread(s) per rank (OMP_NUM_THREADS{})", cpus,
-                 opts.slots, threads_per_rank, std::getenv("OMP_NUM_THREADS") ? ": yours, kept" : "");
+    if (const char* own = std::getenv("OMP_NUM_THREADS"))
+      spdlog::info("local launcher: jobs keep this environment's OMP_NUM_THREADS={}", own);
+    else
+      spdlog::info("local launcher: {} CPUs over {} slots, OMP_NUM_THREADS={} per rank", cpus, opts.slots,
+                   threads_per_rank);
     job_launcher = std::make_unique<LocalLauncher>(worker, a.get_or("mpirun", "mpirun"), threads_per_rank);
   }
   JobService service(opts, std::move(job_launcher), std::move(tokens));

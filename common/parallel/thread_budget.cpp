@@ -44,7 +44,9 @@ namespace {
 // OMP_NUM_THREADS may be a list ("8,2" for nested levels): the first entry is the outer level.
 // Returns 0 when it is not a positive integer.
 int parse_omp_threads(const std::string& value) {
-  const std::string first = value.substr(0, value.find(','));
+  std::string first = value.substr(0, value.find(','));
+  const auto from = first.find_first_not_of(" \t");  // OpenMP runtimes allow surrounding blanks
+  first = from == std::string::npos ? "" : first.substr(from, first.find_last_not_of(" \t") - from + 1);
   int n = 0;
   const auto [end, ec] = std::from_chars(first.data(), first.data() + first.size(), n);
   if (ec != std::errc() || end != first.data() + first.size() || n < 1 || n > 4096) return 0;

@@ -2,14 +2,15 @@
 // [Thread budget] How many intra-op threads a rank runs. LibTorch does not divide a node's cores
 // between the ranks on it (pytorch/pytorch#20156), and two OpenMP threads that share one core spin at
 // every barrier waiting for each other: `mpirun -np 1` binds its rank to one core, and a rank with two
-// threads there trained 5x slower than with one (bench/README.md, "Thread budget"). So the count is,
+// threads there trained 3.6x slower than with one (bench/README.md, "Thread budget"). So the count is,
 // first that applies:
 //   1. training.threads, when > 0 (the config's word);
 //   2. OMP_NUM_THREADS, when set (the launcher's or the user's word; the coordinator sets it to its
 //      slot's share of the cores, coordinator/launch/local_launcher.h);
 //   3. the CPUs this rank may run on (its affinity mask) divided by the ranks on the same host whose
 //      masks overlap it: all local ranks when unbound, 1 when mpirun/srun bound each rank to its own
-//      cores, the ranks of a socket when bound to sockets.
+//      cores, the ranks of a socket when bound to sockets. "The same host" is the same hostname, as for
+//      the run record's nodes[]; masks of more than CPU_SETSIZE (1024) CPUs are not supported.
 #include <cstdint>
 #include <string>
 #include <vector>

@@ -22,6 +22,7 @@ def main():
     if not os.access(a.worker, os.X_OK):
         print(f"test_e2e: worker {a.worker} is not built", file=sys.stderr)
         return 1
+    os.environ.pop("OMP_NUM_THREADS", None)  # the coordinator would pass it on instead of its slot share
     state = tempfile.mkdtemp(prefix="rx_coord_e2e_")
     c = Coordinator(a.coordinator, state, ["--slots", "2", "--worker", a.worker])
     ok = False

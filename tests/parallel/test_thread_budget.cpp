@@ -53,13 +53,14 @@ TEST(ThreadBudget, OmpNumThreadsWinsOverTheMask) {
   EXPECT_EQ(thread_budget(0, "4", all, 0).threads, 4);
   EXPECT_EQ(thread_budget(0, "4", all, 0).source, "OMP_NUM_THREADS");
   EXPECT_EQ(thread_budget(0, "6,2", all, 0).threads, 6);  // nested levels: the outer one
+  EXPECT_EQ(thread_budget(0, " 5 ", all, 0).threads, 5);  // blanks, as OpenMP runtimes accept
   // More than the mask holds: the user's word, as OpenMP itself would take it.
   EXPECT_EQ(thread_budget(0, "32", all, 0).threads, 32);
 }
 
 TEST(ThreadBudget, UnusableOmpNumThreadsIsIgnoredWithAWarning) {
   auto all = placed(2, [](int) { return range(0, 16); });
-  for (const char* bad : {"", "0", "-2", "four", "4x", "99999", ",4"}) {
+  for (const char* bad : {"", "  ", "0", "-2", "four", "4x", "4 2", "99999", ",4"}) {
     auto b = thread_budget(0, bad, all, 1);
     EXPECT_EQ(b.threads, 8) << bad;
     EXPECT_EQ(b.source, "affinity") << bad;

@@ -161,17 +161,20 @@ def single(tmp):
 
 def threads(tmp):
     """[Thread budget]: the intra-op thread count each placement gets, from the log and the run record."""
+    os.environ.pop("OMP_NUM_THREADS", None)  # this scenario sets it where it means to (run_worker adds os.environ)
     tiny = ["data.max_train_samples=128", "data.max_test_samples=64", "training.epochs=1"]
     mask = len(os.sched_getaffinity(0))
+    one_cpu = min(os.sched_getaffinity(0))
 
-    def run(name, prefix=(), np=0, env=None, sets=()):
+    def run(name, prefix=(), np=0, env=None, sets=(), pin=False):
         out = os.path.join(tmp, name)
-        if prefix:  # a launcher of our own in front of a world of 1
+        if prefix or pin:  # a world of 1 behind a launcher of our own, or pinned to one CPU
             cmd = list(prefix) + [WORKER, "train", "--config", CONFIG, "--out", out]
             for s in tiny + list(sets):
                 cmd += ["--set", s]
             p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
-                               env=dict(os.environ, **(env or {})))
+                               env=dict(os.environ, **(env or {})),
+                               preexec_fn=(lambda: os.sched_setaffinity(0, {one_cpu})) if pin else None)
             rc, log = p.returncode, p.stdout
         else:
             rc, log, _ = run_worker(np, out, tiny + list(sets), 300, env=env)
@@ -182,22 +185,27 @@ def threads(tmp):
     check(got == [mask], f"alone and unbound: threads {got}, expected this test's {mask} CPUs", log)
     check("(OMP_NUM_THREADS)" not in log and "is not a positive integer" in log,
           "an empty OMP_NUM_THREADS was not reported as ignored", log)
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    got, log = run("taskset", prefix=["taskset", "-c", str(min(os.sched_getaffinity(0)))], env=env)
-    check(got == [1] and "threads/rank 1 (affinity)" in log, f"bound to one CPU by taskset: threads {got}", log)
+    got, log = run("pinned", pin=True)
+    check(got == [1] and "threads/rank 1 (affinity)" in log, f"pinned to one CPU: threads {got}", log)
+    # Open MPI's --bind-to core: the rank gets one core, i.e. that core's hardware threads (1 without SMT).
     mpirun_core = os.environ.get("RX_MPIEXEC", "mpiexec").split() + ["--allow-run-as-root", "--bind-to", "core",
                                                                     "-np", "1"]
-    got, log = run("mpirun_bind_core", prefix=mpirun_core, env=env)
-    check(got == [1], f"mpirun -np 1 --bind-to core: threads {got}, expected 1 (two threads on one core "
-                      "spin at every OpenMP barrier)", log)
-    got, log = run("two_unbound", np=2, env=env)
+    probe = subprocess.run(mpirun_core + [sys.executable, "-c", "import os; print(len(os.sched_getaffinity(0)))"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    check(probe.returncode == 0, "mpiexec --bind-to core could not start a process", probe.stdout)
+    core = int(probe.stdout.split()[-1])
+    check(core < mask or mask == 1, f"--bind-to core left {core} of {mask} CPUs: it did not bind", probe.stdout)
+    got, log = run("mpirun_bind_core", prefix=mpirun_core)
+    check(got == [core], f"mpirun -np 1 --bind-to core: threads {got}, expected the core's {core} (more threads "
+                         "than the core has spin at every OpenMP barrier)", log)
+    got, log = run("two_unbound", np=2)
     check(got == [max(1, mask // 2)] * 2, f"2 unbound ranks: threads {got}, expected {max(1, mask // 2)} each", log)
     got, log = run("omp", env={"OMP_NUM_THREADS": "3"})
     check(got == [3] and "threads/rank 3 (OMP_NUM_THREADS)" in log, f"OMP_NUM_THREADS=3: threads {got}", log)
     got, log = run("config", env={"OMP_NUM_THREADS": "3"}, sets=["training.threads=2"])
     check(got == [2], f"training.threads=2 over OMP_NUM_THREADS=3: threads {got}", log)
-    print(f"threads: {mask} CPUs here; unbound {mask}, bound 1, 2 ranks {max(1, mask // 2)} each, "
-          "OMP_NUM_THREADS and training.threads obeyed")
+    print(f"threads: {mask} CPUs here; unbound {mask}, pinned 1, bound to a core {core}, 2 ranks "
+          f"{max(1, mask // 2)} each, OMP_NUM_THREADS and training.threads obeyed")
 
 
 def fault(tmp):
