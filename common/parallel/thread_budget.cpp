@@ -8,6 +8,12 @@
 
 namespace rx::parallel {
 
+void CpuMask::add(int cpu) {
+  const auto word = static_cast<size_t>(cpu) / 64;
+  if (words.size() <= word) words.resize(word + 1, 0);
+  words[word] |= uint64_t{1} << (cpu % 64);
+}
+
 int CpuMask::count() const {
   int n = 0;
   for (uint64_t w : words) n += __builtin_popcountll(w);
@@ -23,8 +29,7 @@ bool CpuMask::overlaps(const CpuMask& other) const {
 
 CpuMask CpuMask::first_n(int n) {
   CpuMask m;
-  m.words.assign(static_cast<size_t>(std::max(n, 1) + 63) / 64, 0);
-  for (int i = 0; i < n; ++i) m.words[static_cast<size_t>(i) / 64] |= uint64_t{1} << (i % 64);
+  for (int i = 0; i < n; ++i) m.add(i);
   return m;
 }
 
@@ -36,7 +41,7 @@ CpuMask CpuMask::of_this_thread() {
   CpuMask m;
   m.words.assign(CPU_SETSIZE / 64, 0);
   for (int i = 0; i < CPU_SETSIZE; ++i)
-    if (CPU_ISSET(i, &set)) m.words[static_cast<size_t>(i) / 64] |= uint64_t{1} << (i % 64);
+    if (CPU_ISSET(i, &set)) m.add(i);
   return m;
 }
 

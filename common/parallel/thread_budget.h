@@ -21,6 +21,7 @@ namespace rx::parallel {
 struct CpuMask {
   std::vector<uint64_t> words;
 
+  void add(int cpu);  // grows words as needed
   int count() const;
   bool overlaps(const CpuMask& other) const;
   static CpuMask of_this_thread();  // sched_getaffinity(0); all online CPUs if that fails

@@ -14,14 +14,13 @@ using rx::parallel::thread_budget;
 namespace {
 CpuMask cpus(std::initializer_list<int> ids) {
   CpuMask m;
-  m.words.assign(2, 0);  // 128 CPUs
-  for (int i : ids) m.words[static_cast<size_t>(i) / 64] |= uint64_t{1} << (i % 64);
+  for (int i : ids) m.add(i);
   return m;
 }
 
 CpuMask range(int first, int n) {
-  CpuMask m = cpus({});
-  for (int i = first; i < first + n; ++i) m.words[static_cast<size_t>(i) / 64] |= uint64_t{1} << (i % 64);
+  CpuMask m;
+  for (int i = first; i < first + n; ++i) m.add(i);
   return m;
 }
 

@@ -83,19 +83,22 @@ def skip(reason):
     raise Skip(reason)
 
 
-def run_worker(np, out, sets, timeout, env=None, config=None, extra=()):
+def run_worker(np, out, sets, timeout, env=None, config=None, extra=(), launcher=None, preexec_fn=None):
     """resnext_worker train on np ranks under mpiexec (np 0: a plain process, a world of 1).
 
-    Returns (exit code, combined output, seconds). config defaults to configs/fashion_mnist_small.json.
+    launcher: a command to start it with instead (np is then ignored); preexec_fn: run in the child
+    before exec (e.g. pinning it). Returns (exit code, combined output, seconds). config defaults to
+    configs/fashion_mnist_small.json.
     """
     config = config or os.path.join(source_dir(), "configs", "fashion_mnist_small.json")
-    cmd = ([] if np == 0 else MPIEXEC + ["-np", str(np)]) + [worker_path(), "train", "--config", config, "--out", out]
+    start = list(launcher) if launcher is not None else ([] if np == 0 else MPIEXEC + ["-np", str(np)])
+    cmd = start + [worker_path(), "train", "--config", config, "--out", out]
     for s in sets:
         cmd += ["--set", s]
     cmd += list(extra)
     t0 = time.monotonic()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                       env=dict(os.environ, **(env or {})))
+                       env=dict(os.environ, **(env or {})), preexec_fn=preexec_fn)
     return p.returncode, p.stdout, time.monotonic() - t0
 
 

@@ -166,18 +166,10 @@ def threads(tmp):
     mask = len(os.sched_getaffinity(0))
     one_cpu = min(os.sched_getaffinity(0))
 
-    def run(name, prefix=(), np=0, env=None, sets=(), pin=False):
+    def run(name, prefix=None, np=0, env=None, sets=(), pin=False):
         out = os.path.join(tmp, name)
-        if prefix or pin:  # a world of 1 behind a launcher of our own, or pinned to one CPU
-            cmd = list(prefix) + [WORKER, "train", "--config", CONFIG, "--out", out]
-            for s in tiny + list(sets):
-                cmd += ["--set", s]
-            p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300,
-                               env=dict(os.environ, **(env or {})),
-                               preexec_fn=(lambda: os.sched_setaffinity(0, {one_cpu})) if pin else None)
-            rc, log = p.returncode, p.stdout
-        else:
-            rc, log, _ = run_worker(np, out, tiny + list(sets), 300, env=env)
+        rc, log, _ = run_worker(np, out, tiny + list(sets), 300, env=env, launcher=prefix,
+                                preexec_fn=(lambda: os.sched_setaffinity(0, {one_cpu})) if pin else None)
         check(rc == 0, f"{name}: exit {rc}", log)
         return [r["threads"] for r in record(out)["ranks"]], log
 
